@@ -1,0 +1,1 @@
+"""The `clone` action type: its input, its pipeline steps and their helpers."""

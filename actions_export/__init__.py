@@ -1,0 +1,1 @@
+"""The `export` action type: its input, its pipeline steps and their helpers."""

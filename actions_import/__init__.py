@@ -1,0 +1,1 @@
+"""The `import` action type: its input, its pipeline steps and their helpers."""

@@ -1,0 +1,1 @@
+"""ImageActions core: the ImageAction resource, its pipeline runner, stores and API."""

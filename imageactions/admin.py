@@ -1,0 +1,95 @@
+"""The operators' console: every action with its step timeline, and the images."""
+
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from . import runner
+from .models import ActionEvent, Image, ImageAction, ImageTag, ProjectMember
+
+
+class ActionEventInline(admin.TabularInline):
+    model = ActionEvent
+    extra = 0
+    can_delete = False
+    fields = ["step", "status", "attempt", "worker", "started_at", "finished_at", "outcome", "message", "traceback"]
+    readonly_fields = fields
+    verbose_name = "step run"
+    verbose_name_plural = "step timeline"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ImageAction)
+class ImageActionAdmin(admin.ModelAdmin):
+    list_display = ["id", "action_type", "status", "owner", "percent_done", "created_at", "updated_at", "short_message"]
+    list_filter = ["action_type", "status", "owner", "created_at", "finished_at"]
+    search_fields = ["id", "owner", "input__location", "input__image_id", "message"]
+    date_hierarchy = "created_at"
+    inlines = [ActionEventInline]
+    actions = ["cancel_actions", "retry_failed_actions", "purge_expired_actions"]
+    readonly_fields = [
+        f.name for f in ImageAction._meta.get_fields() if f.concrete
+    ]
+    fieldsets = [
+        (None, {"fields": ["id", "action_type", "status", "owner", "message"]}),
+        ("Request and result", {"fields": ["input", "image_properties", "result"]}),
+        ("Progress", {"fields": ["progress_step", "progress_done", "progress_total"]}),
+        ("Times", {"fields": ["created_at", "updated_at", "started_at", "finished_at", "expires_at"]}),
+        (
+            "Runner",
+            {
+                "classes": ["collapse"],
+                "fields": ["step_index", "step_state", "attempt", "restarts", "worker", "run_token",
+                           "queued_at", "heartbeat_at", "cancel_requested", "state"],
+            },
+        ),
+    ]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="done")
+    def percent_done(self, action):
+        percent = action.progress["percent"]
+        return "" if percent is None else f"{percent:.0f}%"
+
+    @admin.display(description="message")
+    def short_message(self, action):
+        return action.message[:80]
+
+    @admin.action(description="Cancel selected actions")
+    def cancel_actions(self, request, queryset):
+        cancelled = sum(runner.request_cancel(action) for action in queryset)
+        self.message_user(request, f"Cancel requested for {cancelled} action(s).", messages.SUCCESS)
+
+    @admin.action(description="Retry selected failed actions")
+    def retry_failed_actions(self, request, queryset):
+        retried = sum(runner.retry_failed(action) for action in queryset)
+        self.message_user(request, f"{retried} failed action(s) queued again.", messages.SUCCESS)
+
+    @admin.action(description="Purge all expired actions")
+    def purge_expired_actions(self, request, queryset):
+        purged = runner.purge()
+        self.message_user(request, f"Purged {purged} expired action(s) (as of {timezone.now():%H:%M:%S}).")
+
+
+class ImageTagInline(admin.TabularInline):
+    model = ImageTag
+    extra = 0
+
+
+@admin.register(Image)
+class ImageAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "status", "disk_format", "size", "owner", "visibility", "store", "created_at"]
+    list_filter = ["status", "disk_format", "visibility", "store", "owner", "created_at"]
+    search_fields = ["id", "name", "owner", "os_hash_value", "store_key"]
+    readonly_fields = ["id", "size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value", "store",
+                       "store_key", "created_by_action", "created_at", "updated_at"]
+    inlines = [ImageTagInline]
+
+
+@admin.register(ProjectMember)
+class ProjectMemberAdmin(admin.ModelAdmin):
+    list_display = ["user", "project"]
+    search_fields = ["user__username", "project"]

@@ -1,0 +1,56 @@
+"""One JSON shape for every API error: {"code", "detail", "errors": {"field.path": [...]}}."""
+
+from django.core.exceptions import RequestDataTooBig
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "payload_too_large"
+    default_detail = "The request body is too large."
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+    default_detail = "The resource is not in a state that allows this request."
+
+
+def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
+    """{"input": {"location": ["..."]}} -> {"input.location": ["..."]}."""
+    if isinstance(detail, dict):
+        flat = {}
+        for key, value in detail.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(flatten_errors(value, name))
+        return flat
+    if isinstance(detail, list) and detail and all(isinstance(item, (dict, list)) for item in detail):
+        flat = {}
+        for index, value in enumerate(detail):
+            flat.update(flatten_errors(value, f"{prefix}[{index}]"))
+        return flat
+    items = detail if isinstance(detail, list) else [detail]
+    return {prefix or "non_field_errors": [str(item) for item in items]}
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        errors = flatten_errors(exc.detail)
+        first_field, first_messages = next(iter(errors.items()))
+        body = {
+            "code": "invalid",
+            "detail": f"{first_field}: {first_messages[0]}" if first_field != "non_field_errors" else first_messages[0],
+            "errors": errors,
+        }
+    else:
+        detail = getattr(exc, "detail", str(exc))
+        code = detail.code if hasattr(detail, "code") else getattr(exc, "default_code", "error")
+        body = {"code": code, "detail": str(detail), "errors": {}}
+    return Response(body, status=response.status_code, headers=dict(response.items()))

@@ -1,0 +1,30 @@
+"""Create (or update) an API user in a project and print its token."""
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from rest_framework.authtoken.models import Token
+
+from imageactions.models import ProjectMember
+
+
+class Command(BaseCommand):
+    help = "Create an API user in a project (the project owns its actions and images) and print its token."
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("--project", required=True, help="The project the user belongs to.")
+        parser.add_argument("--staff", action="store_true", help="Operator: sees every project; may use the admin.")
+        parser.add_argument("--password", help="Also set a password (for the admin and the browsable API).")
+
+    def handle(self, username, project, staff, password, **options):
+        user, created = get_user_model().objects.get_or_create(username=username)
+        if staff:
+            user.is_staff = user.is_superuser = True
+        if password:
+            user.set_password(password)
+        elif created:
+            user.set_unusable_password()
+        user.save()
+        ProjectMember.objects.update_or_create(user=user, defaults={"project": project})
+        token, _ = Token.objects.get_or_create(user=user)
+        self.stdout.write(token.key)

@@ -1,0 +1,178 @@
+"""The ImageAction resource with its step log, the Image it produces, and project membership."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from .choices import TERMINAL_STATUSES, ActionStatus, ImageStatus, StepState, Visibility
+
+
+class ProjectMember(models.Model):
+    """Puts a user in a project; the project owns every action and image its members create."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="project_member")
+    project = models.CharField(max_length=64, db_index=True)
+
+    def __str__(self):
+        return f"{self.user} in {self.project}"
+
+
+class ImageActionQuerySet(models.QuerySet):
+    def pending(self):
+        # Written exactly like the partial index's condition so PostgreSQL can use it.
+        return self.filter(~Q(status__in=TERMINAL_STATUSES))
+
+    def owned_by(self, owner: str):
+        return self.filter(owner=owner)
+
+
+class ImageAction(models.Model):
+    """One tracked, asynchronous piece of work on images (import, export, clone, ...)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    action_type = models.CharField(max_length=32)
+    # No choices: running steps contribute their own statuses (see imageactions.pipeline).
+    status = models.CharField(max_length=32, default=ActionStatus.WAITING)
+    owner = models.CharField(max_length=64)
+    input = models.JSONField(default=dict)
+    image_properties = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    message = models.TextField(blank=True, default="")
+
+    progress_step = models.CharField(max_length=64, blank=True, default="")
+    progress_done = models.BigIntegerField(default=0)
+    progress_total = models.BigIntegerField(null=True, blank=True)
+
+    # The runner's bookkeeping: which step, in what state, claimed by which run.
+    step_index = models.PositiveSmallIntegerField(default=0)
+    step_state = models.CharField(max_length=16, choices=StepState.choices, default=StepState.QUEUED)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    restarts = models.PositiveSmallIntegerField(default=0)
+    run_token = models.UUIDField(null=True, blank=True)
+    worker = models.CharField(max_length=128, blank=True, default="")
+    queued_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    # What steps hand to later steps (e.g. the staged file and its hashes); never shown to users.
+    state = models.JSONField(default=dict, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ImageActionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # "This owner's pending actions, newest first" reads only the pending rows.
+            models.Index(
+                fields=["owner", "-created_at"],
+                condition=~Q(status__in=TERMINAL_STATUSES),
+                name="action_owner_pending_idx",
+            ),
+            models.Index(fields=["owner", "-created_at"], name="action_owner_created_idx"),
+            models.Index(fields=["owner", "action_type", "-created_at"], name="action_owner_type_idx"),
+            models.Index(fields=["owner", "-updated_at"], name="action_owner_updated_idx"),
+            # The reaper's and purge's scans.
+            models.Index(fields=["step_state", "heartbeat_at"], name="action_step_state_idx"),
+            models.Index(fields=["expires_at"], name="action_expires_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.action_type} {self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def progress(self) -> dict:
+        total = self.progress_total
+        percent = None
+        if total:
+            percent = round(min(100.0, 100.0 * self.progress_done / total), 1)
+        elif self.status == ActionStatus.SUCCESS:
+            percent = 100.0
+        return {
+            "step": self.progress_step or None,
+            "bytes_done": self.progress_done,
+            "bytes_total": total,
+            "percent": percent,
+        }
+
+
+class ActionEvent(models.Model):
+    """One attempt at one step of an action: the timeline operators read in the admin."""
+
+    action = models.ForeignKey(ImageAction, on_delete=models.CASCADE, related_name="events")
+    step = models.CharField(max_length=64)
+    status = models.CharField(max_length=32)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    worker = models.CharField(max_length=128, blank=True, default="")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=32, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    traceback = models.TextField(blank=True, default="")  # operators only, never in the API
+
+    class Meta:
+        ordering = ["started_at", "id"]
+
+    def __str__(self):
+        return f"{self.step} #{self.attempt}: {self.outcome or 'running'}"
+
+
+class Image(models.Model):
+    """A verified disk image whose bytes live in one store."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=255, blank=True, default="")
+    status = models.CharField(max_length=16, choices=ImageStatus.choices, default=ImageStatus.ACTIVE)
+    disk_format = models.CharField(max_length=16)
+    container_format = models.CharField(max_length=16, default="bare")
+    size = models.BigIntegerField()
+    virtual_size = models.BigIntegerField(null=True, blank=True)
+    checksum = models.CharField(max_length=32)  # md5, as Glance reports it
+    os_hash_algo = models.CharField(max_length=16, default="sha512")
+    os_hash_value = models.CharField(max_length=128)
+    properties = models.JSONField(default=dict, blank=True)
+    owner = models.CharField(max_length=64)
+    visibility = models.CharField(max_length=16, choices=Visibility.choices, default=Visibility.PRIVATE)
+    min_disk = models.PositiveIntegerField(default=0)
+    min_ram = models.PositiveIntegerField(default=0)
+    store = models.CharField(max_length=64)
+    store_key = models.CharField(max_length=512)
+    created_by_action = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="image_owner_created_idx"),
+            models.Index(fields=["owner", "name"], name="image_owner_name_idx"),
+        ]
+        constraints = [
+            # A re-run step can never leave two Images for one action in one store.
+            models.UniqueConstraint(fields=["created_by_action", "store"], name="image_one_per_action_store"),
+        ]
+
+    def __str__(self):
+        return f"{self.name or self.id} ({self.disk_format})"
+
+
+class ImageTag(models.Model):
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="tag_set")
+    name = models.CharField(max_length=255)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["image", "name"], name="image_tag_unique")]
+        indexes = [models.Index(fields=["name"], name="image_tag_name_idx")]
+
+    def __str__(self):
+        return self.name

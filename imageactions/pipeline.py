@@ -1,0 +1,93 @@
+"""The plugin surface: action types declare their steps here, and steps report through it.
+
+An action type's app calls `register(ActionType(...))` in its AppConfig.ready(); everything
+an action type needs from the core is importable from this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from django.conf import settings
+
+if TYPE_CHECKING:
+    from .models import ImageAction
+    from .runner import StepContext
+
+
+class StepError(Exception):
+    """A step failed for a reason the user can act on; str(error) becomes the action's message."""
+
+
+class RetryableStepError(StepError):
+    """A passing fault (network, store busy): the runner retries the step with backoff."""
+
+
+class ActionCancelled(Exception):
+    """Raised inside a step (by ctx.progress) when the user cancelled the action."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of a pipeline, run as one django-q2 task on a worker pool."""
+
+    name: str
+    status: str  # what the action's `status` shows while this step runs
+    run: Callable[[ImageAction, StepContext], None]
+    pool: str = "default"
+    timeout: int = 3600
+    retries: int = 0  # extra attempts after a RetryableStepError
+    backoff: float = 2.0  # seconds before the first retry, doubled for each further one
+    # A step that does not apply to an action (e.g. no conversion asked) is skipped.
+    applies: Callable[[ImageAction], bool] = lambda action: True
+
+    def pool_for(self, action_type: str) -> str:
+        return settings.STEP_POOLS.get(f"{action_type}.{self.name}", self.pool)
+
+
+@dataclass(frozen=True)
+class ActionType:
+    """What an action type declares: its input, its steps and its hooks into the runner."""
+
+    name: str
+    input_serializer: type
+    steps: tuple[Step, ...]
+    description: str = ""
+    # Called by the runner in the same transaction that marks the action `success`
+    # (e.g. create the Image record), so a cancel can never race a half-finished result.
+    finish: Callable[[ImageAction, StepContext], None] | None = None
+    # Called after failure or cancel, and on purge: remove what the steps left behind.
+    clean_up: Callable[[ImageAction], None] | None = None
+    # Given the validated input, whether the action waits for data before its first step.
+    awaits_data: Callable[[dict], bool] = lambda data: False
+    # Receives the body of PUT /v2/image-actions/{id}/data for an action that awaits data.
+    receive_data: Callable[[ImageAction, object, StepContext], None] | None = None
+    # Derives `image_properties` shown on the action from its validated input.
+    image_properties: Callable[[dict], dict] = lambda data: {}
+    statuses: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "statuses", tuple(dict.fromkeys(step.status for step in self.steps)))
+
+
+_registry: dict[str, ActionType] = {}
+
+
+def register(action_type: ActionType) -> None:
+    if action_type.name in _registry and _registry[action_type.name] is not action_type:
+        raise ValueError(f"action type {action_type.name!r} is registered twice")
+    _registry[action_type.name] = action_type
+
+
+def get_action_type(name: str) -> ActionType | None:
+    return _registry.get(name)
+
+
+def action_types() -> dict[str, ActionType]:
+    return dict(_registry)
+
+
+def step_statuses() -> list[str]:
+    """Every status a registered step can show, in registration order."""
+    return list(dict.fromkeys(status for at in _registry.values() for status in at.statuses))

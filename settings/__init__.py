@@ -1,0 +1,205 @@
+"""Django settings for ImageActions: every knob comes from an environment variable.
+
+The README's settings table documents each variable; code reads `django.conf.settings`.
+"""
+
+import secrets
+from pathlib import Path
+
+from .env import env_bool, env_float, env_int, env_json, env_list, env_str, parse_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# -- Where state lives -------------------------------------------------------------------
+DATA_DIR = Path(env_str("IMAGEACTIONS_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+SCRATCH_DIR = DATA_DIR / "scratch"
+
+DEBUG = env_bool("IMAGEACTIONS_DEBUG", False)
+
+
+def _secret_key() -> str:
+    """The environment's key; otherwise one generated once and kept in the data directory.
+
+    Production mode (IMAGEACTIONS_PRODUCTION=1) refuses to start without an explicit key.
+    """
+    key = env_str("IMAGEACTIONS_SECRET_KEY", "")
+    if key:
+        return key
+    if env_bool("IMAGEACTIONS_PRODUCTION", False):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("IMAGEACTIONS_SECRET_KEY must be set when IMAGEACTIONS_PRODUCTION=1")
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.touch(mode=0o600)
+        key_file.write_text(secrets.token_urlsafe(50))
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("IMAGEACTIONS_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("IMAGEACTIONS_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "imageactions",
+    *env_list("IMAGEACTIONS_ACTION_APPS", ["actions_import", "actions_export", "actions_clone"]),
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "imageactions.urls"
+WSGI_APPLICATION = "imageactions.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# -- Database: SQLite (WAL) in the data directory unless DATABASE_URL names PostgreSQL ----
+DATABASES = {
+    "default": parse_database_url(
+        env_str("IMAGEACTIONS_DATABASE_URL", ""), sqlite_path=DATA_DIR / "imageactions.sqlite3"
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+# Served by WhiteNoise straight from the apps (admin, Swagger UI and Redoc from the sidecar):
+# the docs work offline and no collectstatic step is needed.
+WHITENOISE_USE_FINDERS = True
+(DATA_DIR / "static").mkdir(exist_ok=True)
+
+# Request bodies other than image data stay small; image bytes are streamed, never buffered.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("IMAGEACTIONS_MAX_REQUEST_BODY", 256 * 1024)
+
+# -- ImageAction lifecycle ---------------------------------------------------------------
+ACTION_TTL = env_float("IMAGEACTIONS_ACTION_TTL", 48 * 3600)
+REAPER_INTERVAL = env_float("IMAGEACTIONS_REAPER_INTERVAL", 60)
+HEARTBEAT_INTERVAL = env_float("IMAGEACTIONS_HEARTBEAT_INTERVAL", max(1.0, REAPER_INTERVAL / 4))
+# A queued step whose task has not started after this long is queued again (lost task).
+QUEUED_TASK_TIMEOUT = env_float("IMAGEACTIONS_QUEUED_TASK_TIMEOUT", 600)
+# An action that waits for uploaded data fails when none arrived within this many seconds.
+DATA_WAIT_TIMEOUT = env_float("IMAGEACTIONS_DATA_WAIT_TIMEOUT", 3600)
+PURGE_INTERVAL = env_float("IMAGEACTIONS_PURGE_INTERVAL", 600)
+PROGRESS_WRITE_INTERVAL = env_float("IMAGEACTIONS_PROGRESS_WRITE_INTERVAL", 0.5)
+# How many times a step whose worker died is started again before the action fails.
+MAX_STEP_RESTARTS = env_int("IMAGEACTIONS_MAX_STEP_RESTARTS", 2)
+
+# -- Worker pools (django-q2 clusters) ---------------------------------------------------
+DEFAULT_POOL = "default"
+# {"import.uploading": "edge", ...}: which pool runs a step; unnamed steps run on their declared pool.
+STEP_POOLS = env_json("IMAGEACTIONS_STEP_POOLS", {})
+WORKER_POOLS = sorted({DEFAULT_POOL, *env_list("IMAGEACTIONS_WORKER_POOLS", []), *STEP_POOLS.values()})
+LONGEST_STEP_TIMEOUT = env_int("IMAGEACTIONS_LONGEST_STEP_TIMEOUT", 6 * 3600)
+
+BROKER_URL = env_str("IMAGEACTIONS_BROKER_URL", "")
+Q_CLUSTER = {
+    "name": DEFAULT_POOL,
+    "workers": env_int("IMAGEACTIONS_WORKERS", 2),
+    "timeout": LONGEST_STEP_TIMEOUT,
+    # django-q2 re-delivers an unacknowledged task after `retry` seconds; the runner's own
+    # claim and reaper decide what runs, so a re-delivery is harmless but must not be early.
+    "retry": LONGEST_STEP_TIMEOUT + 600,
+    "max_attempts": 1,
+    "save_limit": -1,
+    "ack_failures": True,
+    "catch_up": False,
+    "poll": 0.2,
+    "ALT_CLUSTERS": {pool: {} for pool in WORKER_POOLS if pool != DEFAULT_POOL},
+}
+if BROKER_URL:
+    Q_CLUSTER["redis"] = BROKER_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# -- Images and stores -------------------------------------------------------------------
+# {"NAME": {"type": "filesystem", "path": ..., "region": ...} | {"type": "s3", "bucket": ...,
+#  "endpoint_url": ..., "access_key": ..., "secret_key": ..., "region_name": ...,
+#  "addressing_style": "path"|"virtual", "region": ...}}
+IMAGE_STORES = env_json(
+    "IMAGEACTIONS_STORES",
+    {"local": {"type": "filesystem", "path": str(DATA_DIR / "images"), "region": "local"}},
+)
+DEFAULT_IMAGE_STORE = env_str("IMAGEACTIONS_DEFAULT_STORE", next(iter(IMAGE_STORES)))
+
+# -- URL policy for sources and destinations (DESIGN section 6) -------------------------
+URL_ALLOWED_SCHEMES = env_list("IMAGEACTIONS_URL_ALLOWED_SCHEMES", ["http", "https"])
+URL_ALLOWED_HOSTS = env_list("IMAGEACTIONS_URL_ALLOWED_HOSTS", [])  # empty: any public host
+URL_ALLOWED_PORTS = [int(p) for p in env_list("IMAGEACTIONS_URL_ALLOWED_PORTS", [])]  # empty: any
+# CIDRs that are allowed although private/loopback (tests allowlist 127.0.0.0/8 here).
+URL_ALLOWED_NETWORKS = env_list("IMAGEACTIONS_URL_ALLOWED_NETWORKS", [])
+
+# -- REST framework ----------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "imageactions.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"user": env_str("IMAGEACTIONS_API_RATE", "6000/min")},
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ImageActions API",
+    "DESCRIPTION": "Import, export and clone VM disk images as tracked, asynchronous actions.",
+    "VERSION": "2",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("IMAGEACTIONS_LOG_LEVEL", "INFO")},
+}
