@@ -162,7 +162,12 @@ IMAGE_STORES = env_json(
     "IMAGEACTIONS_STORES",
     {"local": {"type": "filesystem", "path": str(DATA_DIR / "images"), "region": "local"}},
 )
+# Extra S3 keys: prefix, multipart_threshold, multipart_chunksize (>= 5 MiB), connect_timeout,
+# read_timeout, max_attempts.
 DEFAULT_IMAGE_STORE = env_str("IMAGEACTIONS_DEFAULT_STORE", next(iter(IMAGE_STORES)))
+
+# {"host:port": {"auth_url": ..., "user": ..., "key": ..., "timeout": ...}} for swift:// sources.
+SWIFT_CREDENTIALS = env_json("IMAGEACTIONS_SWIFT_CREDENTIALS", {})
 
 # -- URL policy for sources and destinations (DESIGN section 6) -------------------------
 URL_ALLOWED_SCHEMES = env_list("IMAGEACTIONS_URL_ALLOWED_SCHEMES", ["http", "https"])
@@ -170,6 +175,15 @@ URL_ALLOWED_HOSTS = env_list("IMAGEACTIONS_URL_ALLOWED_HOSTS", [])  # empty: any
 URL_ALLOWED_PORTS = [int(p) for p in env_list("IMAGEACTIONS_URL_ALLOWED_PORTS", [])]  # empty: any
 # CIDRs that are allowed although private/loopback (tests allowlist 127.0.0.0/8 here).
 URL_ALLOWED_NETWORKS = env_list("IMAGEACTIONS_URL_ALLOWED_NETWORKS", [])
+
+# -- Import sources ----------------------------------------------------------------------
+IMAGE_MAX_SIZE = env_int("IMAGEACTIONS_IMAGE_MAX_SIZE", 100 * 1024**3)  # bytes, per image
+HTTP_CONNECT_TIMEOUT = env_float("IMAGEACTIONS_HTTP_CONNECT_TIMEOUT", 10)
+HTTP_READ_TIMEOUT = env_float("IMAGEACTIONS_HTTP_READ_TIMEOUT", 60)  # seconds without a byte
+HTTP_MAX_REDIRECTS = env_int("IMAGEACTIONS_HTTP_MAX_REDIRECTS", 5)
+# Where s3:// import locations are read: {"endpoint_url": ..., "access_key": ..., "secret_key": ...,
+#  "region_name": ..., "addressing_style": "path"}; empty: s3:// locations are refused.
+S3_SOURCE = env_json("IMAGEACTIONS_S3_SOURCE", {})
 
 # -- REST framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {

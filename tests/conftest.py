@@ -14,6 +14,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from imageactions.models import ImageAction
+from tests.objectstore import object_store  # noqa: F401  (a real Swift + s3api on 127.0.0.1)
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = os.environ.get("IMAGEACTIONS_TEST_PROFILE", "embedded")
@@ -101,13 +102,14 @@ def database_url() -> str:
 class WorkerPool:
     """A `manage.py worker` process (a django-q2 cluster) started for the tests."""
 
-    def __init__(self, pool: str, workers: int, log_path: Path):
+    def __init__(self, pool: str, workers: int, log_path: Path, env: dict | None = None):
         self.pool, self.workers, self.log_path = pool, workers, log_path
+        self.extra_env = env or {}
         self.process = None
 
     def start(self):
         env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", IMAGEACTIONS_DATABASE_URL=database_url(),
-                   IMAGEACTIONS_WORKERS=str(self.workers), PYTHONUNBUFFERED="1")
+                   IMAGEACTIONS_WORKERS=str(self.workers), PYTHONUNBUFFERED="1", **self.extra_env)
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "worker", "--pool", self.pool],
@@ -125,20 +127,37 @@ class WorkerPool:
                 self.process.wait()
         self.log.close()
 
+    def pids(self) -> set[int]:
+        """The cluster's process tree: the command, django-q2's guard, pool children, monitor, pusher."""
+        parents = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(stat.parent.name)] = int(fields[1])
+        tree = {self.process.pid}
+        while grown := {pid for pid, parent in parents.items() if parent in tree and pid not in tree}:
+            tree |= grown
+        return tree
+
     def log_tail(self, lines=40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @pytest.fixture
 def start_workers(transactional_db, tmp_path):
-    """Start worker pools: `start_workers()` or `start_workers(pool="edge", workers=2)`."""
+    """Start worker pools: `start_workers()` or `start_workers(pool="edge", workers=2, env={...})`.
+
+    `env` adds environment variables (settings) for that pool's processes only.
+    """
     from imageactions.runner import ensure_schedules
 
     started = []
 
-    def start(pool: str = "default", workers: int = 2) -> WorkerPool:
+    def start(pool: str = "default", workers: int = 2, env: dict | None = None) -> WorkerPool:
         ensure_schedules()
-        worker = WorkerPool(pool, workers, tmp_path / f"worker-{pool}-{len(started)}.log").start()
+        worker = WorkerPool(pool, workers, tmp_path / f"worker-{pool}-{len(started)}.log", env).start()
         started.append(worker)
         return worker
 
