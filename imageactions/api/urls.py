@@ -1,11 +1,13 @@
 """Routes of the /v2 API: image actions and their aliases, images, stores, the schema and docs."""
 
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from ..pipeline import get_action_type
-from .views import ImageActionViewSet, alias_viewset
+from .images import ImageViewSet
+from .stores import ImageStoreViewSet
+from .views import ImageActionViewSet, OfflineRedocView, alias_viewset
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -21,10 +23,12 @@ router.register("image-actions", ImageActionViewSet, basename="image-action")
 for alias, action_type in (("image-imports", "import"), ("image-exports", "export"), ("image-clones", "clone")):
     if get_action_type(action_type):
         router.register(alias, alias_viewset(action_type), basename=alias.removesuffix("s"))
+router.register("images", ImageViewSet, basename="image")
+router.register("stores", ImageStoreViewSet, basename="store")
 
 urlpatterns = [
     path("", include(router.urls)),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("redoc", OfflineRedocView.as_view(url_name="schema"), name="redoc"),
 ]

@@ -1,0 +1,339 @@
+"""The /v2/images resource: list, show, change and delete images, and download their bytes."""
+
+import base64
+import re
+
+from django.db import transaction
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
+from rest_framework import exceptions, mixins, serializers, status, viewsets
+from rest_framework.decorators import action as route
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+
+from ..choices import Visibility
+from ..filtersets import ImageFilterSet
+from ..models import Image, ImageAction, ImageTag
+from ..stores import ObjectNotFound, StoreError, get_store
+from ..validators import MAX_IMAGE_NAME_LENGTH, ImagePropertiesField, ImageTagsField
+from .errors import Conflict
+from .parsers import BoundedJSONParser
+from .permissions import visible_to
+from .serializers import ErrorSerializer
+from .views import NewestFirstCursorPagination
+
+DOWNLOAD_BLOCK_SIZE = 1024 * 1024  # bytes per read from the store while streaming a download
+
+
+class StoreUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "store_unavailable"
+    default_detail = "The image store could not be used; try again later."
+
+
+# -- serializers -----------------------------------------------------------------------
+
+
+class ImageStoreRefSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    region = serializers.CharField(allow_null=True, help_text="Null when the store is no longer configured.")
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    """An image as its project sees it (the owner is always the caller's own project, or any for staff)."""
+
+    tags = serializers.SerializerMethodField()
+    properties = serializers.DictField(child=serializers.CharField(), read_only=True)
+    store = serializers.SerializerMethodField()
+    file = serializers.SerializerMethodField(help_text="Where to download the image's bytes.")
+
+    class Meta:
+        model = Image
+        fields = [
+            "id", "name", "status", "disk_format", "container_format", "size", "virtual_size", "checksum",
+            "os_hash_algo", "os_hash_value", "tags", "properties", "owner", "visibility", "min_disk", "min_ram",
+            "created_at", "updated_at", "store", "file",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_tags(self, image) -> list[str]:
+        return sorted(tag.name for tag in image.tag_set.all())
+
+    @extend_schema_field(ImageStoreRefSerializer)
+    def get_store(self, image) -> dict:
+        try:
+            region = get_store(image.store).region
+        except StoreError:
+            region = None
+        return {"name": image.store, "region": region}
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_file(self, image) -> str:
+        return reverse("image-file", kwargs={"pk": image.pk}, request=self.context.get("request"))
+
+
+class ImageUpdateSerializer(serializers.Serializer):
+    """The body of PATCH /v2/images/{id}: only the fields given change; tags and properties are replaced whole."""
+
+    name = serializers.CharField(max_length=MAX_IMAGE_NAME_LENGTH, allow_blank=True, required=False)
+    tags = ImageTagsField(required=False, help_text="Replaces all tags.")
+    properties = ImagePropertiesField(required=False, help_text="Replaces all properties.")
+    visibility = serializers.ChoiceField(choices=Visibility.choices, required=False)
+    min_disk = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, help_text="GiB")
+    min_ram = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, help_text="MiB")
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            self._refuse_other_fields(data)
+        return super().to_internal_value(data)
+
+    def _refuse_other_fields(self, data):
+        # Silently ignoring e.g. {"size": ...} would let a client believe it changed what it cannot.
+        changeable = ", ".join(self.fields)
+        errors = {}
+        for name in data:
+            if name in self.fields:
+                continue
+            if name in ImageSerializer.Meta.fields:
+                errors[name] = [f"'{name}' cannot be changed; the fields you can change are: {changeable}."]
+            else:
+                errors[name] = [f"Unknown field '{name}'; the fields you can change are: {changeable}."]
+        if errors:
+            raise serializers.ValidationError(errors)
+
+    def update(self, image, validated_data):
+        tags = validated_data.pop("tags", None)
+        with transaction.atomic():
+            for name, value in validated_data.items():
+                setattr(image, name, value)
+            image.save()  # also when only the tags change, so updated_at moves
+            if tags is not None:
+                image.tag_set.exclude(name__in=tags).delete()
+                present = set(image.tag_set.values_list("name", flat=True))
+                ImageTag.objects.bulk_create(ImageTag(image=image, name=tag) for tag in tags if tag not in present)
+        return image
+
+
+# -- downloads: conditional and range requests (RFC 9110 sections 13 and 14) ------------
+
+
+class RangeNotSatisfiable(Exception):
+    pass
+
+
+_BYTE_RANGE = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*", re.ASCII)
+
+
+def requested_byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """[start, end) of the single byte range asked for, or None to send the whole image.
+
+    A header that is not one valid byte range (another unit, a syntax error, several ranges)
+    is ignored, as RFC 9110 section 14.2 allows; RangeNotSatisfiable when the range starts
+    past the end.
+    """
+    if not header:
+        return None
+    unit, _, specs = header.partition("=")
+    if unit.strip().lower() != "bytes":
+        return None
+    parts = [part for part in specs.split(",") if part.strip()]
+    match = _BYTE_RANGE.fullmatch(parts[0]) if len(parts) == 1 else None
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if not first:  # "-N": the last N bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable()
+        return max(0, size - suffix), size
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable()
+    return start, size if not last else min(int(last) + 1, size)
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """If-None-Match's weak comparison: any listed tag (or "*") names this representation."""
+    if not header:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+# Path separators, quotes, control characters and anything a file system or header may mangle.
+_UNSAFE_IN_FILENAMES = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def download_filename(image: Image) -> str:
+    """A name that is safe on every file system and in a header: the image's name, else its id, plus the format."""
+    stem = _UNSAFE_IN_FILENAMES.sub("_", image.name).strip("._")[:200] or str(image.pk)
+    suffix = "." + _UNSAFE_IN_FILENAMES.sub("_", image.disk_format) if image.disk_format else ""
+    return stem if stem.lower().endswith(suffix.lower()) else stem + suffix
+
+
+class IgnoreAcceptHeader(BaseContentNegotiation):
+    """Downloads answer whatever the client accepts (e.g. application/octet-stream); errors stay JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+
+# -- the viewset ---------------------------------------------------------------------
+
+
+def image_error_responses(*codes: int) -> dict:
+    """Schema entries for the error answers of an image operation (all in the shape of ErrorSerializer)."""
+    words = {
+        400: "The request is invalid; `errors` names each field.",
+        401: "No valid credentials were sent.",
+        404: "No such image (or it belongs to another project).",
+        409: "A pending action reads the image.",
+        413: "The body is larger than allowed.",
+        416: "The range starts past the end of the image; the Content-Range header is `bytes */SIZE`.",
+        503: "The image store could not be used; nothing was changed.",
+    }
+    return {code: OpenApiResponse(ErrorSerializer, description=words[code]) for code in codes}
+
+
+BINARY = OpenApiTypes.BINARY
+_download_responses = {
+    (200, "application/octet-stream"): OpenApiResponse(BINARY, description="The whole image."),
+    (206, "application/octet-stream"): OpenApiResponse(
+        BINARY, description="The requested byte range, described by the Content-Range header."
+    ),
+    304: OpenApiResponse(description="The image has the ETag given in If-None-Match."),
+    **image_error_responses(401, 404, 416, 503),
+}
+_download_parameters = [
+    OpenApiParameter("Range", str, OpenApiParameter.HEADER, required=False,
+                     description="One byte range: bytes=0-99, bytes=100- or bytes=-100; several ranges get the whole image."),
+    OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER, required=False,
+                     description="The ETag from an earlier download; answered 304 when it still matches."),
+    OpenApiParameter("If-Range", str, OpenApiParameter.HEADER, required=False,
+                     description="Honour Range only when the image still has this ETag."),
+]
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List your images", responses={200: ImageSerializer(many=True), **image_error_responses(400, 401)}
+    ),
+    retrieve=extend_schema(summary="Show one image", responses={200: ImageSerializer, **image_error_responses(401, 404)}),
+    partial_update=extend_schema(
+        request=ImageUpdateSerializer,
+        responses={200: ImageSerializer, **image_error_responses(400, 401, 404, 413)},
+        summary="Change an image's name, tags, properties, visibility or minimums",
+    ),
+    destroy=extend_schema(
+        responses={204: None, **image_error_responses(401, 404, 409, 503)}, summary="Delete an image and its bytes"
+    ),
+)
+class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Your project's images (staff: everyone's); another owner's image does not exist here."""
+
+    serializer_class = ImageSerializer
+    parser_classes = [BoundedJSONParser]
+    pagination_class = NewestFirstCursorPagination
+    filterset_class = ImageFilterSet
+    # Any text reaches the view, so a malformed id gets the JSON 404 of a missing one.
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self):
+        return visible_to(Image.objects.all(), self.request.user).prefetch_related("tag_set")
+
+    def get_object(self):
+        try:
+            return super().get_object()
+        except Http404:
+            # The same words for a foreign image as for a missing one: existence is not revealed.
+            raise exceptions.NotFound(f"There is no image {self.kwargs['pk']!r} in your project.") from None
+
+    def partial_update(self, request, pk=None):
+        image = self.get_object()
+        serializer = ImageUpdateSerializer(image, data=request.data, partial=True, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        serializer.save()
+        image = self.get_queryset().get(pk=image.pk)  # fresh tags
+        return Response(ImageSerializer(image, context={"request": request}).data)
+
+    def destroy(self, request, pk=None):
+        image = self.get_object()
+        reader = ImageAction.objects.pending().filter(input__image_id=str(image.pk)).first()
+        if reader is not None:
+            raise Conflict(
+                f"Image {image.pk} is being read by {reader.action_type} action {reader.pk} "
+                f"(status {reader.status!r}); cancel it or wait for it to end, then delete the image."
+            )
+        # A clone within one store may share the object; the bytes go with the last image using them.
+        shared = Image.objects.filter(store=image.store, store_key=image.store_key).exclude(pk=image.pk).exists()
+        if not shared:
+            try:
+                get_store(image.store).delete(image.store_key)
+            except StoreError as error:
+                raise StoreUnavailable(
+                    f"Image {image.pk} was not deleted because its bytes could not be removed: {error}. "
+                    "Try again later; if it keeps failing, tell an operator."
+                ) from error
+        image.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(responses=_download_responses, parameters=_download_parameters, summary="Download an image")
+    @route(detail=True, methods=["get"], content_negotiation_class=IgnoreAcceptHeader)
+    def file(self, request, pk=None):
+        image = self.get_object()
+        etag = f'"{image.checksum}"'
+        if etag_matches(request.headers.get("If-None-Match"), etag):
+            return HttpResponse(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+        range_header = request.headers.get("Range")
+        if_range = request.headers.get("If-Range")
+        if if_range is not None and if_range.strip() != etag:
+            range_header = None  # the client's copy is stale: it needs the whole image
+        try:
+            byte_range = requested_byte_range(range_header, image.size)
+        except RangeNotSatisfiable:
+            return JsonResponse(
+                {
+                    "code": "range_not_satisfiable",
+                    "detail": f"The range {range_header!r} starts past the end of the image ({image.size} bytes).",
+                    "errors": {},
+                },
+                status=status.HTTP_416_REQUESTED_RANGE_NOT_SATISFIABLE,
+                headers={"Content-Range": f"bytes */{image.size}", "ETag": etag},
+            )
+        start, end = byte_range or (0, image.size)
+        response = FileResponse(
+            self._open_bytes(image, start, None if byte_range is None else end),
+            as_attachment=True,
+            filename=download_filename(image),
+            content_type="application/octet-stream",
+            status=status.HTTP_206_PARTIAL_CONTENT if byte_range else status.HTTP_200_OK,
+        )
+        response.block_size = DOWNLOAD_BLOCK_SIZE
+        response["Content-Length"] = str(end - start)
+        response["Accept-Ranges"] = "bytes"
+        response["ETag"] = etag
+        if byte_range:
+            response["Content-Range"] = f"bytes {start}-{end - 1}/{image.size}"
+        else:
+            # Glance's header: the MD5 of the body, so only for the whole image.
+            response["Content-MD5"] = base64.b64encode(bytes.fromhex(image.checksum)).decode()
+        return response
+
+    def _open_bytes(self, image: Image, start: int, end: int | None):
+        # The whole image opens as the store's own file object, so a WSGI server can sendfile() it.
+        try:
+            return get_store(image.store).open_read(image.store_key, start=start, end=end)
+        except ObjectNotFound as error:
+            raise StoreUnavailable(
+                f"The bytes of image {image.pk} are missing from image store '{image.store}'; tell an operator."
+            ) from error
+        except StoreError as error:
+            raise StoreUnavailable(f"Image {image.pk} could not be read: {error}. Try again later.") from error

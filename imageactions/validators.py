@@ -1,0 +1,82 @@
+"""Limits on what users may attach to an image (tags, free-form properties), checked in one place.
+
+The import input serializer and PATCH /v2/images/{id} both validate through these functions.
+"""
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+
+# Below Glance's defaults (128 of each): every property and tag is copied into each action and
+# clone that touches the image.
+MAX_IMAGE_PROPERTIES = 64
+MAX_PROPERTY_KEY_LENGTH = 255
+MAX_PROPERTY_VALUE_LENGTH = 4096
+MAX_IMAGE_TAGS = 50
+MAX_TAG_LENGTH = 255  # ImageTag.name's column
+MAX_IMAGE_NAME_LENGTH = 255  # Image.name's column
+
+
+def validate_image_properties(value) -> dict[str, str]:
+    """`value` if it is an object of at most MAX_IMAGE_PROPERTIES string properties within the lengths."""
+    if not isinstance(value, dict):
+        raise ValidationError(f"Expected an object of string properties, got {type(value).__name__}.")
+    if len(value) > MAX_IMAGE_PROPERTIES:
+        raise ValidationError(
+            f"{len(value)} properties given; an image may have at most {MAX_IMAGE_PROPERTIES}."
+        )
+    for key, item in value.items():
+        if not key or len(key) > MAX_PROPERTY_KEY_LENGTH:
+            raise ValidationError(
+                f"Property name {key[:40]!r} must have 1 to {MAX_PROPERTY_KEY_LENGTH} characters, it has {len(key)}."
+            )
+        if not isinstance(item, str):
+            raise ValidationError(
+                f"Property {key!r} must be a string, got {type(item).__name__}; send numbers and flags as text."
+            )
+        if len(item) > MAX_PROPERTY_VALUE_LENGTH:
+            raise ValidationError(
+                f"Property {key!r} has a value of {len(item)} characters; at most {MAX_PROPERTY_VALUE_LENGTH} are allowed."
+            )
+    return value
+
+
+def validate_image_tags(value) -> list[str]:
+    """`value` as a list of distinct tags in their first order, if each is a short non-empty string."""
+    if not isinstance(value, list):
+        raise ValidationError(f"Expected a list of tags, got {type(value).__name__}.")
+    tags = []
+    for tag in value:
+        if not isinstance(tag, str) or not tag.strip():
+            raise ValidationError(f"Each tag must be a non-empty string, got {tag!r}.")
+        if len(tag) > MAX_TAG_LENGTH:
+            raise ValidationError(f"Tag {tag[:40]!r}... has {len(tag)} characters; at most {MAX_TAG_LENGTH} are allowed.")
+        if tag not in tags:
+            tags.append(tag)
+    if len(tags) > MAX_IMAGE_TAGS:
+        raise ValidationError(f"{len(tags)} tags given; an image may have at most {MAX_IMAGE_TAGS}.")
+    return tags
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {"type": "string", "maxLength": MAX_PROPERTY_VALUE_LENGTH},
+        "maxProperties": MAX_IMAGE_PROPERTIES,
+    }
+)
+class ImagePropertiesField(serializers.JSONField):
+    """Free-form string properties within the limits above; 1 is refused rather than turned into "1"."""
+
+    def to_internal_value(self, data):
+        return validate_image_properties(super().to_internal_value(data))
+
+
+@extend_schema_field(
+    {"type": "array", "items": {"type": "string", "maxLength": MAX_TAG_LENGTH}, "maxItems": MAX_IMAGE_TAGS}
+)
+class ImageTagsField(serializers.JSONField):
+    """A list of tags within the limits above; repeated tags are kept once."""
+
+    def to_internal_value(self, data):
+        return validate_image_tags(super().to_internal_value(data))

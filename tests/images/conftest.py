@@ -1,0 +1,35 @@
+"""Images made directly (rows plus bytes in a store), so the Images API is tested without an import."""
+
+import hashlib
+import io
+import uuid
+
+import pytest
+
+from imageactions.models import Image, ImageTag
+from imageactions.stores import default_store, get_store
+
+
+def put_image(owner: str, data: bytes = b"disk image bytes", *, store: str | None = None, tags=(), **fields) -> Image:
+    """An active Image of `owner` whose bytes `data` are in `store` (default: the default store)."""
+    image_store = get_store(store) if store else default_store()
+    image_id = uuid.uuid4()
+    key = f"images/{image_id}"
+    image_store.put_stream(key, io.BytesIO(data), size=len(data))
+    values = {
+        "name": f"image-{str(image_id)[:8]}",
+        "disk_format": "raw",
+        "size": len(data),
+        "checksum": hashlib.md5(data).hexdigest(),
+        "os_hash_algo": "sha512",
+        "os_hash_value": hashlib.sha512(data).hexdigest(),
+        **fields,
+    }
+    image = Image.objects.create(id=image_id, owner=owner, store=image_store.name, store_key=key, **values)
+    ImageTag.objects.bulk_create(ImageTag(image=image, name=tag) for tag in tags)
+    return image
+
+
+@pytest.fixture
+def make_image(db):
+    return put_image
