@@ -88,8 +88,16 @@ class ImageAdmin(admin.ModelAdmin):
                        "store_key", "created_by_action", "created_at", "updated_at"]
     inlines = [ImageTagInline]
 
+    def has_add_permission(self, request):
+        # An Image exists only once an action has verified and stored its bytes (DESIGN section 4);
+        # a hand-made record would point at no data.
+        return False
+
 
 @admin.register(ProjectMember)
 class ProjectMemberAdmin(admin.ModelAdmin):
     list_display = ["user", "project"]
+    list_filter = ["project"]
     search_fields = ["user__username", "project"]
+    # A select of every user would not scale; the raw id widget looks users up on demand.
+    raw_id_fields = ["user"]

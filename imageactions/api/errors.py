@@ -1,6 +1,8 @@
 """One JSON shape for every API error: {"code", "detail", "errors": {"field.path": [...]}}."""
 
-from django.core.exceptions import RequestDataTooBig
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -10,6 +12,12 @@ class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "payload_too_large"
     default_detail = "The request body is too large."
+
+
+class LengthRequired(exceptions.APIException):
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    default_code = "length_required"
+    default_detail = "Send the request body with a Content-Length header (chunked bodies are not accepted here)."
 
 
 class Conflict(exceptions.APIException):
@@ -37,12 +45,18 @@ def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
 
 def exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):
-        exc = PayloadTooLarge()
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        exc = PayloadTooLarge(f"The request body is larger than the {limit} bytes allowed; send a smaller JSON object.")
+    elif isinstance(exc, Http404):
+        # Django's text names models and queries; a missing, foreign or malformed id all read alike.
+        exc = exceptions.NotFound("Not found: nothing exists at this address for your project.")
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        errors = flatten_errors(exc.detail)
+        errors = flatten_errors(exc.detail) or {"non_field_errors": ["The request is invalid."]}
         first_field, first_messages = next(iter(errors.items()))
         body = {
             "code": "invalid",

@@ -1,12 +1,16 @@
 """Request parsers that refuse oversized bodies before reading them into memory."""
 
-import io
+import json
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from .errors import PayloadTooLarge
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
 
 
 class BoundedJSONParser(JSONParser):
@@ -18,9 +22,17 @@ class BoundedJSONParser(JSONParser):
             raise ParseError("The request body is empty; send a JSON object.")
         request = parser_context["request"]
         declared = request.META.get("CONTENT_LENGTH")
+        too_large = f"The request body is larger than the {limit} bytes allowed; send a smaller JSON object."
         if declared and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"The request body is larger than the {limit} bytes allowed.")
+            raise PayloadTooLarge(too_large)
         body = stream.read(limit + 1)
         if len(body) > limit:
-            raise PayloadTooLarge(f"The request body is larger than the {limit} bytes allowed.")
-        return super().parse(io.BytesIO(body), media_type, parser_context)
+            raise PayloadTooLarge(too_large)
+        encoding = parser_context.get("encoding") or settings.DEFAULT_CHARSET
+        try:
+            return json.loads(body.decode(encoding), parse_constant=_refuse_constant)
+        except (ValueError, LookupError) as exc:
+            raise ParseError(f"The request body is not valid JSON: {exc}.")
+        except RecursionError:
+            # e.g. 100 000 nested brackets: json's recursive decoder gives up before we would.
+            raise ParseError("The request body is nested too deeply to be parsed.")

@@ -1,6 +1,7 @@
 """Serializers of the ImageAction resource; each action type's input comes from its registration."""
 
 import json
+from functools import lru_cache
 
 from django.utils.functional import lazy
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
@@ -8,11 +9,19 @@ from rest_framework import serializers
 
 from ..choices import ActionStatus
 from ..models import ImageAction
-from ..pipeline import action_types, get_action_type, step_statuses
+from ..pipeline import ActionType, action_types, get_action_type, step_statuses
 
 
 def _status_choices():
     return [ActionStatus.WAITING, *step_statuses(), *(s for s in ActionStatus if s != ActionStatus.WAITING)]
+
+
+def known_statuses() -> list[str]:
+    return [str(status) for status in _status_choices()]
+
+
+def _known_types_text() -> str:
+    return ", ".join(sorted(action_types())) or "none (no action type is installed)"
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -35,7 +44,9 @@ class ImageActionSerializer(serializers.ModelSerializer):
     image_properties = serializers.DictField(read_only=True)
     result = serializers.DictField(read_only=True)
     progress = ProgressSerializer(read_only=True)
-    owner = serializers.CharField(read_only=True, required=False, help_text="Shown to staff only.")
+    # Not read_only on purpose: the schema marks read-only fields as always present, and
+    # `owner` is absent for non-staff. This serializer only ever renders, so nothing is written.
+    owner = serializers.CharField(required=False, help_text="The owning project; shown to staff only.")
 
     class Meta:
         model = ImageAction
@@ -43,7 +54,7 @@ class ImageActionSerializer(serializers.ModelSerializer):
             "id", "action_type", "status", "owner", "input", "image_properties", "result", "message",
             "progress", "created_at", "updated_at", "started_at", "finished_at", "expires_at",
         ]
-        read_only_fields = fields
+        read_only_fields = [name for name in fields if name != "owner"]
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
@@ -51,6 +62,17 @@ class ImageActionSerializer(serializers.ModelSerializer):
         if not (request and request.user.is_staff):
             data.pop("owner", None)
         return data
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The shape of every error answer."""
+
+    code = serializers.CharField(help_text="Machine-readable: invalid, not_found, not_authenticated, ...")
+    detail = serializers.CharField(help_text="What went wrong, in words.")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Per field path (e.g. `input.work.kind`), the problems found; empty unless invalid.",
+    )
 
 
 class ImageActionCreateSerializer(serializers.Serializer):
@@ -64,21 +86,31 @@ class ImageActionCreateSerializer(serializers.Serializer):
         self.fixed_action_type = fixed_action_type
         if fixed_action_type:
             self.fields["action_type"].required = False
+        self.fields["action_type"].error_messages["required"] = (
+            f"This field is required. Known action types: {_known_types_text()}."
+        )
+        self.fields["input"].error_messages["required"] = (
+            "This field is required: send the action type's input as a JSON object, e.g. \"input\": {{}}."
+        )
 
     def validate_action_type(self, value):
         if self.fixed_action_type and value != self.fixed_action_type:
             raise serializers.ValidationError(
-                f"This endpoint creates {self.fixed_action_type!r} actions; got {value!r}."
+                f"This endpoint creates {self.fixed_action_type!r} actions; got {value!r}. "
+                f"Leave action_type out, or POST to /v2/image-actions."
             )
         if get_action_type(value) is None:
-            known = ", ".join(sorted(action_types())) or "none"
-            raise serializers.ValidationError(f"Unknown action_type {value!r}. Known action types: {known}.")
+            raise serializers.ValidationError(
+                f"Unknown action_type {value!r}. Known action types: {_known_types_text()}."
+            )
         return value
 
     def validate(self, attrs):
         name = attrs.get("action_type", self.fixed_action_type)
         if not isinstance(attrs["input"], dict):
-            raise serializers.ValidationError({"input": ["Expected a JSON object."]})
+            raise serializers.ValidationError(
+                {"input": [f"Expected a JSON object, got {type(attrs['input']).__name__}."]}
+            )
         input_serializer = get_action_type(name).input_serializer(data=attrs["input"], context=self.context)
         if not input_serializer.is_valid():
             raise serializers.ValidationError({"input": input_serializer.errors})
@@ -90,23 +122,37 @@ def _jsonable(data):
     return json.loads(json.dumps(data, default=str))
 
 
+def _camel(name: str) -> str:
+    return "".join(part.title() for part in name.replace("-", "_").split("_"))
+
+
+@lru_cache(maxsize=None)
+def type_create_serializer(action_type: ActionType, *, alias: bool) -> type:
+    """The create body of one action type on /v2/image-actions, or on its alias (`input` only:
+    the endpoint fixes the type; an `action_type` sent there must name it).
+
+    Cached so that each schema component has exactly one class behind it.
+    """
+    name = action_type.name
+    fields = {"input": action_type.input_serializer()}
+    if not alias:
+        fields["action_type"] = serializers.ChoiceField(choices=[name])
+    description = action_type.description or f"Create a {name} action."
+    return type(
+        f"{_camel(name)}AliasCreate" if alias else f"{_camel(name)}ActionCreate",
+        (serializers.Serializer,),
+        {**fields, "__doc__": description, "__module__": __name__},
+    )
+
+
 def create_request_schema(fixed_action_type: str | None = None):
     """The create body, discriminated on action_type, with each registered type's input schema."""
-    components = {}
-    for name, action_type in sorted(action_types().items()):
-        if fixed_action_type and name != fixed_action_type:
-            continue
-        components[name] = type(
-            f"{name.title().replace('_', '')}ActionCreateSerializer",
-            (serializers.Serializer,),
-            {
-                "action_type": serializers.ChoiceField(choices=[name], required=fixed_action_type is None),
-                "input": action_type.input_serializer(),
-                "__doc__": action_type.description or f"Create a {name} action.",
-            },
-        )
     if fixed_action_type:
-        return next(iter(components.values()), ImageActionCreateSerializer)
+        action_type = get_action_type(fixed_action_type)
+        return type_create_serializer(action_type, alias=True) if action_type else ImageActionCreateSerializer
+    components = {name: type_create_serializer(at, alias=False) for name, at in sorted(action_types().items())}
+    if not components:
+        return ImageActionCreateSerializer
     return PolymorphicProxySerializer(
         component_name="ImageActionCreate", serializers=components, resource_type_field_name="action_type"
     )

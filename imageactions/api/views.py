@@ -1,24 +1,46 @@
 """The /v2/image-actions resource and its per-type aliases."""
 
+from django.core.exceptions import FieldDoesNotExist
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
+from django.http import Http404
+from django.utils import timezone
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.views import SpectacularRedocView
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action as route
+from rest_framework.exceptions import NotFound
 from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
-from django_filters.rest_framework import DjangoFilterBackend
 
 from .. import runner
 from ..filtersets import ImageActionFilterSet
 from ..models import ImageAction
 from ..pipeline import get_action_type
-from .errors import Conflict
+from .errors import Conflict, LengthRequired
 from .parsers import BoundedJSONParser
 from .permissions import owner_of, visible_to
-from .serializers import ImageActionCreateSerializer, ImageActionSerializer, create_request_schema
+from .serializers import ErrorSerializer, ImageActionCreateSerializer, ImageActionSerializer, create_request_schema
+
+
+def error_responses(*codes: int) -> dict:
+    """Schema entries for the error answers an operation can give (all share one shape)."""
+    words = {
+        400: "The request is invalid; `errors` names each field.",
+        401: "No valid credentials were sent.",
+        403: "The user may not do this (e.g. it is in no project).",
+        404: "No such action (or it belongs to another project).",
+        409: "The action's state does not allow this.",
+        411: "The body was sent without a Content-Length.",
+        413: "The body is larger than allowed.",
+        415: "The body is not JSON.",
+    }
+    return {code: OpenApiResponse(ErrorSerializer, description=words[code]) for code in codes}
 
 
 class NewestFirstCursorPagination(CursorPagination):
@@ -28,6 +50,19 @@ class NewestFirstCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 1000
+
+    def decode_cursor(self, request):
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            # A hand-made cursor could carry a position that is no timestamp: 404 like any bad cursor.
+            field = self.ordering[0].lstrip("-")
+            try:
+                position = ImageAction._meta.get_field(field).to_python(cursor.position)
+            except (DjangoValidationError, FieldDoesNotExist):
+                raise NotFound(self.invalid_cursor_message)
+            if position is None or timezone.is_naive(position):  # real cursors carry their UTC offset
+                raise NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 class StreamedBodyParser(BaseParser):
@@ -39,13 +74,37 @@ class StreamedBodyParser(BaseParser):
         return {}
 
 
+class ImageActionSchema(AutoSchema):
+    """Builds the create body from the registry when the schema is generated, not at import time,
+    so every installed action type appears, and an alias shows only its own type's input."""
+
+    def get_request_serializer(self):
+        if self.view.action == "create":
+            return create_request_schema(self.view.fixed_action_type)
+        return super().get_request_serializer()
+
+    def get_response_serializers(self):
+        if self.view.action == "create":
+            return {201: ImageActionSerializer, **error_responses(400, 401, 403, 411, 413, 415)}
+        return super().get_response_serializers()
+
+    def get_summary(self):
+        if self.view.action == "create":
+            fixed = self.view.fixed_action_type
+            return f"Create an action of type {fixed!r}" if fixed else "Create an action"
+        return super().get_summary()
+
+
 @extend_schema_view(
-    list=extend_schema(summary="List your actions"),
-    retrieve=extend_schema(summary="Show one action"),
+    list=extend_schema(summary="List your actions", responses={200: ImageActionSerializer(many=True),
+                                                               **error_responses(400, 401)}),
+    retrieve=extend_schema(summary="Show one action", responses={200: ImageActionSerializer,
+                                                                 **error_responses(401, 404)}),
 )
 class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Create, list, poll and cancel image actions; another owner's actions do not exist here."""
 
+    schema = ImageActionSchema()
     serializer_class = ImageActionSerializer
     parser_classes = [BoundedJSONParser]
     pagination_class = NewestFirstCursorPagination
@@ -54,7 +113,9 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     ordering_fields = ["created_at", "updated_at"]
     ordering = ["-created_at"]
     fixed_action_type: str | None = None
-    lookup_value_converter = "uuid"
+    # Any text, not only UUIDs, reaches the view: a malformed id gets the same JSON 404 as a
+    # missing or foreign one, instead of Django's HTML page.
+    lookup_value_regex = "[^/]+"
 
     def get_queryset(self):
         queryset = visible_to(ImageAction.objects.all(), self.request.user)
@@ -62,37 +123,49 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             queryset = queryset.filter(action_type=self.fixed_action_type)
         return queryset
 
-    @extend_schema(request=create_request_schema(), responses={201: ImageActionSerializer}, summary="Create an action")
+    def get_object(self):
+        try:
+            return super().get_object()
+        except Http404:
+            # The same words for a missing, a foreign and a malformed id: nothing leaks.
+            raise NotFound(
+                "No image action with this id exists in your project; ended actions are deleted "
+                "when they expire (see their expires_at)."
+            )
+
     def create(self, request, *args, **kwargs):
+        owner = owner_of(request.user)
+        meta = request.META
+        if "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower() and not meta.get("CONTENT_LENGTH"):
+            # Django reads exactly Content-Length bytes; a chunked body would silently read as empty.
+            raise LengthRequired()
         serializer = ImageActionCreateSerializer(
             data=request.data, context={"request": request}, fixed_action_type=self.fixed_action_type
         )
         serializer.is_valid(raise_exception=True)
         action_type = get_action_type(serializer.validated_data["action_type"])
         with transaction.atomic():
-            action = runner.create_action(
-                action_type, owner=owner_of(request.user), input_data=serializer.validated_data["input"]
-            )
+            action = runner.create_action(action_type, owner=owner, input_data=serializer.validated_data["input"])
         body = ImageActionSerializer(action, context={"request": request}).data
         location = request.build_absolute_uri(f"/v2/image-actions/{action.pk}")
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": location})
 
     @extend_schema(
         request=None,
-        responses={202: ImageActionSerializer, 409: OpenApiResponse(description="The action has already ended.")},
+        responses={202: ImageActionSerializer, **error_responses(401, 404, 409)},
         summary="Cancel an action",
     )
     @route(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         action = self.get_object()
         if not runner.request_cancel(action):
-            raise Conflict(f"The action has already ended with status {action.status!r}.")
+            raise Conflict(f"The action has already ended with status {action.status!r}; nothing to cancel.")
         action.refresh_from_db()
         return Response(ImageActionSerializer(action, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         request={"application/octet-stream": OpenApiTypes.BINARY},
-        responses={200: ImageActionSerializer, 409: OpenApiResponse(description="The action is not awaiting data.")},
+        responses={200: ImageActionSerializer, **error_responses(400, 401, 404, 409, 413)},
         summary="Upload the data of an action that awaits it",
         parameters=[OpenApiParameter("Content-Length", OpenApiTypes.INT, OpenApiParameter.HEADER, required=False)],
     )
@@ -107,17 +180,13 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
 
 def alias_viewset(action_type: str):
     """/v2/image-imports etc.: the same resource, with the action type fixed."""
+    viewset = type(f"{action_type.title()}ActionViewSet", (ImageActionViewSet,), {"fixed_action_type": action_type})
+    return extend_schema_view(
+        list=extend_schema(summary=f"List your {action_type} actions"),
+    )(viewset)
 
 
-    @extend_schema(
-        request=create_request_schema(action_type),
-        responses={201: ImageActionSerializer},
-        summary=f"Create an {action_type} action",
-    )
-    def create(self, request, *args, **kwargs):
-        return ImageActionViewSet.create(self, request, *args, **kwargs)
+class OfflineRedocView(SpectacularRedocView):
+    """Redoc from the sidecar's static files, without the web fonts drf-spectacular links to."""
 
-    viewset = type(
-        f"{action_type.title()}ActionViewSet", (ImageActionViewSet,), {"fixed_action_type": action_type, "create": create}
-    )
-    return extend_schema_view(list=extend_schema(summary=f"List your {action_type} actions"))(viewset)
+    template_name = "imageactions/redoc.html"
