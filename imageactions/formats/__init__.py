@@ -1,0 +1,16 @@
+"""Disk-image format detection and safety inspection, in pure Python: reads headers and bounded
+tables only, so inspecting a multi-GiB image costs milliseconds and never runs qemu."""
+
+from .errors import ImageFormatError, MalformedImageError, NotADiskImageError, UnsafeImageError
+from .inspect import inspect_image
+from .inspection import DISK_FORMATS, Inspection
+
+__all__ = [
+    "DISK_FORMATS",
+    "ImageFormatError",
+    "Inspection",
+    "MalformedImageError",
+    "NotADiskImageError",
+    "UnsafeImageError",
+    "inspect_image",
+]
