@@ -42,6 +42,11 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def cluster_of(pool: str) -> str:
+    """The django-q2 cluster (broker queue) that serves a worker pool."""
+    return settings.QUEUE_PREFIX + pool
+
+
 def scratch_dir(action_id) -> Path:
     return settings.SCRATCH_DIR / str(action_id)
 
@@ -110,7 +115,7 @@ def _send_task(action_type: ActionType, type_name: str, action_id, index: int, a
         str(action_id),
         index,
         attempt,
-        cluster=step.pool_for(type_name),
+        cluster=cluster_of(step.pool_for(type_name)),
         timeout=step.timeout,
         task_name=f"{type_name}.{step.name}.{action_id}",
     )
@@ -492,10 +497,9 @@ def reap() -> dict:
             _enqueue_or_finish(action.pk)
     held_before = now - timedelta(seconds=settings.DATA_WAIT_TIMEOUT)
     for action in ImageAction.objects.filter(_not_terminal(), step_state=StepState.HELD, created_at__lt=held_before):
-        minutes = settings.DATA_WAIT_TIMEOUT / 60
         if ImageAction.objects.filter(_not_terminal(), pk=action.pk, step_state=StepState.HELD).update(
             status=ActionStatus.FAILURE, step_state=StepState.DONE, finished_at=now, expires_at=_expiry(now),
-            message=f"No data was uploaded within {minutes:g} minutes of creating the action; "
+            message=f"No data was uploaded within {_duration(settings.DATA_WAIT_TIMEOUT)} of creating the action; "
             f"create a new action and PUT the data to it promptly.",
         ):
             counts["expired_holds"] += 1
@@ -515,15 +519,19 @@ def _recover_dead_run(action: ImageAction, counts: dict) -> None:
         message=f"The worker {action.worker} stopped sending heartbeats.",
     )
     if action.restarts < settings.MAX_STEP_RESTARTS and action_type is not None:
-        if ImageAction.objects.filter(pk=action.pk, run_token=action.run_token, step_state=StepState.RUNNING).update(
-            step_state=StepState.QUEUED, run_token=None, restarts=action.restarts + 1, queued_at=timezone.now()
-        ):
+        # Never re-queue a cancelled action: no worker would claim it, so it would stay pending forever.
+        if ImageAction.objects.filter(
+            pk=action.pk, run_token=action.run_token, step_state=StepState.RUNNING, cancel_requested=False
+        ).update(step_state=StepState.QUEUED, run_token=None, restarts=action.restarts + 1, queued_at=timezone.now()):
             counts["restarted"] += 1
             _send_task(action_type, action.action_type, action.pk, action.step_index, action.attempt)
-        return
+            return
+        if not ImageAction.objects.filter(pk=action.pk, run_token=action.run_token, cancel_requested=True).exists():
+            return  # another reaper run recovered it already
+        action.cancel_requested = True
     message = (
         f"The worker running the {step_name} step stopped responding "
-        f"{action.restarts + 1} times; the action was stopped. Try again later."
+        f"({_times(action.restarts + 1)}); the action was stopped. Try again later."
     )
     if action.cancel_requested:
         status, message = ActionStatus.CANCELLED, "The action was cancelled."
@@ -531,6 +539,18 @@ def _recover_dead_run(action: ImageAction, counts: dict) -> None:
         status = ActionStatus.FAILURE
     if _finish(action, action.run_token, status, message):
         counts["failed"] += 1
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} seconds"
+    if seconds < 7200:
+        return f"{seconds / 60:g} minutes"
+    return f"{seconds / 3600:g} hours"
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
 
 
 def purge() -> int:
@@ -569,7 +589,7 @@ def ensure_schedules() -> None:
                 "schedule_type": Schedule.MINUTES,
                 "minutes": max(1, int(seconds // 60)),
                 "repeats": -1,
-                "cluster": settings.DEFAULT_POOL,
+                "cluster": cluster_of(settings.DEFAULT_POOL),
                 "next_run": timezone.now() + timedelta(seconds=min(seconds, 5)),
             },
         )

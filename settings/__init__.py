@@ -133,10 +133,13 @@ DEFAULT_POOL = "default"
 STEP_POOLS = env_json("IMAGEACTIONS_STEP_POOLS", {})
 WORKER_POOLS = sorted({DEFAULT_POOL, *env_list("IMAGEACTIONS_WORKER_POOLS", []), *STEP_POOLS.values()})
 LONGEST_STEP_TIMEOUT = env_int("IMAGEACTIONS_LONGEST_STEP_TIMEOUT", 6 * 3600)
+# A pool's django-q2 cluster (and Redis queue) is named QUEUE_PREFIX + pool, so deployments (or
+# test runs) that share one Redis database never take each other's tasks.
+QUEUE_PREFIX = env_str("IMAGEACTIONS_QUEUE_PREFIX", "")
 
 BROKER_URL = env_str("IMAGEACTIONS_BROKER_URL", "")
 Q_CLUSTER = {
-    "name": DEFAULT_POOL,
+    "name": QUEUE_PREFIX + DEFAULT_POOL,
     "workers": env_int("IMAGEACTIONS_WORKERS", 2),
     "timeout": LONGEST_STEP_TIMEOUT,
     # django-q2 re-delivers an unacknowledged task after `retry` seconds; the runner's own
@@ -147,7 +150,7 @@ Q_CLUSTER = {
     "ack_failures": True,
     "catch_up": False,
     "poll": 0.2,
-    "ALT_CLUSTERS": {pool: {} for pool in WORKER_POOLS if pool != DEFAULT_POOL},
+    "ALT_CLUSTERS": {QUEUE_PREFIX + pool: {} for pool in WORKER_POOLS if pool != DEFAULT_POOL},
 }
 if BROKER_URL:
     Q_CLUSTER["redis"] = BROKER_URL

@@ -5,6 +5,7 @@ is inherited by them, so the API and the workers share one data directory and da
 """
 
 import os
+import re
 import tempfile
 
 PROFILE = os.environ.setdefault("IMAGEACTIONS_TEST_PROFILE", "embedded")
@@ -18,8 +19,15 @@ os.environ.setdefault("IMAGEACTIONS_API_RATE", "100000/min")
 # Test servers listen on loopback; the product refuses it unless allowlisted like this.
 os.environ.setdefault("IMAGEACTIONS_URL_ALLOWED_NETWORKS", "127.0.0.0/8")
 os.environ.setdefault("IMAGEACTIONS_ACTION_APPS", "actions_import,actions_export,actions_clone,tests.testactions")
+# Each test run is named after its data directory, so parallel runs on one PostgreSQL and one
+# Redis database use their own test database and queues (workers inherit the prefix).
+RUN_NAME = re.sub(r"[^a-z0-9]+", "_", os.path.basename(os.environ["IMAGEACTIONS_DATA_DIR"]).lower())
 if PROFILE == "scaleout":
     os.environ.setdefault("IMAGEACTIONS_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/imageactions")
     os.environ.setdefault("IMAGEACTIONS_BROKER_URL", "redis://127.0.0.1:6379/15")
+    os.environ.setdefault("IMAGEACTIONS_QUEUE_PREFIX", f"{RUN_NAME}-")
 
 from settings import *  # noqa: E402,F403
+
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{RUN_NAME}"}  # noqa: F405

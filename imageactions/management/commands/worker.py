@@ -15,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, help="Worker processes (default IMAGEACTIONS_WORKERS).")
 
     def handle(self, pool, workers, **options):
-        from imageactions.runner import ensure_schedules
+        from imageactions.runner import cluster_of, ensure_schedules
 
         if pool not in settings.WORKER_POOLS:
             raise CommandError(f"Unknown pool {pool!r}; configured pools: {', '.join(settings.WORKER_POOLS)}.")
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         # django-q2 picks its cluster from Q_CLUSTER_NAME when its configuration is first read,
         # so the cluster runs in a fresh process with the variable set.
         if pool != settings.DEFAULT_POOL:
-            env["Q_CLUSTER_NAME"] = pool
+            env["Q_CLUSTER_NAME"] = cluster_of(pool)
         if workers:
             env["IMAGEACTIONS_WORKERS"] = str(workers)
         manage = os.path.join(settings.BASE_DIR, "manage.py")
