@@ -514,10 +514,22 @@ def _recover_dead_run(action: ImageAction, counts: dict) -> None:
     action_type = get_action_type(action.action_type)
     step = action_type.steps[action.step_index] if action_type else None
     step_name = step.name if step else action.progress_step
-    ActionEvent.objects.filter(action=action, finished_at__isnull=True).update(
-        finished_at=timezone.now(), outcome="worker lost",
-        message=f"The worker {action.worker} stopped sending heartbeats.",
+    open_run = ActionEvent.objects.filter(action=action, finished_at__isnull=True).order_by("-started_at").first()
+    # django-q2 kills a task that outlives its timeout; a restart would only be killed again.
+    timed_out = bool(
+        step and open_run and (timezone.now() - open_run.started_at).total_seconds() >= step.timeout
     )
+    ActionEvent.objects.filter(action=action, finished_at__isnull=True).update(
+        finished_at=timezone.now(), outcome="timed out" if timed_out else "worker lost",
+        message=f"The {step_name} step ran past its {_duration(step.timeout)} limit." if timed_out
+        else f"The worker {action.worker} stopped sending heartbeats.",
+    )
+    if timed_out and not action.cancel_requested:
+        if _finish(action, action.run_token, ActionStatus.FAILURE,
+                   f"The {step_name} step did not finish within its time limit of {_duration(step.timeout)}; "
+                   "the action was stopped. Try again, or ask an operator about large images."):
+            counts["failed"] += 1
+        return
     if action.restarts < settings.MAX_STEP_RESTARTS and action_type is not None:
         # Never re-queue a cancelled action: no worker would claim it, so it would stay pending forever.
         if ImageAction.objects.filter(

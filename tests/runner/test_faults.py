@@ -113,3 +113,28 @@ def test_cancel_of_an_action_whose_worker_died_ends_it_as_cancelled(alice, worke
     assert body["message"] == "The action was cancelled."
     assert step_run_counts(action_id) == {"prepare": 1, "work": 1}
     assert was_cleaned_up(action_id)
+
+
+def test_step_that_outlived_its_time_limit_fails_naming_the_limit_instead_of_restarting(alice, transactional_db):
+    """django-q2 kills a task past its timeout; the reaper must not restart a step that would only die again."""
+    import uuid
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from imageactions.models import ActionEvent, ImageAction
+    from imageactions.runner import reap
+
+    action_id = alice.post("/v2/image-actions", {"action_type": "test", "input": {}}, format="json").json()["id"]
+    long_ago = timezone.now() - timedelta(hours=2)
+    ImageAction.objects.filter(pk=action_id).update(
+        step_state="running", status="preparing", run_token=uuid.uuid4(), worker="gone:1", heartbeat_at=long_ago
+    )
+    ActionEvent.objects.create(action_id=action_id, step="prepare", status="preparing", started_at=long_ago)
+
+    reap()
+
+    body = alice.get(f"/v2/image-actions/{action_id}").json()
+    assert body["status"] == "failure"
+    assert "prepare step did not finish within its time limit of 60 minutes" in body["message"]
+    assert ActionEvent.objects.get(action_id=action_id).outcome == "timed out"
