@@ -5,6 +5,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from .choices import TERMINAL_STATUSES, ActionStatus, ImageStatus, StepState, Visibility
 
@@ -26,6 +27,12 @@ class ImageActionQuerySet(models.QuerySet):
 
     def owned_by(self, owner: str):
         return self.filter(owner=owner)
+
+    def update(self, **fields):
+        # The runner changes actions with conditional UPDATEs, which bypass auto_now:
+        # stamp updated_at here so `updated_after` and `ordering=updated_at` see every change.
+        fields.setdefault("updated_at", timezone.now())
+        return super().update(**fields)
 
 
 class ImageAction(models.Model):

@@ -186,3 +186,15 @@ def test_cancel_of_a_held_action_ends_it_and_its_data_is_then_refused(alice):
     assert was_cleaned_up(action_id)
     response = alice.put(f"/v2/image-actions/{action_id}/data", data=b"abc", content_type="application/octet-stream")
     assert response.status_code == 409
+
+
+def test_updated_at_moves_with_every_status_change_made_by_the_runner(alice, workers):
+    created = alice.post("/v2/image-actions", {"action_type": "test", "input": {}}, format="json").json()
+    from tests.conftest import wait_for_action
+
+    wait_for_action(created["id"], workers=workers)
+    finished = alice.get(f"/v2/image-actions/{created['id']}").json()
+    assert finished["updated_at"] > created["updated_at"]
+    assert finished["updated_at"] >= finished["finished_at"]
+    listed = alice.get("/v2/image-actions", {"updated_after": finished["finished_at"]}).json()["results"]
+    assert [a["id"] for a in listed] == [created["id"]]
