@@ -1,4 +1,5 @@
 """Registers the `import` action type with the core pipeline registry."""
+
 from django.apps import AppConfig
 
 
@@ -7,4 +8,25 @@ class ActionsImportConfig(AppConfig):
     verbose_name = "Import actions"
 
     def ready(self):
-        pass  # the import pipeline registers here once it exists
+        from imageactions.pipeline import ActionType, Step, register
+
+        from . import steps
+        from .serializers import UPLOAD, ImportInputSerializer, image_properties_of
+
+        register(
+            ActionType(
+                name="import",
+                description="Import an image from a URL, an s3:// or swift:// object, or an upload.",
+                input_serializer=ImportInputSerializer,
+                steps=(
+                    Step("fetch", "uploading", steps.fetch, applies=steps.fetch_applies, timeout=6 * 3600),
+                    Step("verify", "verifying", steps.verify, timeout=3600),
+                    Step("store", "storing", steps.store, timeout=6 * 3600),
+                ),
+                finish=steps.finish,
+                clean_up=steps.clean_up,
+                awaits_data=lambda data: data.get("source") == UPLOAD,
+                receive_data=steps.receive_upload,
+                image_properties=image_properties_of,
+            )
+        )

@@ -172,6 +172,10 @@ DEFAULT_IMAGE_STORE = env_str("IMAGEACTIONS_DEFAULT_STORE", next(iter(IMAGE_STOR
 # {"host:port": {"auth_url": ..., "user": ..., "key": ..., "timeout": ...}} for swift:// sources.
 SWIFT_CREDENTIALS = env_json("IMAGEACTIONS_SWIFT_CREDENTIALS", {})
 
+# Fault injection for tests only: a dotted path to `f(reader) -> reader` that the clone's copy
+# step wraps around the source's bytes (e.g. to change one in flight). Empty in production.
+CLONE_STREAM_FILTER = env_str("IMAGEACTIONS_CLONE_STREAM_FILTER", "")
+
 # -- URL policy for sources and destinations (DESIGN section 6) -------------------------
 URL_ALLOWED_SCHEMES = env_list("IMAGEACTIONS_URL_ALLOWED_SCHEMES", ["http", "https"])
 URL_ALLOWED_HOSTS = env_list("IMAGEACTIONS_URL_ALLOWED_HOSTS", [])  # empty: any public host
@@ -187,6 +191,12 @@ HTTP_MAX_REDIRECTS = env_int("IMAGEACTIONS_HTTP_MAX_REDIRECTS", 5)
 # Where s3:// import locations are read: {"endpoint_url": ..., "access_key": ..., "secret_key": ...,
 #  "region_name": ..., "addressing_style": "path"}; empty: s3:// locations are refused.
 S3_SOURCE = env_json("IMAGEACTIONS_S3_SOURCE", {})
+
+# -- Disk-format conversion (qemu-img, on inspected images only) --------------------------
+# Limits for one qemu-img run; Glance's image conversion uses the same kind of caps.
+QEMU_TIMEOUT = env_float("IMAGEACTIONS_QEMU_TIMEOUT", 3 * 3600)  # seconds of wall time
+QEMU_MAX_MEMORY = env_int("IMAGEACTIONS_QEMU_MAX_MEMORY", 2 * 1024**3)  # bytes of address space
+QEMU_MAX_CPU_SECONDS = env_int("IMAGEACTIONS_QEMU_MAX_CPU_SECONDS", 3 * 3600)
 
 # -- REST framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -1,0 +1,111 @@
+"""The input of an `import` action: one source, the new image's properties, an optional checksum."""
+
+import re
+
+from django.conf import settings
+from rest_framework import serializers
+
+from imageactions.choices import Visibility
+from imageactions.transfer import HEX_LENGTHS
+from imageactions.urlpolicy import UrlPolicy, UrlRefused
+
+from .sources import parse_location
+
+DISK_FORMATS = ["raw", "qcow2", "vmdk", "vpc", "vhd", "vhdx", "vdi", "iso"]
+# ova/ovf wrap several files (a tar with a descriptor); importing them needs unpacking first.
+CONTAINER_FORMATS = ["bare"]
+MAX_TAGS = 50
+MAX_PROPERTIES = 64
+MAX_PROPERTY_KEY = 255
+MAX_PROPERTY_VALUE = 4096
+UPLOAD = "upload"
+
+
+class ImagePropertiesSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=255), max_length=MAX_TAGS, required=False, default=list
+    )
+    disk_format = serializers.ChoiceField(choices=DISK_FORMATS, required=False)
+    container_format = serializers.ChoiceField(choices=CONTAINER_FORMATS, default="bare")
+    visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PRIVATE)
+    min_disk = serializers.IntegerField(min_value=0, default=0, help_text="GiB")
+    min_ram = serializers.IntegerField(min_value=0, default=0, help_text="MiB")
+    properties = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
+
+    def validate_tags(self, tags):
+        return list(dict.fromkeys(tags))  # a tag given twice is one tag
+
+    def validate_properties(self, properties):
+        if len(properties) > MAX_PROPERTIES:
+            raise serializers.ValidationError(f"At most {MAX_PROPERTIES} properties are allowed; got {len(properties)}.")
+        for key, value in properties.items():
+            if not key or len(key) > MAX_PROPERTY_KEY:
+                raise serializers.ValidationError(
+                    f"Property names must have 1 to {MAX_PROPERTY_KEY} characters; got one of {len(key)}."
+                )
+            if len(value) > MAX_PROPERTY_VALUE:
+                raise serializers.ValidationError(
+                    f"The value of property '{key}' has {len(value)} characters; at most {MAX_PROPERTY_VALUE} are allowed."
+                )
+        return properties
+
+
+class ChecksumSerializer(serializers.Serializer):
+    algo = serializers.ChoiceField(choices=sorted(HEX_LENGTHS))
+    value = serializers.CharField(max_length=128)
+
+    def validate(self, attrs):
+        value, algo = attrs["value"].strip().lower(), attrs["algo"]
+        expected = HEX_LENGTHS[algo]
+        if not re.fullmatch(r"[0-9a-f]*", value) or len(value) != expected:
+            raise serializers.ValidationError(
+                {"value": [f"A {algo} checksum is {expected} hexadecimal digits; got {len(value)} characters."]}
+            )
+        return {"algo": algo, "value": value}
+
+
+class ImportInputSerializer(serializers.Serializer):
+    """Exactly one of `location` or `"source": "upload"`."""
+
+    location = serializers.CharField(
+        required=False, max_length=4096,
+        help_text="http(s)://..., s3://BUCKET/KEY or swift://HOST[:PORT]/ACCOUNT/CONTAINER/OBJECT",
+    )
+    source = serializers.ChoiceField(
+        choices=[UPLOAD], required=False, help_text="'upload': PUT the bytes to /v2/image-actions/{id}/data."
+    )
+    image_properties = ImagePropertiesSerializer()
+    checksum = ChecksumSerializer(required=False)
+
+    def validate_location(self, url):
+        try:
+            location = parse_location(url)
+        except ValueError as error:
+            raise serializers.ValidationError(str(error)) from None
+        if location.kind == "http":
+            try:
+                UrlPolicy.from_settings().check_url(url)
+            except UrlRefused as refusal:
+                raise serializers.ValidationError(f"The url '{url}' is not allowed: {refusal}.") from None
+        elif location.kind == "s3" and not settings.S3_SOURCE:
+            raise serializers.ValidationError("s3:// locations are not enabled on this service.")
+        elif location.kind == "swift" and location.host not in (getattr(settings, "SWIFT_CREDENTIALS", None) or {}):
+            raise serializers.ValidationError(
+                f"No Swift credentials are configured for '{location.host}'; "
+                f"ask the operators to add the host to IMAGEACTIONS_SWIFT_CREDENTIALS."
+            )
+        return url
+
+    def validate(self, attrs):
+        has_location, has_upload = "location" in attrs, attrs.get("source") == UPLOAD
+        if has_location == has_upload:
+            raise serializers.ValidationError(
+                {"location": ['Give exactly one source: a "location" URL, or "source": "upload".']}
+            )
+        return attrs
+
+
+def image_properties_of(data: dict) -> dict:
+    """What the action shows as the properties of the image it will create."""
+    return dict(data.get("image_properties", {}))

@@ -1,0 +1,287 @@
+"""Where an import reads its bytes: http(s) URLs, s3:// and swift:// objects.
+
+`open_source(location)` answers an open reader with the size the source announces; every
+failure is a StepError whose text starts "Could not retrieve image." and says what to fix.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import BinaryIO, Callable
+from urllib.parse import unquote, urljoin, urlsplit
+
+import requests
+import urllib3
+from django.conf import settings
+
+from imageactions.http import PinnedAdapter, PinnedConnectionMixin, pinned_session  # noqa: F401
+from imageactions.pipeline import StepError
+from imageactions.transfer import format_size
+from imageactions.urlpolicy import UnresolvableHost, UrlPolicy, UrlRefused
+
+FAILED = "Could not retrieve image."
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+USER_AGENT = "ImageActions-import/1"
+
+
+# -- locations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Location:
+    """A parsed import location: `kind` is http, s3 or swift; the other fields as they apply."""
+
+    url: str
+    kind: str
+    bucket: str = ""  # s3
+    key: str = ""  # s3
+    host: str = ""  # swift: "host:port" as SWIFT_CREDENTIALS names it
+    account: str = ""  # swift
+    container: str = ""  # swift
+    object: str = ""  # swift
+
+
+def parse_location(url: str) -> Location:
+    """The Location of `url`; ValueError with a message for the user when it is not one."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        return Location(url, "http")
+    if scheme == "s3":
+        key = unquote(parts.path.lstrip("/"))
+        if not parts.netloc or not key:
+            raise ValueError(f"An s3 location is s3://BUCKET/KEY; got '{url}'")
+        return Location(url, "s3", bucket=parts.netloc, key=key)
+    if scheme == "swift":
+        segments = parts.path.lstrip("/").split("/", 2)
+        if not parts.netloc or len(segments) < 3 or not all(segments):
+            raise ValueError(f"A swift location is swift://HOST[:PORT]/ACCOUNT/CONTAINER/OBJECT; got '{url}'")
+        account, container, obj = (unquote(s) for s in segments)
+        return Location(url, "swift", host=parts.netloc, account=account, container=container, object=obj)
+    raise ValueError(f"Only http, https, s3 and swift locations are accepted; got '{scheme or url}'")
+
+
+@dataclass
+class OpenedSource:
+    reader: BinaryIO  # read(n) -> bytes; raises StepError with the user's message
+    size: int | None  # what the source announced, if it did
+    close: Callable[[], None]
+
+
+def open_source(location: Location) -> OpenedSource:
+    if location.kind == "http":
+        return open_http(location.url, UrlPolicy.from_settings())
+    if location.kind == "s3":
+        return open_s3(location)
+    return open_swift(location)
+
+
+class GuardedReader:
+    """A source's body as read(n), turning a stall or a dropped connection into a StepError."""
+
+    def __init__(self, raw, *, read: Callable[[int], bytes], what: str, size: int | None, stall_seconds: float):
+        self._raw, self._read = raw, read
+        self.what, self.size, self.stall_seconds = what, size, stall_seconds
+        self.bytes_read = 0
+
+    def read(self, amount: int = -1) -> bytes:
+        try:
+            data = self._read(amount)
+        except Exception as error:
+            raise self._error(error) from error
+        self.bytes_read += len(data)
+        return data
+
+    def _error(self, error: Exception) -> StepError:
+        if _is_timeout(error):
+            return StepError(
+                f"{FAILED} The download from '{self.what}' stalled for {self.stall_seconds:g} s "
+                f"after {format_size(self.bytes_read)}"
+            )
+        announced = f" of the {self.size} announced" if self.size is not None else ""
+        return StepError(
+            f"{FAILED} The connection to '{self.what}' broke after {self.bytes_read} bytes{announced}; "
+            f"try again, or check that the source serves the whole image"
+        )
+
+
+def _is_timeout(error: BaseException | None) -> bool:
+    from botocore.exceptions import ReadTimeoutError as BotoReadTimeout
+
+    timeouts = (socket.timeout, TimeoutError, urllib3.exceptions.TimeoutError, requests.Timeout, BotoReadTimeout)
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, timeouts) or "timed out" in str(error).lower():
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+# -- http and https ------------------------------------------------------------------------
+
+
+def open_http(url: str, policy: UrlPolicy) -> OpenedSource:
+    """GET `url`, following up to HTTP_MAX_REDIRECTS redirects, each hop checked by `policy`."""
+    current = url
+    for _hop in range(settings.HTTP_MAX_REDIRECTS + 1):
+        response = _get_pinned(current, url, policy)
+        if response.status_code in REDIRECT_STATUSES and response.headers.get("Location"):
+            response.close()
+            current = urljoin(current, response.headers["Location"])
+            continue
+        if response.status_code != 200:
+            response.close()
+            raise StepError(f"{FAILED} Received {response.status_code} response for url '{current}'")
+        return _http_source(response, current)
+    raise StepError(
+        f"{FAILED} '{url}' redirected more than {settings.HTTP_MAX_REDIRECTS} times; "
+        f"give the final URL of the image"
+    )
+
+
+def _http_source(response: requests.Response, url: str) -> OpenedSource:
+    length = response.headers.get("Content-Length")
+    size = int(length) if length and length.isdigit() else None
+    raw = response.raw
+    reader = GuardedReader(
+        raw, read=lambda n: raw.read(n, decode_content=False), what=url, size=size,
+        stall_seconds=settings.HTTP_READ_TIMEOUT,
+    )
+    return OpenedSource(reader, size, response.close)
+
+
+def _get_pinned(url: str, original: str, policy: UrlPolicy) -> requests.Response:
+    """GET one hop, connected to the address the policy checked (DNS is asked only once)."""
+    try:
+        _scheme, host, port = policy.check_url(url)
+        address = policy.resolve(host, port)
+    except UrlRefused as refusal:
+        if url == original:
+            raise StepError(f"{FAILED} The url '{url}' is not allowed: {refusal}") from None
+        raise StepError(f"{FAILED} '{original}' redirected to '{url}', which is not allowed: {refusal}") from None
+    except UnresolvableHost as error:
+        raise StepError(f"{FAILED} {error}") from None
+    session = pinned_session(str(address))
+    hostport = f"{host}:{port}"
+    try:
+        return session.get(
+            url,
+            stream=True,
+            allow_redirects=False,
+            timeout=(settings.HTTP_CONNECT_TIMEOUT, settings.HTTP_READ_TIMEOUT),
+            headers={"Accept-Encoding": "identity", "User-Agent": USER_AGENT},
+        )
+    except requests.exceptions.SSLError as error:
+        raise StepError(f"{FAILED} The TLS connection to '{hostport}' failed: {_innermost(error)}") from None
+    except requests.ConnectTimeout:
+        raise StepError(
+            f"{FAILED} Connecting to '{hostport}' timed out after {settings.HTTP_CONNECT_TIMEOUT:g} s"
+        ) from None
+    except requests.ReadTimeout:
+        raise StepError(
+            f"{FAILED} '{hostport}' did not answer within {settings.HTTP_READ_TIMEOUT:g} s for url '{url}'"
+        ) from None
+    except requests.RequestException as error:
+        if _caused_by(error, ConnectionRefusedError):
+            raise StepError(f"{FAILED} Connection refused by '{hostport}'") from None
+        raise StepError(f"{FAILED} The request to '{hostport}' failed: {_innermost(error)}") from None
+
+
+def _caused_by(error: BaseException, kind: type) -> bool:
+    seen = set()
+    stack = [error]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return True
+        stack.extend([current.__cause__, current.__context__, getattr(current, "reason", None)])
+        stack.extend(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException))
+    return False
+
+
+def _innermost(error: BaseException) -> str:
+    while True:
+        inner = getattr(error, "reason", None) or error.__cause__
+        if not isinstance(inner, BaseException):
+            return str(error)
+        error = inner
+
+
+# -- s3:// ---------------------------------------------------------------------------------
+
+
+def open_s3(location: Location) -> OpenedSource:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = s3_source_client()
+    name = f"s3://{location.bucket}/{location.key}"
+    try:
+        obj = client.get_object(Bucket=location.bucket, Key=location.key)
+    except ClientError as error:
+        raise StepError(f"{FAILED} {_s3_error_text(error, location)}") from None
+    except BotoCoreError as error:
+        raise StepError(f"{FAILED} The S3 service could not be reached for '{name}': {error}") from None
+    body, size = obj["Body"], obj.get("ContentLength")
+    reader = GuardedReader(body, read=body.read, what=name, size=size, stall_seconds=settings.HTTP_READ_TIMEOUT)
+    return OpenedSource(reader, size, body.close)
+
+
+def s3_source_client():
+    from imageactions.stores.s3 import build_s3_client
+
+    config = settings.S3_SOURCE
+    if not config:
+        raise StepError(f"{FAILED} s3:// locations are not enabled on this service (IMAGEACTIONS_S3_SOURCE is not set)")
+    return build_s3_client(
+        endpoint_url=config.get("endpoint_url"),
+        access_key=config.get("access_key"),
+        secret_key=config.get("secret_key"),
+        region_name=config.get("region_name") or "us-east-1",
+        addressing_style=config.get("addressing_style") or "auto",
+        connect_timeout=settings.HTTP_CONNECT_TIMEOUT,
+        read_timeout=settings.HTTP_READ_TIMEOUT,
+    )
+
+
+def _s3_error_text(error, location: Location) -> str:
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    name = f"s3://{location.bucket}/{location.key}"
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return f"The object '{location.key}' does not exist in bucket '{location.bucket}' ({name})"
+    if code == "NoSuchBucket":
+        return f"The bucket '{location.bucket}' does not exist ({name})"
+    if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return f"Access to '{name}' was denied ({code}); the object must be readable with the service's S3 credentials"
+    message = error.response.get("Error", {}).get("Message") or str(error)
+    return f"S3 answered {code or 'an error'} for '{name}': {message}"
+
+
+# -- swift:// ------------------------------------------------------------------------------
+
+
+def open_swift(location: Location) -> OpenedSource:
+    from imageactions.swift import SwiftError, client_for_host
+
+    try:
+        client = client_for_host(location.host)
+        response, size = client.open_object(location.container, location.object, account=location.account)
+    except SwiftError as error:
+        raise StepError(f"{FAILED} {error} ({location.url})") from None
+    raw = response.raw
+
+    def close():
+        response.close()
+        client.close()
+
+    timeout = client.timeout
+    reader = GuardedReader(
+        raw, read=lambda n: raw.read(n, decode_content=False), what=location.url, size=size,
+        stall_seconds=timeout[1] if isinstance(timeout, (tuple, list)) else timeout,
+    )
+    return OpenedSource(reader, size, close)
+

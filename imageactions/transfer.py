@@ -1,0 +1,138 @@
+"""Streaming copy of image bytes with hashing, a size cap and progress reports.
+
+The bytes are read once, in fixed-size chunks: memory does not grow with the image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK_SIZE = 1024 * 1024
+# Chunks a hasher may lag behind the copy; bounds memory at this many MiB per hash algorithm.
+HASH_QUEUE_CHUNKS = 4
+HASH_ALGORITHMS = ("md5", "sha256", "sha512")
+HEX_LENGTHS = {"md5": 32, "sha256": 64, "sha512": 128}
+
+Progress = Callable[[int, int | None], None]
+
+
+class TransferError(Exception):
+    """The copy stopped; the text is written for the user."""
+
+
+class SizeLimitExceeded(TransferError):
+    """More bytes arrived (or were announced) than the cap allows."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"The image is larger than the {format_size(limit)} limit")
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    size: int
+    hashes: dict[str, str]  # algorithm -> hex digest
+
+
+def format_size(n: float) -> str:
+    """A byte count in binary units with one decimal, e.g. '100.0 GiB'."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_announced_size(announced: int | None, limit: int | None) -> None:
+    """Fail before reading anything when the source says up front that it is too big."""
+    if limit is not None and announced is not None and announced > limit:
+        raise SizeLimitExceeded(limit)
+
+
+class ParallelHasher:
+    """Hashes a sequence of chunks with several algorithms, each on its own thread.
+
+    hashlib releases the GIL for large updates, so md5 and sha512 run beside each other and
+    beside the copy; each algorithm's updates stay in order on its single thread.
+    """
+
+    def __init__(self, algorithms: Iterable[str]):
+        self.hashers = {algo: hashlib.new(algo) for algo in dict.fromkeys(algorithms)}
+        # One single-thread executor per algorithm: a hasher's updates must run in order.
+        self._executors = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hash-{a}") for a in self.hashers]
+        self._pending: deque[list[Future]] = deque()
+
+    def update(self, chunk: bytes) -> None:
+        updates = zip(self._executors, self.hashers.values())
+        self._pending.append([executor.submit(h.update, chunk) for executor, h in updates])
+        if len(self._pending) > HASH_QUEUE_CHUNKS:
+            for future in self._pending.popleft():
+                future.result()
+
+    def hexdigests(self) -> dict[str, str]:
+        self._drain()
+        return {algo: h.hexdigest() for algo, h in self.hashers.items()}
+
+    def close(self) -> None:
+        for executor in self._executors:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def _drain(self) -> None:
+        while self._pending:
+            for future in self._pending.popleft():
+                future.result()
+
+    def __enter__(self) -> ParallelHasher:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def copy_to_file(
+    source: BinaryIO,
+    path: Path,
+    *,
+    hash_algorithms: Iterable[str] = ("md5", "sha512"),
+    max_size: int | None = None,
+    total: int | None = None,
+    progress: Progress | None = None,
+) -> TransferResult:
+    """Copy everything `source.read()` yields into a new file at `path`, hashing on the way.
+
+    Stops with SizeLimitExceeded as soon as more than `max_size` bytes arrived; `total` (when
+    known) is what progress reports as the whole. The partial file is removed on any error.
+    """
+    check_announced_size(total, max_size)
+    done = 0
+    try:
+        with open(path, "wb") as out, ParallelHasher(hash_algorithms) as hasher:
+            while chunk := source.read(CHUNK_SIZE):
+                done += len(chunk)
+                if max_size is not None and done > max_size:
+                    raise SizeLimitExceeded(max_size)
+                hasher.update(chunk)
+                out.write(chunk)
+                if progress:
+                    progress(done, total)
+            digests = hasher.hexdigests()
+    except BaseException:
+        _remove(path)
+        raise
+    if progress:
+        progress(done, total)
+    return TransferResult(size=done, hashes=digests)
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
