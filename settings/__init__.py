@@ -149,7 +149,8 @@ Q_CLUSTER = {
     "save_limit": -1,
     "ack_failures": True,
     "catch_up": False,
-    "poll": 0.2,
+    # The ORM broker polls: each step's hand-over waits up to one poll (Redis blocks instead).
+    "poll": env_float("IMAGEACTIONS_BROKER_POLL", 0.05),
     "ALT_CLUSTERS": {QUEUE_PREFIX + pool: {} for pool in WORKER_POOLS if pool != DEFAULT_POOL},
 }
 if BROKER_URL:
