@@ -4,7 +4,11 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from . import runner
+from .dashboard import store_location
 from .models import ActionEvent, Image, ImageAction, ImageTag, ProjectMember
+
+# The index links to the dashboard (imageactions/urls.py serves it at /admin/dashboard/).
+admin.site.index_template = "admin/imageactions/index.html"
 
 
 class ActionEventInline(admin.TabularInline):
@@ -81,12 +85,17 @@ class ImageTagInline(admin.TabularInline):
 
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "status", "disk_format", "size", "owner", "visibility", "store", "created_at"]
+    list_display = ["id", "name", "status", "disk_format", "size", "owner", "visibility", "store", "location",
+                    "created_at"]
     list_filter = ["status", "disk_format", "visibility", "store", "owner", "created_at"]
     search_fields = ["id", "name", "owner", "os_hash_value", "store_key"]
     readonly_fields = ["id", "size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value", "store",
                        "store_key", "created_by_action", "created_at", "updated_at"]
     inlines = [ImageTagInline]
+
+    @admin.display(description="location", ordering="store_key")
+    def location(self, image):
+        return store_location(image.store, image.store_key)
 
     def has_add_permission(self, request):
         # An Image exists only once an action has verified and stored its bytes (DESIGN section 4);

@@ -1,11 +1,15 @@
-"""Top-level routes: the /v2 API and the operators' admin."""
+"""Top-level routes: the /v2 API and the operators' admin with its dashboard."""
 
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from .dashboard import dashboard_view
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/v2/docs", permanent=False)),
+    # Inside the admin (its login, staff only), ahead of admin.site.urls whose catch-all would 404 it.
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="imageactions-dashboard"),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
     path("v2/", include("imageactions.api.urls")),
