@@ -1,37 +1,26 @@
 """The /v2/images resource: list, show, change and delete images, and download their bytes."""
 
-import base64
-import re
-
 from django.db import transaction
-from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action as route
-from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from ..choices import Visibility
 from ..filtersets import ImageFilterSet
 from ..models import Image, ImageAction, ImageTag
-from ..stores import ObjectNotFound, StoreError, get_store
+from ..pipeline import StoredFile
+from ..stores import StoreError, get_store
 from ..validators import MAX_IMAGE_NAME_LENGTH, ImagePropertiesField, ImageTagsField
 from .errors import Conflict
 from .parsers import BoundedJSONParser
 from .permissions import visible_to
 from .serializers import ErrorSerializer
+from .streaming import IgnoreAcceptHeader, StoreUnavailable, safe_filename, stored_file_response
 from .views import NewestFirstCursorPagination
-
-DOWNLOAD_BLOCK_SIZE = 1024 * 1024  # bytes per read from the store while streaming a download
-
-
-class StoreUnavailable(exceptions.APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_code = "store_unavailable"
-    default_detail = "The image store could not be used; try again later."
-
 
 # -- serializers -----------------------------------------------------------------------
 
@@ -41,11 +30,18 @@ class ImageStoreRefSerializer(serializers.Serializer):
     region = serializers.CharField(allow_null=True, help_text="Null when the store is no longer configured.")
 
 
+# A named schema component: inline, generated clients name it ImageProperties, which clashes with
+# the import input's ImageProperties component and makes them drop the Image model.
+@extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}}, component_name="ImagePropertyMap")
+class ImagePropertyMapField(serializers.DictField):
+    """An image's free-form properties: names to text values."""
+
+
 class ImageSerializer(serializers.ModelSerializer):
     """An image as its project sees it (the owner is always the caller's own project, or any for staff)."""
 
     tags = serializers.SerializerMethodField()
-    properties = serializers.DictField(child=serializers.CharField(), read_only=True)
+    properties = ImagePropertyMapField(child=serializers.CharField(), read_only=True)
     store = serializers.SerializerMethodField()
     file = serializers.SerializerMethodField(help_text="Where to download the image's bytes.")
 
@@ -117,73 +113,12 @@ class ImageUpdateSerializer(serializers.Serializer):
         return image
 
 
-# -- downloads: conditional and range requests (RFC 9110 sections 13 and 14) ------------
-
-
-class RangeNotSatisfiable(Exception):
-    pass
-
-
-_BYTE_RANGE = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*", re.ASCII)
-
-
-def requested_byte_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """[start, end) of the single byte range asked for, or None to send the whole image.
-
-    A header that is not one valid byte range (another unit, a syntax error, several ranges)
-    is ignored, as RFC 9110 section 14.2 allows; RangeNotSatisfiable when the range starts
-    past the end.
-    """
-    if not header:
-        return None
-    unit, _, specs = header.partition("=")
-    if unit.strip().lower() != "bytes":
-        return None
-    parts = [part for part in specs.split(",") if part.strip()]
-    match = _BYTE_RANGE.fullmatch(parts[0]) if len(parts) == 1 else None
-    if not match or match.groups() == ("", ""):
-        return None
-    first, last = match.groups()
-    if not first:  # "-N": the last N bytes
-        suffix = int(last)
-        if suffix == 0 or size == 0:
-            raise RangeNotSatisfiable()
-        return max(0, size - suffix), size
-    start = int(first)
-    if last and int(last) < start:
-        return None
-    if start >= size:
-        raise RangeNotSatisfiable()
-    return start, size if not last else min(int(last) + 1, size)
-
-
-def etag_matches(header: str | None, etag: str) -> bool:
-    """If-None-Match's weak comparison: any listed tag (or "*") names this representation."""
-    if not header:
-        return False
-    tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
-    return "*" in tags or etag in tags
-
-
-# Path separators, quotes, control characters and anything a file system or header may mangle.
-_UNSAFE_IN_FILENAMES = re.compile(r"[^A-Za-z0-9._-]+")
+# -- downloads (the shared implementation is in .streaming) ------------------------------
 
 
 def download_filename(image: Image) -> str:
     """A name that is safe on every file system and in a header: the image's name, else its id, plus the format."""
-    stem = _UNSAFE_IN_FILENAMES.sub("_", image.name).strip("._")[:200] or str(image.pk)
-    suffix = "." + _UNSAFE_IN_FILENAMES.sub("_", image.disk_format) if image.disk_format else ""
-    return stem if stem.lower().endswith(suffix.lower()) else stem + suffix
-
-
-class IgnoreAcceptHeader(BaseContentNegotiation):
-    """Downloads answer whatever the client accepts (e.g. application/octet-stream); errors stay JSON."""
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
-
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
+    return safe_filename(image.name, image.disk_format, str(image.pk))
 
 
 # -- the viewset ---------------------------------------------------------------------
@@ -224,7 +159,10 @@ _download_parameters = [
 
 @extend_schema_view(
     list=extend_schema(
-        summary="List your images", responses={200: ImageSerializer(many=True), **image_error_responses(400, 401)}
+        summary="List your images", responses={
+            200: ImageSerializer(many=True), **image_error_responses(400, 401),
+            404: OpenApiResponse(ErrorSerializer, description="The `cursor` is not one this list handed out."),
+        }
     ),
     retrieve=extend_schema(summary="Show one image", responses={200: ImageSerializer, **image_error_responses(401, 404)}),
     partial_update=extend_schema(
@@ -289,51 +227,8 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @route(detail=True, methods=["get"], content_negotiation_class=IgnoreAcceptHeader)
     def file(self, request, pk=None):
         image = self.get_object()
-        etag = f'"{image.checksum}"'
-        if etag_matches(request.headers.get("If-None-Match"), etag):
-            return HttpResponse(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-        range_header = request.headers.get("Range")
-        if_range = request.headers.get("If-Range")
-        if if_range is not None and if_range.strip() != etag:
-            range_header = None  # the client's copy is stale: it needs the whole image
-        try:
-            byte_range = requested_byte_range(range_header, image.size)
-        except RangeNotSatisfiable:
-            return JsonResponse(
-                {
-                    "code": "range_not_satisfiable",
-                    "detail": f"The range {range_header!r} starts past the end of the image ({image.size} bytes).",
-                    "errors": {},
-                },
-                status=status.HTTP_416_REQUESTED_RANGE_NOT_SATISFIABLE,
-                headers={"Content-Range": f"bytes */{image.size}", "ETag": etag},
-            )
-        start, end = byte_range or (0, image.size)
-        response = FileResponse(
-            self._open_bytes(image, start, None if byte_range is None else end),
-            as_attachment=True,
-            filename=download_filename(image),
-            content_type="application/octet-stream",
-            status=status.HTTP_206_PARTIAL_CONTENT if byte_range else status.HTTP_200_OK,
+        stored = StoredFile(
+            store=image.store, key=image.store_key, size=image.size,
+            filename=download_filename(image), md5=image.checksum,
         )
-        response.block_size = DOWNLOAD_BLOCK_SIZE
-        response["Content-Length"] = str(end - start)
-        response["Accept-Ranges"] = "bytes"
-        response["ETag"] = etag
-        if byte_range:
-            response["Content-Range"] = f"bytes {start}-{end - 1}/{image.size}"
-        else:
-            # Glance's header: the MD5 of the body, so only for the whole image.
-            response["Content-MD5"] = base64.b64encode(bytes.fromhex(image.checksum)).decode()
-        return response
-
-    def _open_bytes(self, image: Image, start: int, end: int | None):
-        # The whole image opens as the store's own file object, so a WSGI server can sendfile() it.
-        try:
-            return get_store(image.store).open_read(image.store_key, start=start, end=end)
-        except ObjectNotFound as error:
-            raise StoreUnavailable(
-                f"The bytes of image {image.pk} are missing from image store '{image.store}'; tell an operator."
-            ) from error
-        except StoreError as error:
-            raise StoreUnavailable(f"Image {image.pk} could not be read: {error}. Try again later.") from error
+        return stored_file_response(request, stored, what=f"image {image.pk}")

@@ -4,10 +4,11 @@ import json
 from functools import lru_cache
 
 from django.utils.functional import lazy
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
-from ..choices import ActionStatus
+from ..choices import ActionStatus, Visibility
 from ..models import ImageAction
 from ..pipeline import ActionType, action_types, get_action_type, step_statuses
 
@@ -31,8 +32,72 @@ class ProgressSerializer(serializers.Serializer):
     percent = serializers.FloatField(allow_null=True)
 
 
-@extend_schema_field({"type": "object", "additionalProperties": True, "description": "The validated input."})
 class InputField(serializers.JSONField):
+    """The validated input; the schema offers each installed action type's input (InputFieldSchema)."""
+
+
+class InputFieldSchema(OpenApiSerializerFieldExtension):
+    """`input` as one of the registered types' inputs, built from the registry when the schema is
+    generated, so generated clients get a typed model per action type instead of a bare dict."""
+
+    target_class = InputField
+
+    def map_serializer_field(self, auto_schema, direction):
+        inputs = [
+            auto_schema.resolve_serializer(action_type.input_serializer, direction).ref
+            for _, action_type in sorted(action_types().items())
+        ]
+        description = "The validated input of the action's type (see `action_type`), defaults filled in."
+        if not inputs:
+            return {"type": "object", "additionalProperties": True, "description": description}
+        # anyOf, not oneOf: the inputs' schemas overlap (optional fields, extra keys allowed), so
+        # one valid input can match several of them, which oneOf forbids.
+        return {"anyOf": inputs, "description": description}
+
+
+class NewImagePropertiesSerializer(serializers.Serializer):
+    """What the Image an action creates will get; empty for action types that create none."""
+
+    name = serializers.CharField(required=False)
+    tags = serializers.ListField(child=serializers.CharField(), required=False)
+    disk_format = serializers.CharField(required=False)
+    container_format = serializers.CharField(required=False)
+    visibility = serializers.ChoiceField(choices=Visibility.choices, required=False)
+    min_disk = serializers.IntegerField(required=False, help_text="GiB")
+    min_ram = serializers.IntegerField(required=False, help_text="MiB")
+    properties = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+
+
+class ResultImageSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    store = serializers.CharField()
+    region = serializers.CharField(allow_null=True)
+
+
+class ActionResultSerializer(serializers.Serializer):
+    """What a successful action produced, empty until then; which keys appear depends on the type
+    (DESIGN section 2). Described here for the schema only: rendering keeps whatever a type stored."""
+
+    image_ref = serializers.UUIDField(required=False, help_text="import: the new Image.")
+    image_refs = serializers.ListField(child=serializers.UUIDField(), required=False, help_text="clone: the new Images.")
+    images = ResultImageSerializer(many=True, required=False, help_text="clone: each new Image and its store.")
+    location = serializers.CharField(required=False, help_text="export: where the bytes were written.")
+    expires_at = serializers.DateTimeField(required=False, help_text="export: when the location stops working.")
+    size = serializers.IntegerField(required=False, help_text="export: bytes written.")
+    disk_format = serializers.CharField(required=False, help_text="export: the format written.")
+    checksum = serializers.CharField(required=False, help_text="export: md5 of the bytes written.")
+    os_hash_algo = serializers.CharField(required=False)
+    os_hash_value = serializers.CharField(required=False)
+
+
+# Rendered as the stored dicts are (keys an action type adds are kept); typed in the schema only.
+@extend_schema_field(NewImagePropertiesSerializer)
+class NewImagePropertiesField(serializers.DictField):
+    pass
+
+
+@extend_schema_field(ActionResultSerializer)
+class ActionResultField(serializers.DictField):
     pass
 
 
@@ -41,8 +106,8 @@ class ImageActionSerializer(serializers.ModelSerializer):
 
     status = serializers.ChoiceField(choices=lazy(_status_choices, list)(), read_only=True)
     input = InputField(read_only=True)
-    image_properties = serializers.DictField(read_only=True)
-    result = serializers.DictField(read_only=True)
+    image_properties = NewImagePropertiesField(read_only=True)
+    result = ActionResultField(read_only=True)
     progress = ProgressSerializer(read_only=True)
     # Not read_only on purpose: the schema marks read-only fields as always present, and
     # `owner` is absent for non-staff. This serializer only ever renders, so nothing is written.
@@ -61,6 +126,11 @@ class ImageActionSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         if not (request and request.user.is_staff):
             data.pop("owner", None)
+        location = data.get("result", {}).get("location")
+        if request and isinstance(location, str) and location.startswith("/v2/"):
+            # A result under this API (an export's download link) is stored as a path, because
+            # the worker that made it cannot know which host name the client reaches us by.
+            data["result"] = {**data["result"], "location": request.build_absolute_uri(location)}
         return data
 
 
