@@ -1,4 +1,5 @@
 """Registers the `clone` action type with the core pipeline registry."""
+
 from django.apps import AppConfig
 
 
@@ -7,4 +8,22 @@ class ActionsCloneConfig(AppConfig):
     verbose_name = "Clone actions"
 
     def ready(self):
-        pass  # the clone pipeline registers here once it exists
+        from imageactions.pipeline import ActionType, Step, register
+
+        from . import steps
+        from .serializers import CloneInputSerializer, image_properties_of
+
+        register(
+            ActionType(
+                name="clone",
+                description="Copy an image to other stores or regions; each copy becomes a new image.",
+                input_serializer=CloneInputSerializer,
+                steps=(
+                    Step("copy", "copying", steps.copy_image, timeout=6 * 3600, retries=2, backoff=5),
+                    Step("verify", "verifying", steps.verify, timeout=6 * 3600, retries=2, backoff=5),
+                ),
+                finish=steps.finish,
+                clean_up=steps.clean_up,
+                image_properties=image_properties_of,
+            )
+        )

@@ -189,9 +189,30 @@ IMAGE_MAX_SIZE = env_int("IMAGEACTIONS_IMAGE_MAX_SIZE", 100 * 1024**3)  # bytes,
 HTTP_CONNECT_TIMEOUT = env_float("IMAGEACTIONS_HTTP_CONNECT_TIMEOUT", 10)
 HTTP_READ_TIMEOUT = env_float("IMAGEACTIONS_HTTP_READ_TIMEOUT", 60)  # seconds without a byte
 HTTP_MAX_REDIRECTS = env_int("IMAGEACTIONS_HTTP_MAX_REDIRECTS", 5)
+# A download whose connection closes mid-body continues with `Range: bytes=N-` this many times
+# (when the server announces Accept-Ranges and a validator); 0: never resume.
+HTTP_MAX_RESUMES = env_int("IMAGEACTIONS_HTTP_MAX_RESUMES", 3)
 # Where s3:// import locations are read: {"endpoint_url": ..., "access_key": ..., "secret_key": ...,
 #  "region_name": ..., "addressing_style": "path"}; empty: s3:// locations are refused.
 S3_SOURCE = env_json("IMAGEACTIONS_S3_SOURCE", {})
+
+# -- Quality control of imported images (inspection, decompression, conversion) ------------
+# Guest-visible size cap, in bytes; 0: no cap.
+IMAGE_MAX_VIRTUAL_SIZE = env_int("IMAGEACTIONS_IMAGE_MAX_VIRTUAL_SIZE", 1024**4) or None
+IMAGE_ALLOWED_FORMATS = env_list(
+    "IMAGEACTIONS_IMAGE_ALLOWED_FORMATS", ["raw", "qcow2", "vmdk", "vpc", "vhdx", "vdi", "iso"]
+)
+# Dotted paths of checks run on each inspected image (see imageactions/formats/verifiers.py).
+IMAGE_VERIFIERS = env_list(
+    "IMAGEACTIONS_IMAGE_VERIFIERS",
+    ["imageactions.formats.verifiers.max_virtual_size", "imageactions.formats.verifiers.allowed_formats"],
+)
+# The format images are stored in: "" keeps the uploaded format, or "raw" or "qcow2".
+IMAGE_STORE_FORMAT = env_str("IMAGEACTIONS_IMAGE_STORE_FORMAT", "").strip().lower()
+DECOMPRESS_IMPORTS = env_bool("IMAGEACTIONS_DECOMPRESS_IMPORTS", True)
+DECOMPRESS_MAX_OUTPUT = env_int("IMAGEACTIONS_DECOMPRESS_MAX_OUTPUT", IMAGE_MAX_SIZE)  # bytes
+# A mostly empty raw disk compresses ~30000x with zstd; the output cap is the real guard.
+DECOMPRESS_MAX_RATIO = env_float("IMAGEACTIONS_DECOMPRESS_MAX_RATIO", 100000)
 
 # -- Disk-format conversion (qemu-img, on inspected images only) --------------------------
 # Limits for one qemu-img run; Glance's image conversion uses the same kind of caps.

@@ -1,0 +1,95 @@
+"""The input of a `clone` action: which image, to which stores (named, or all of some regions)."""
+
+from django.conf import settings
+from rest_framework import serializers
+
+from imageactions.api.permissions import visible_to
+from imageactions.choices import ImageStatus
+from imageactions.models import Image
+from imageactions.stores import all_stores
+from imageactions.validators import MAX_IMAGE_NAME_LENGTH
+
+
+def _quoted(names) -> str:
+    return ", ".join(f"'{name}'" for name in names) or "none"
+
+
+class CloneInputSerializer(serializers.Serializer):
+    """Exactly one of `stores` or `regions`; the resolved store names are kept as `stores`."""
+
+    image_id = serializers.UUIDField(help_text="The active image of your project to copy.")
+    stores = serializers.ListField(
+        child=serializers.CharField(max_length=64), min_length=1, max_length=32, required=False,
+        help_text="Names of the target stores (GET /v2/stores); not the image's own store.",
+    )
+    regions = serializers.ListField(
+        child=serializers.CharField(max_length=64), min_length=1, max_length=32, required=False,
+        help_text="Copy to every store of these regions (except the image's own store).",
+    )
+    name = serializers.CharField(
+        max_length=MAX_IMAGE_NAME_LENGTH, required=False, help_text="Name of the new images; default: the source's."
+    )
+
+    def validate_image_id(self, image_id):
+        request = self.context.get("request")
+        images = Image.objects.filter(pk=image_id, status=ImageStatus.ACTIVE)
+        if request is not None:
+            images = visible_to(images, request.user)
+        image = images.first()
+        if image is None:
+            # The same words for a foreign image as for a missing one: existence is not revealed.
+            raise serializers.ValidationError(
+                f"There is no active image {image_id} in your project; check the id with GET /v2/images."
+            )
+        self._source = image
+        return str(image_id)
+
+    def validate_stores(self, names):
+        known = list(settings.IMAGE_STORES)
+        for name in names:
+            if name not in known:
+                raise serializers.ValidationError(
+                    f"There is no image store named '{name}'; the stores are {_quoted(known)} (GET /v2/stores)."
+                )
+        return list(dict.fromkeys(names))
+
+    def validate_regions(self, regions):
+        known = list(dict.fromkeys(store.region for store in all_stores()))
+        for region in regions:
+            if region not in known:
+                raise serializers.ValidationError(
+                    f"There is no region named '{region}'; the regions are {_quoted(known)} (GET /v2/stores)."
+                )
+        return list(dict.fromkeys(regions))
+
+    def validate(self, attrs):
+        if ("stores" in attrs) == ("regions" in attrs):
+            raise serializers.ValidationError(
+                {"stores": ['Give the targets as exactly one of "stores" (store names) or "regions" (region names).']}
+            )
+        source_store = self._source.store
+        if "stores" in attrs:
+            if source_store in attrs["stores"]:
+                raise serializers.ValidationError(
+                    {"stores": [f"The image is already in store '{source_store}'; name only other stores."]}
+                )
+            return attrs
+        targets = [
+            store.name for store in all_stores() if store.region in attrs["regions"] and store.name != source_store
+        ]
+        if not targets:
+            raise serializers.ValidationError(
+                {"regions": [(
+                    f"The regions {_quoted(attrs['regions'])} have no store but the image's own ('{source_store}'); "
+                    f"choose another region (GET /v2/stores)."
+                )]}
+            )
+        return {**attrs, "stores": targets}
+
+
+def image_properties_of(data: dict) -> dict:
+    """What the action shows of the images it will create."""
+    properties = {"cloned_from": data["image_id"]}
+    if "name" in data:
+        properties["name"] = data["name"]
+    return properties
