@@ -1,4 +1,5 @@
 """Registers the `export` action type with the core pipeline registry."""
+
 from django.apps import AppConfig
 
 
@@ -7,4 +8,22 @@ class ActionsExportConfig(AppConfig):
     verbose_name = "Export actions"
 
     def ready(self):
-        pass  # the export pipeline registers here once it exists
+        from imageactions.pipeline import ActionType, Step, register
+
+        from . import steps
+        from .serializers import ExportInputSerializer
+
+        register(
+            ActionType(
+                name="export",
+                description="Export an image, optionally converted, to a download link, an image store or a URL.",
+                input_serializer=ExportInputSerializer,
+                steps=(
+                    Step("convert", "converting", steps.convert, applies=steps.convert_applies, timeout=6 * 3600),
+                    Step("upload", "uploading", steps.upload, timeout=6 * 3600),
+                ),
+                finish=steps.finish,
+                clean_up=steps.clean_up,
+                result_file=steps.result_file,
+            )
+        )

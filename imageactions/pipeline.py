@@ -47,6 +47,17 @@ class Step:
 
 
 @dataclass(frozen=True)
+class StoredFile:
+    """Bytes in an image store that the API serves as a download (streamed, with Range)."""
+
+    store: str  # the name in settings.IMAGE_STORES
+    key: str
+    size: int
+    filename: str  # what the client saves it as
+    md5: str  # hex; the ETag and Content-MD5
+
+
+@dataclass(frozen=True)
 class ActionType:
     """What an action type declares: its input, its steps and its hooks into the runner."""
 
@@ -65,6 +76,9 @@ class ActionType:
     receive_data: Callable[[ImageAction, object, StepContext], None] | None = None
     # Derives `image_properties` shown on the action from its validated input.
     image_properties: Callable[[dict], dict] = lambda data: {}
+    # The file a successful action offers at GET /v2/image-actions/{id}/file (e.g. an export's
+    # bytes), or None when it has none.
+    result_file: Callable[[ImageAction], StoredFile | None] | None = None
     statuses: tuple[str, ...] = field(init=False)
 
     def __post_init__(self):

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -278,6 +278,13 @@ def _run_with_retries(action, action_type, step, ctx, run, then) -> bool:
             _close_event(event, "failure", str(error))
             _finish(action, ctx.token, ActionStatus.FAILURE, str(error))
             return False
+        except (OperationalError, InterfaceError):
+            # The database went away mid-step (a restart, a failover): not the step's fault, and
+            # nothing can be recorded now. This run ends; its heartbeat goes stale and the reaper
+            # starts the step again once the database is back.
+            log.warning("step %s of action %s lost its database connection", step.name, action.pk, exc_info=True)
+            close_old_connections()
+            return False
         except Exception as error:
             log.exception("step %s of action %s raised", step.name, action.pk)
             _close_event(event, "error", repr(error), traceback.format_exc())
@@ -351,9 +358,11 @@ def _finish_success(action: ImageAction, action_type: ActionType, *, token, ctx=
         if locked.cancel_requested:
             cancelled = True
         else:
+            now = timezone.now()
+            # Set before `finish`, so it can quote them (an export's link expires with the action).
+            action.finished_at, action.expires_at = now, _expiry(now)
             if action_type.finish:
                 action_type.finish(action, ctx or StepContext(action, None, token))
-            now = timezone.now()
             ImageAction.objects.filter(pk=action.pk).update(
                 status=ActionStatus.SUCCESS,
                 step_state=StepState.DONE,
@@ -363,7 +372,7 @@ def _finish_success(action: ImageAction, action_type: ActionType, *, token, ctx=
                 result=action.result,
                 image_properties=action.image_properties,
                 finished_at=now,
-                expires_at=_expiry(now),
+                expires_at=action.expires_at,
                 progress_done=locked.progress_total or locked.progress_done,
             )
     if cancelled:
@@ -590,10 +599,24 @@ def ensure_schedules() -> None:
     """Create (or update) the reaper and purge schedules; run when a worker starts."""
     from django_q.models import Schedule
 
+    with transaction.atomic():
+        # Workers of several pools often start together; Schedule.name is not unique, so without
+        # this lock two update_or_create calls both insert, and every later start fails with
+        # MultipleObjectsReturned. (SQLite's IMMEDIATE transactions already serialise this.)
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext('imageactions-schedules'))")
+        _ensure_schedules(Schedule)
+
+
+def _ensure_schedules(Schedule) -> None:
     for name, func, seconds in (
         (REAPER_SCHEDULE, "imageactions.runner.reap", settings.REAPER_INTERVAL),
         (PURGE_SCHEDULE, "imageactions.runner.purge", settings.PURGE_INTERVAL),
     ):
+        # Duplicates left by starts before the lock existed: keep the oldest.
+        for duplicate in Schedule.objects.filter(name=name).order_by("id")[1:]:
+            duplicate.delete()
         Schedule.objects.update_or_create(
             name=name,
             defaults={

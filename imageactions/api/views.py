@@ -20,12 +20,14 @@ from rest_framework.response import Response
 
 from .. import runner
 from ..filtersets import ImageActionFilterSet
+from ..choices import ActionStatus
 from ..models import ImageAction
 from ..pipeline import get_action_type
 from .errors import Conflict, LengthRequired
 from .parsers import BoundedJSONParser
 from .permissions import owner_of, visible_to
 from .serializers import ErrorSerializer, ImageActionCreateSerializer, ImageActionSerializer, create_request_schema
+from .streaming import DownloadExpired, IgnoreAcceptHeader, stored_file_response
 
 
 def error_responses(*codes: int) -> dict:
@@ -96,8 +98,10 @@ class ImageActionSchema(AutoSchema):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List your actions", responses={200: ImageActionSerializer(many=True),
-                                                               **error_responses(400, 401)}),
+    list=extend_schema(summary="List your actions", responses={
+        200: ImageActionSerializer(many=True), **error_responses(400, 401),
+        404: OpenApiResponse(ErrorSerializer, description="The `cursor` is not one this list handed out."),
+    }),
     retrieve=extend_schema(summary="Show one action", responses={200: ImageActionSerializer,
                                                                  **error_responses(401, 404)}),
 )
@@ -176,6 +180,44 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             raise Conflict(f"The action is not awaiting data (status {action.status!r}).")
         action.refresh_from_db()
         return Response(ImageActionSerializer(action, context={"request": request}).data)
+
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The whole file."),
+            (206, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The requested byte range, described by the Content-Range header."
+            ),
+            304: OpenApiResponse(description="The file has the ETag given in If-None-Match."),
+            **error_responses(401, 404),
+            410: OpenApiResponse(ErrorSerializer, description="The file expired (see the action's expires_at)."),
+            416: OpenApiResponse(ErrorSerializer, description="The range starts past the end of the file."),
+            503: OpenApiResponse(ErrorSerializer, description="The store holding the file could not be used."),
+        },
+        parameters=[
+            OpenApiParameter("Range", str, OpenApiParameter.HEADER, required=False,
+                             description="One byte range: bytes=0-99, bytes=100- or bytes=-100."),
+            OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER, required=False),
+            OpenApiParameter("If-Range", str, OpenApiParameter.HEADER, required=False),
+        ],
+        summary="Download the file a successful action produced (e.g. an export to a download link)",
+    )
+    @route(detail=True, methods=["get"], content_negotiation_class=IgnoreAcceptHeader)
+    def file(self, request, pk=None):
+        action = self.get_object()
+        action_type = get_action_type(action.action_type)
+        stored = None
+        if action.status == ActionStatus.SUCCESS and action_type and action_type.result_file:
+            stored = action_type.result_file(action)
+        if stored is None:
+            raise NotFound(
+                f"Action {action.pk} has no file to download (status {action.status!r}); only a successful "
+                f"action that offers one, such as an export to a download link, has it."
+            )
+        if action.expires_at and action.expires_at <= timezone.now():
+            raise DownloadExpired(
+                f"The file of action {action.pk} expired at {action.expires_at.isoformat()}; run the action again."
+            )
+        return stored_file_response(request, stored, what=f"the file of action {action.pk}")
 
 
 def alias_viewset(action_type: str):

@@ -1,0 +1,159 @@
+"""Where an export writes its bytes: an image store (the download link's or a named one), or an
+http(s) URL that accepts a PUT. Every failure is a StepError the user can act on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+import requests
+from django.conf import settings
+
+from imageactions.http import caused_by, innermost, pinned_session
+from imageactions.pipeline import StepError
+from imageactions.stores import ImageStore, StoreError
+from imageactions.transfer import CHUNK_SIZE, ParallelHasher
+from imageactions.urlpolicy import UnresolvableHost, UrlPolicy, UrlRefused
+
+from .serializers import without_query
+
+USER_AGENT = "ImageActions-export/1"
+FAILED = "Could not upload the export."
+EXPORT_HASHES = ("md5", "sha512")  # Glance's pair: md5 as `checksum`, sha512 as `os_hash_value`
+
+Progress = Callable[[int, int | None], None]
+
+
+class ExportedBytes:
+    """The bytes being exported, read once from `source`: hashed and counted on the way.
+
+    Readable as read(n) (image stores) and as an iterator of chunks (an HTTP PUT body).
+    """
+
+    def __init__(self, source: BinaryIO, size: int, algorithms: tuple[str, ...] = EXPORT_HASHES):
+        self.source, self.size = source, size
+        self.bytes_read = 0
+        self.hasher = ParallelHasher(algorithms)
+
+    def read(self, amount: int = -1) -> bytes:
+        data = self.source.read(CHUNK_SIZE if amount is None or amount < 0 else amount)
+        self.bytes_read += len(data)
+        if self.bytes_read > self.size:
+            raise StepError(
+                f"The image's bytes are longer than its recorded size of {self.size} bytes; tell an operator"
+            )
+        if data:
+            self.hasher.update(data)
+        return data
+
+    def chunks(self, progress: Progress | None = None) -> Iterator[bytes]:
+        while chunk := self.read(CHUNK_SIZE):
+            yield chunk
+            if progress:
+                progress(self.bytes_read, self.size)
+
+    def read_to_end(self, progress: Progress | None = None) -> None:
+        for _chunk in self.chunks(progress):
+            pass
+
+    def hexdigests(self) -> dict[str, str]:
+        """The hashes of everything read, once the source was read to its end."""
+        if self.bytes_read != self.size:
+            raise StepError(
+                f"Only {self.bytes_read} of the image's {self.size} bytes could be read; try again, "
+                f"and tell an operator if it keeps failing"
+            )
+        return self.hasher.hexdigests()
+
+    def close(self) -> None:
+        self.hasher.close()
+        self.source.close()
+
+
+class SizedBody:
+    """An HTTP request body of known length, sent as it is read (requests sets Content-Length
+    from len(); without it, it would switch to chunked encoding, which presigned URLs refuse)."""
+
+    def __init__(self, exported: ExportedBytes, progress: Progress | None):
+        self.exported, self.progress = exported, progress
+
+    def __len__(self) -> int:
+        return self.exported.size
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.exported.chunks(self.progress)
+
+
+# -- image stores ---------------------------------------------------------------------------
+
+
+def write_to_store(store: ImageStore, key: str, exported: ExportedBytes, progress: Progress | None) -> None:
+    try:
+        store.put_stream(key, exported, size=exported.size, progress=progress)
+    except StoreError as error:
+        raise StepError(f"{FAILED} {error}") from None
+
+
+def store_location(store: ImageStore, key: str) -> str:
+    """How the result names an object in a store: s3://BUCKET/KEY for S3, store://NAME/KEY otherwise."""
+    if store.kind == "s3":
+        return f"s3://{store.bucket}/{store.prefix}{key}"
+    return f"store://{store.name}/{key}"
+
+
+# -- http(s) PUT ------------------------------------------------------------------------------
+
+
+def put_to_url(url: str, exported: ExportedBytes, progress: Progress | None) -> None:
+    """PUT the bytes to `url`, connected to the address the URL policy checked; no redirects."""
+    shown = without_query(url)
+    policy = UrlPolicy.from_settings()
+    try:
+        _scheme, host, port = policy.check_url(url)
+        address = policy.resolve(host, port)
+    except UrlRefused as refusal:
+        raise StepError(f"{FAILED} The url '{shown}' is not allowed: {refusal}") from None
+    except UnresolvableHost as error:
+        raise StepError(f"{FAILED} {error}") from None
+    hostport = f"{host}:{port}"
+    with pinned_session(str(address)) as session:
+        try:
+            response = session.put(
+                url,
+                data=SizedBody(exported, progress),
+                allow_redirects=False,
+                timeout=(settings.HTTP_CONNECT_TIMEOUT, settings.HTTP_READ_TIMEOUT),
+                headers={"Content-Type": "application/octet-stream", "User-Agent": USER_AGENT},
+            )
+        except requests.exceptions.SSLError as error:
+            raise StepError(f"{FAILED} The TLS connection to '{hostport}' failed: {innermost(error)}") from None
+        except requests.ConnectTimeout:
+            raise StepError(
+                f"{FAILED} Connecting to '{hostport}' timed out after {settings.HTTP_CONNECT_TIMEOUT:g} s"
+            ) from None
+        except requests.ReadTimeout:
+            raise StepError(
+                f"{FAILED} '{hostport}' did not answer within {settings.HTTP_READ_TIMEOUT:g} s for url '{shown}'"
+            ) from None
+        except requests.RequestException as error:
+            if caused_by(error, ConnectionRefusedError):
+                raise StepError(f"{FAILED} Connection refused by '{hostport}'") from None
+            raise StepError(
+                f"{FAILED} The connection to '{hostport}' broke after {exported.bytes_read} of "
+                f"{exported.size} bytes: {innermost(error)}"
+            ) from None
+        with response:
+            _check_answer(response, shown)
+
+
+def _check_answer(response: requests.Response, shown: str) -> None:
+    code = response.status_code
+    if 200 <= code < 300:
+        return
+    answer = f"{code} {response.reason or ''}".strip()
+    if 300 <= code < 400:
+        raise StepError(
+            f"The destination answered {answer} (a redirect) for '{shown}'; redirects are not followed "
+            f"for uploads, so give the final URL"
+        )
+    raise StepError(f"The destination refused the upload: {answer} from '{shown}'")

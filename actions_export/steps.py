@@ -1,0 +1,268 @@
+"""The steps of an export: convert the image's bytes when another format is asked, then stream
+them to the destination, hashing on the way. The Image itself is never changed.
+
+`action.state` carries the converted file's name and where the bytes were written, so that
+clean-up finds them after a failure, a cancel or the purge of the action.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from django.conf import settings
+
+from imageactions.api.streaming import safe_filename
+from imageactions.choices import ActionStatus, ImageStatus
+from imageactions.formats import ImageFormatError
+from imageactions.formats.convert import convert_and_reinspect, qemu_format_name
+from imageactions.models import Image, ImageAction
+from imageactions.pipeline import StepError, StoredFile
+from imageactions.stores import ImageStore, StoreError, get_store
+from imageactions.transfer import TransferError, copy_to_file
+
+from .destinations import EXPORT_HASHES, FAILED, ExportedBytes, put_to_url, store_location, write_to_store
+from .serializers import DOWNLOAD, STORE, URL, without_query
+
+log = logging.getLogger(__name__)
+
+CONVERTED = "converted"
+SOURCE_COPY = "source"
+
+
+def exported_image(action: ImageAction) -> Image:
+    """The image to export, if it is still the caller's and active (it may have changed since the action was created)."""
+    image_id = action.input["image_id"]
+    image = Image.objects.filter(pk=image_id, owner=action.owner).first()
+    if image is None:
+        raise StepError(f"Image {image_id} was not found in your project")
+    if image.status != ImageStatus.ACTIVE:
+        raise StepError(f"Image {image_id} is not active (its status is '{image.status}')")
+    return image
+
+
+def target_format(action: ImageAction, image: Image) -> str:
+    return action.input.get("disk_format") or image.disk_format
+
+
+def _persist_state(action: ImageAction, ctx) -> None:
+    # Written before bytes move, so a worker that dies mid-write leaves something clean-up can find.
+    ImageAction.objects.filter(pk=action.pk, run_token=ctx.token).update(state=action.state)
+
+
+# -- converting ------------------------------------------------------------------------------
+
+
+def convert_applies(action: ImageAction) -> bool:
+    wanted = action.input.get("disk_format")
+    if not wanted:
+        return False
+    image = Image.objects.filter(pk=action.input["image_id"]).only("disk_format").first()
+    if image is None:
+        return True  # the convert step says what became of the image
+    return qemu_format_name(wanted, target=True) != qemu_format_name(image.disk_format)
+
+
+def convert(action: ImageAction, ctx) -> None:
+    """Convert the image's bytes into the scratch directory with qemu-img (`converting`)."""
+    image = exported_image(action)
+    target = action.input["disk_format"]
+    source = _local_source(image, ctx)
+    output = ctx.scratch / CONVERTED
+    total = image.virtual_size or image.size
+    ctx.progress(0, total, force=True)
+    try:
+        convert_and_reinspect(
+            source, output, src_format=image.disk_format, dst_format=target,
+            timeout=settings.QEMU_TIMEOUT, max_memory=settings.QEMU_MAX_MEMORY,
+            max_cpu_seconds=settings.QEMU_MAX_CPU_SECONDS,
+            progress=lambda percent: ctx.progress(int(total * percent / 100), total),
+        )
+    except ImageFormatError as error:
+        raise StepError(f"Image {image.pk} could not be converted to {target}: {error}") from None
+    finally:
+        (ctx.scratch / SOURCE_COPY).unlink(missing_ok=True)
+    ctx.progress(total, total, force=True)
+    action.state.update(converted=CONVERTED)
+
+
+def _local_source(image: Image, ctx) -> Path:
+    """A file qemu-img can read: the store's own file when it is local, else a copy in scratch."""
+    store = _image_store(image)
+    path = store.local_path(image.store_key)
+    if path is not None:
+        return path
+    copy = ctx.scratch / SOURCE_COPY
+    ctx.progress(0, image.size, force=True)
+    try:
+        with store.open_read(image.store_key) as reader:
+            copy_to_file(reader, copy, hash_algorithms=(), total=image.size, progress=ctx.progress)
+    except (StoreError, TransferError) as error:
+        raise StepError(f"The bytes of image {image.pk} could not be read: {error}") from None
+    return copy
+
+
+def _image_store(image: Image) -> ImageStore:
+    try:
+        return get_store(image.store)
+    except StoreError as error:
+        raise StepError(f"The bytes of image {image.pk} cannot be reached: {error}; tell an operator") from None
+
+
+# -- uploading -------------------------------------------------------------------------------
+
+
+def upload(action: ImageAction, ctx) -> None:
+    """Stream the (converted or original) bytes to the destination (`uploading`)."""
+    image = exported_image(action)
+    disk_format = target_format(action, image)
+    exported = _open_export(action, image, ctx)
+    destination = action.input["destination"]
+    ctx.progress(0, exported.size, force=True)
+    try:
+        if destination["type"] == URL:
+            put_to_url(destination["url"], exported, ctx.progress)
+            location = without_query(destination["url"])
+        else:
+            location = _write_to_a_store(action, ctx, image, disk_format, exported)
+        hashes = exported.hexdigests()
+    finally:
+        exported.close()
+    if not action.state.get("converted"):
+        hashes = _as_recorded(image, hashes)
+    ctx.progress(exported.size, exported.size, force=True)
+    action.result = {
+        "location": location,
+        "size": exported.size,
+        "disk_format": disk_format,
+        "checksum": hashes["md5"],
+        "os_hash_algo": "sha512",
+        "os_hash_value": hashes["sha512"],
+    }
+
+
+def _as_recorded(image: Image, hashes: dict[str, str]) -> dict[str, str]:
+    """The hashes of exported bytes that should be the image's own, checked against its record.
+
+    Only sha512 is computed for them: once it matches, the bytes are the image's, so its md5 is
+    the recorded one, and the export costs one hash instead of two.
+    """
+    if image.os_hash_algo != "sha512":
+        return hashes  # both were computed (see _open_export)
+    if hashes["sha512"] != image.os_hash_value:
+        raise StepError(
+            f"The stored bytes of image {image.pk} do not match its recorded sha512 (they changed in the "
+            f"store); the export was stopped. Tell an operator"
+        )
+    return {"md5": image.checksum, "sha512": hashes["sha512"]}
+
+
+def _open_export(action: ImageAction, image: Image, ctx) -> ExportedBytes:
+    if action.state.get("converted"):
+        path = ctx.scratch / action.state["converted"]
+        if not path.exists():
+            raise StepError("The converted image was lost (its worker's scratch space is gone); start the export again")
+        return ExportedBytes(open(path, "rb"), path.stat().st_size)
+    try:
+        reader = _image_store(image).open_read(image.store_key)
+    except StoreError as error:
+        raise StepError(f"The bytes of image {image.pk} could not be read: {error}; tell an operator") from None
+    algorithms = ("sha512",) if image.os_hash_algo == "sha512" else EXPORT_HASHES
+    return ExportedBytes(reader, image.size, algorithms)
+
+
+def _write_to_a_store(action: ImageAction, ctx, image: Image, disk_format: str, exported: ExportedBytes) -> str:
+    destination = action.input["destination"]
+    if destination["type"] == DOWNLOAD:
+        store = ctx.store(None)
+        filename = safe_filename(image.name, disk_format, str(image.pk))
+        key = f"exports/{action.pk}/{filename}"
+        action.state.update(written_store=store.name, written_key=key, filename=filename)
+        _persist_state(action, ctx)
+        _write_or_copy(action, ctx, image, store, key, exported)
+        return f"/v2/image-actions/{action.pk}/file"
+    store = _destination_store(destination["store"])
+    key = destination["key"]
+    ours = (action.state.get("written_store"), action.state.get("written_key")) == (store.name, key)
+    if not ours and _exists(store, key):
+        # Overwriting would let one project replace an object another project exported.
+        raise StepError(
+            f"The image store '{store.name}' already has an object at '{key}'; choose another key, "
+            f"or have it removed first"
+        )
+    action.state.update(written_store=store.name, written_key=key)
+    _persist_state(action, ctx)
+    _write_or_copy(action, ctx, image, store, key, exported)
+    return store_location(store, key)
+
+
+def _write_or_copy(action: ImageAction, ctx, image: Image, store: ImageStore, key: str, exported: ExportedBytes) -> None:
+    """Stream the bytes to `store`; unconverted bytes the store can copy itself (a hard link, an
+    S3 server-side copy) are copied that way, then read back once so their hashes are the copy's."""
+    if not action.state.get("converted"):
+        try:
+            copied = store.server_side_copy(_image_store(image), image.store_key, key)
+        except StoreError as error:
+            raise StepError(f"{FAILED} {error}") from None
+        if copied:
+            exported.source.close()
+            try:
+                exported.source = store.open_read(key)
+            except StoreError as error:
+                raise StepError(f"{FAILED} The copy could not be read back: {error}") from None
+            exported.read_to_end(ctx.progress)
+            return
+    write_to_store(store, key, exported, ctx.progress)
+
+
+def _destination_store(name: str) -> ImageStore:
+    try:
+        return get_store(name)
+    except StoreError as error:  # the store was removed from the configuration since the action was created
+        raise StepError(f"{FAILED} {error}") from None
+
+
+def _exists(store: ImageStore, key: str) -> bool:
+    try:
+        return store.exists(key)
+    except StoreError as error:
+        raise StepError(f"{FAILED} {error}") from None
+
+
+# -- the runner's hooks ------------------------------------------------------------------------
+
+
+def finish(action: ImageAction, ctx) -> None:
+    """A download link lives as long as the action: its expiry is the action's."""
+    if action.input["destination"]["type"] == DOWNLOAD:
+        action.result["expires_at"] = action.expires_at.isoformat().replace("+00:00", "Z")
+
+
+def result_file(action: ImageAction) -> StoredFile | None:
+    """The exported bytes of a download destination, for GET /v2/image-actions/{id}/file."""
+    state, result = action.state, action.result
+    if action.input.get("destination", {}).get("type") != DOWNLOAD or not state.get("written_key"):
+        return None
+    return StoredFile(
+        store=state["written_store"], key=state["written_key"], size=result["size"],
+        filename=state["filename"], md5=result["checksum"],
+    )
+
+
+def clean_up(action: ImageAction) -> None:
+    """Remove exported bytes the export no longer offers.
+
+    A download's bytes go when the action failed, was cancelled or is purged; a store
+    destination's object only when the export did not succeed (it is the user's after that).
+    The converted file is in the scratch directory, which the runner removes.
+    """
+    name, key = action.state.get("written_store"), action.state.get("written_key")
+    if not (name and key):
+        return
+    kind = action.input.get("destination", {}).get("type")
+    if kind == STORE and action.status == ActionStatus.SUCCESS:
+        return
+    try:
+        get_store(name).delete(key)
+    except StoreError:
+        log.warning("could not remove %s from store %s after export %s", key, name, action.pk, exc_info=True)

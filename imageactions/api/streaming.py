@@ -1,0 +1,153 @@
+"""Downloads of stored bytes: single byte ranges, ETags and the streamed file response.
+
+One implementation for every download the API serves (an image's bytes, an export's result),
+following RFC 9110 sections 13 (conditional requests) and 14 (range requests).
+"""
+
+import base64
+import re
+
+from django.http import FileResponse, HttpResponse, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.negotiation import BaseContentNegotiation
+
+from ..pipeline import StoredFile
+from ..stores import ObjectNotFound, StoreError, get_store
+
+DOWNLOAD_BLOCK_SIZE = 1024 * 1024  # bytes per read from the store while streaming a download
+
+
+class StoreUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "store_unavailable"
+    default_detail = "The image store could not be used; try again later."
+
+
+class RangeNotSatisfiable(Exception):
+    pass
+
+
+_BYTE_RANGE = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*", re.ASCII)
+
+
+def requested_byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """[start, end) of the single byte range asked for, or None to send the whole file.
+
+    A header that is not one valid byte range (another unit, a syntax error, several ranges)
+    is ignored, as RFC 9110 section 14.2 allows; RangeNotSatisfiable when the range starts
+    past the end.
+    """
+    if not header:
+        return None
+    unit, _, specs = header.partition("=")
+    if unit.strip().lower() != "bytes":
+        return None
+    parts = [part for part in specs.split(",") if part.strip()]
+    match = _BYTE_RANGE.fullmatch(parts[0]) if len(parts) == 1 else None
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if not first:  # "-N": the last N bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable()
+        return max(0, size - suffix), size
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable()
+    return start, size if not last else min(int(last) + 1, size)
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """If-None-Match's weak comparison: any listed tag (or "*") names this representation."""
+    if not header:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+# Path separators, quotes, control characters and anything a file system or header may mangle.
+_UNSAFE_IN_FILENAMES = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_filename(stem: str, disk_format: str, fallback: str) -> str:
+    """`stem` plus the format's suffix, safe on every file system and in a header; `fallback`
+    when nothing of `stem` is left."""
+    stem = _UNSAFE_IN_FILENAMES.sub("_", stem).strip("._")[:200] or fallback
+    suffix = "." + _UNSAFE_IN_FILENAMES.sub("_", disk_format) if disk_format else ""
+    return stem if stem.lower().endswith(suffix.lower()) else stem + suffix
+
+
+class IgnoreAcceptHeader(BaseContentNegotiation):
+    """Downloads answer whatever the client accepts (e.g. application/octet-stream); errors stay JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+
+def stored_file_response(request, stored: StoredFile, *, what: str) -> HttpResponse:
+    """The download of `stored`: 200 whole, 206 one range, 304 unchanged, 416 past the end.
+
+    `what` names the file in error messages, e.g. "image <id>" or "the export of action <id>".
+    """
+    etag = f'"{stored.md5}"'
+    if etag_matches(request.headers.get("If-None-Match"), etag):
+        return HttpResponse(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    range_header = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range.strip() != etag:
+        range_header = None  # the client's copy is stale: it needs the whole file
+    try:
+        byte_range = requested_byte_range(range_header, stored.size)
+    except RangeNotSatisfiable:
+        noun = "image" if what.startswith("image") else "file"
+        return JsonResponse(
+            {
+                "code": "range_not_satisfiable",
+                "detail": f"The range {range_header!r} starts past the end of the {noun} ({stored.size} bytes).",
+                "errors": {},
+            },
+            status=status.HTTP_416_REQUESTED_RANGE_NOT_SATISFIABLE,
+            headers={"Content-Range": f"bytes */{stored.size}", "ETag": etag},
+        )
+    start, end = byte_range or (0, stored.size)
+    response = FileResponse(
+        _open_bytes(stored, start, None if byte_range is None else end, what=what),
+        as_attachment=True,
+        filename=stored.filename,
+        content_type="application/octet-stream",
+        status=status.HTTP_206_PARTIAL_CONTENT if byte_range else status.HTTP_200_OK,
+    )
+    response.block_size = DOWNLOAD_BLOCK_SIZE
+    response["Content-Length"] = str(end - start)
+    response["Accept-Ranges"] = "bytes"
+    response["ETag"] = etag
+    if byte_range:
+        response["Content-Range"] = f"bytes {start}-{end - 1}/{stored.size}"
+    else:
+        # Glance's header: the MD5 of the body, so only for the whole file.
+        response["Content-MD5"] = base64.b64encode(bytes.fromhex(stored.md5)).decode()
+    return response
+
+
+def _open_bytes(stored: StoredFile, start: int, end: int | None, *, what: str):
+    # The whole file opens as the store's own file object, so a WSGI server can sendfile() it.
+    try:
+        return get_store(stored.store).open_read(stored.key, start=start, end=end)
+    except ObjectNotFound as error:
+        raise StoreUnavailable(
+            f"The bytes of {what} are missing from image store '{stored.store}'; tell an operator."
+        ) from error
+    except StoreError as error:
+        raise StoreUnavailable(f"{what[0].upper()}{what[1:]} could not be read: {error}. Try again later.") from error
+
+
+class DownloadExpired(exceptions.APIException):
+    status_code = status.HTTP_410_GONE
+    default_code = "gone"
+    default_detail = "The file has expired."
