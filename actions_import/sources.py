@@ -6,7 +6,9 @@ failure is a StepError whose text starts "Could not retrieve image." and says wh
 
 from __future__ import annotations
 
+import logging
 import socket
+import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 from urllib.parse import unquote, urljoin, urlsplit
@@ -19,6 +21,8 @@ from imageactions.http import PinnedAdapter, PinnedConnectionMixin, pinned_sessi
 from imageactions.pipeline import StepError
 from imageactions.transfer import format_size
 from imageactions.urlpolicy import UnresolvableHost, UrlPolicy, UrlRefused
+
+log = logging.getLogger(__name__)
 
 FAILED = "Could not retrieve image."
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -134,25 +138,113 @@ def open_http(url: str, policy: UrlPolicy) -> OpenedSource:
         if response.status_code != 200:
             response.close()
             raise StepError(f"{FAILED} Received {response.status_code} response for url '{current}'")
-        return _http_source(response, current)
+        return _http_source(response, current, policy)
     raise StepError(
         f"{FAILED} '{url}' redirected more than {settings.HTTP_MAX_REDIRECTS} times; "
         f"give the final URL of the image"
     )
 
 
-def _http_source(response: requests.Response, url: str) -> OpenedSource:
+def _http_source(response: requests.Response, url: str, policy: UrlPolicy) -> OpenedSource:
     length = response.headers.get("Content-Length")
     size = int(length) if length and length.isdigit() else None
-    raw = response.raw
-    reader = GuardedReader(
-        raw, read=lambda n: raw.read(n, decode_content=False), what=url, size=size,
-        stall_seconds=settings.HTTP_READ_TIMEOUT,
-    )
-    return OpenedSource(reader, size, response.close)
+    body = ResumableHttpBody(response, url, size=size, policy=policy)
+    return OpenedSource(body, size, body.close)
 
 
-def _get_pinned(url: str, original: str, policy: UrlPolicy) -> requests.Response:
+class ResumableHttpBody(GuardedReader):
+    """An http(s) body as read(n) that continues with `Range: bytes=N-` when the connection
+    closes mid-body: the resumed bytes go on into the same hashes and staging file, so the
+    transfer stays one pass.
+
+    Resuming needs what the first answer announced: `Accept-Ranges: bytes`, a Content-Length and
+    a validator (a strong ETag, else Last-Modified) sent as `If-Range`, so an image that changed
+    on the server answers 200 instead of splicing two versions together.
+    """
+
+    def __init__(self, response: requests.Response, url: str, *, size: int | None, policy: UrlPolicy):
+        super().__init__(response.raw, read=self._read_current, what=url, size=size,
+                         stall_seconds=settings.HTTP_READ_TIMEOUT)
+        self.url, self.policy = url, policy
+        self.resumes = 0
+        self._response = response
+        self._validator = _range_validator(response)
+
+    def read(self, amount: int = -1) -> bytes:
+        while True:
+            try:
+                data = self._read_current(amount if amount >= 0 else None)
+            except Exception as error:
+                if _is_timeout(error):
+                    raise self._error(error) from error
+                log.info("connection to %s closed after %d bytes: %r", self.url, self.bytes_read, error)
+                self._resume()
+                continue
+            if not data and amount != 0 and self.size is not None and self.bytes_read < self.size:
+                self._resume()  # the body ended short without the client library noticing
+                continue
+            self.bytes_read += len(data)
+            return data
+
+    def close(self) -> None:
+        self._response.close()
+
+    def _read_current(self, amount: int | None) -> bytes:
+        return self._response.raw.read(amount, decode_content=False)
+
+    def _resume(self) -> None:
+        self._response.close()
+        if self._validator is None or self.size is None:
+            raise StepError(self._closed("and the server does not support resuming") + RESUME_ADVICE)
+        if self.resumes >= settings.HTTP_MAX_RESUMES:
+            raise StepError(
+                self._closed(f"and it closed again after {self.resumes} resumed downloads; try again later")
+            )
+        self.resumes += 1
+        time.sleep(min(0.25 * 2**self.resumes, 4))  # a server that just dropped us may need a moment
+        start = self.bytes_read
+        response = _get_pinned(self.url, self.url, self.policy, headers={
+            "Range": f"bytes={start}-", "If-Range": self._validator,
+        })
+        if response.status_code == 200:
+            response.close()
+            raise StepError(
+                self._closed(f"and the server does not support resuming (it answered 200 to 'Range: bytes={start}-'; "
+                             "the image may have changed on the server)") + RESUME_ADVICE
+            )
+        if response.status_code != 206:
+            response.close()
+            raise StepError(self._closed(f"and resuming it failed: received {response.status_code} response"))
+        expected = f"bytes {start}-{self.size - 1}/{self.size}"
+        if response.headers.get("Content-Range", "").replace(" ", "") != expected.replace(" ", ""):
+            response.close()
+            raise StepError(self._closed(
+                f"and the server answered the resume request with the range "
+                f"'{response.headers.get('Content-Range', '')}' instead of '{expected}'"
+            ))
+        log.info("resumed %s at byte %d (resume %d)", self.url, start, self.resumes)
+        self._response = response
+
+    def _closed(self, then: str) -> str:
+        of = f" of {format_size(self.size)}" if self.size is not None else ""
+        return f"{FAILED} The connection to '{self.url}' closed after {format_size(self.bytes_read)}{of}, {then}"
+
+
+RESUME_ADVICE = "; try again, or serve the image from a server that supports Range requests"
+
+
+def _range_validator(response: requests.Response) -> str | None:
+    """What If-Range can send to resume this body; None when the server did not offer ranges."""
+    ranges = {unit.strip().lower() for unit in response.headers.get("Accept-Ranges", "").split(",")}
+    if "bytes" not in ranges:
+        return None
+    etag = response.headers.get("ETag", "")
+    if etag and not etag.startswith("W/"):  # If-Range takes strong validators only (RFC 9110 13.1.5)
+        return etag
+    return response.headers.get("Last-Modified") or None
+
+
+def _get_pinned(url: str, original: str, policy: UrlPolicy, *, headers: dict | None = None) -> requests.Response:
     """GET one hop, connected to the address the policy checked (DNS is asked only once)."""
     try:
         _scheme, host, port = policy.check_url(url)
@@ -171,7 +263,7 @@ def _get_pinned(url: str, original: str, policy: UrlPolicy) -> requests.Response
             stream=True,
             allow_redirects=False,
             timeout=(settings.HTTP_CONNECT_TIMEOUT, settings.HTTP_READ_TIMEOUT),
-            headers={"Accept-Encoding": "identity", "User-Agent": USER_AGENT},
+            headers={"Accept-Encoding": "identity", "User-Agent": USER_AGENT, **(headers or {})},
         )
     except requests.exceptions.SSLError as error:
         raise StepError(f"{FAILED} The TLS connection to '{hostport}' failed: {_innermost(error)}") from None

@@ -382,14 +382,20 @@ def _finish_success(action: ImageAction, action_type: ActionType, *, token, ctx=
 
 
 def _finish(action: ImageAction, token, status: str, message: str) -> bool:
-    """End the action as failure or cancelled (if this run still owns it), then clean up."""
+    """End the action as failure or cancelled, if this run still owns it.
+
+    The clean-up comes first: whoever sees `failure` or `cancelled` must find nothing left
+    behind. The state is saved before it, since the clean-up reads what the steps recorded.
+    """
+    owned = ImageAction.objects.filter(_not_terminal(), pk=action.pk, run_token=token)
+    if not owned.update(state=action.state):
+        return False
+    clean_up(action)
     now = timezone.now()
-    ended = ImageAction.objects.filter(_not_terminal(), pk=action.pk, run_token=token).update(
+    ended = owned.update(
         status=status, step_state=StepState.DONE, run_token=None, message=message,
-        state=action.state, finished_at=now, expires_at=_expiry(now),
+        finished_at=now, expires_at=_expiry(now),
     )
-    if ended:
-        clean_up(action)
     return bool(ended)
 
 

@@ -247,6 +247,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["imageactions.api.schema.document_paths_without_trailing_slash"],
     "ENUM_NAME_OVERRIDES": {},
 }
 

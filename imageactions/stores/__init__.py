@@ -7,7 +7,14 @@ from functools import lru_cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from .base import ImageStore, InvalidKey, ObjectNotFound, ProgressCallback, StoreError
+from .base import (
+    ImageStore,
+    InvalidKey,
+    ObjectNotFound,
+    ProgressCallback,
+    StoreError,
+    StoreUnavailable,
+)
 from .filesystem import FilesystemStore
 from .s3 import S3Store, build_s3_client
 
@@ -19,6 +26,7 @@ __all__ = [
     "ProgressCallback",
     "S3Store",
     "StoreError",
+    "StoreUnavailable",
     "all_stores",
     "build_s3_client",
     "default_store",

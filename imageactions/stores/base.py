@@ -17,6 +17,10 @@ class StoreError(Exception):
     """An image store could not do what was asked; the text is written for the user."""
 
 
+class StoreUnavailable(StoreError):
+    """The store could not be reached (refused, dropped or timed-out connection): worth retrying."""
+
+
 class ObjectNotFound(StoreError):
     """The key names no object in the store."""
 

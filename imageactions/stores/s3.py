@@ -13,6 +13,7 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
@@ -27,6 +28,7 @@ from .base import (
     ProgressCallback,
     ReaderAdapter,
     StoreError,
+    StoreUnavailable,
     check_config,
     empty_reader,
     validate_key,
@@ -302,10 +304,12 @@ class S3Store(ImageStore):
             yield
         except ClientError as error:
             raise self._client_error(action, key, error) from error
-        except (EndpointConnectionError, ConnectTimeoutError) as error:
-            raise StoreError(f"The image store '{self.name}' could not be reached at {self._where}: {error}") from error
+        except (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError) as error:
+            raise StoreUnavailable(
+                f"The image store '{self.name}' could not be reached at {self._where}: {error}"
+            ) from error
         except ReadTimeoutError as error:
-            raise StoreError(
+            raise StoreUnavailable(
                 f"The image store '{self.name}' at {self._where} did not answer within {self.read_timeout} s "
                 f"while trying to {action} '{key}'"
             ) from error

@@ -36,7 +36,7 @@ def test_the_schema_is_served_as_yaml_and_json_without_login(anonymous):
 
 def test_the_create_body_is_discriminated_on_action_type_with_each_types_input(anonymous):
     document = schema(anonymous)
-    create_body = document["paths"]["/v2/image-actions/"]["post"]["requestBody"]["content"]["application/json"]
+    create_body = document["paths"]["/v2/image-actions"]["post"]["requestBody"]["content"]["application/json"]
     name = create_body["schema"]["$ref"].rsplit("/", 1)[1]
     component = document["components"]["schemas"][name]
     assert name.startswith("ImageActionCreate")
@@ -54,11 +54,11 @@ def test_the_create_body_is_discriminated_on_action_type_with_each_types_input(a
 
 def test_the_schema_documents_the_error_shape_and_the_201(anonymous):
     document = schema(anonymous)
-    responses = document["paths"]["/v2/image-actions/"]["post"]["responses"]
+    responses = document["paths"]["/v2/image-actions"]["post"]["responses"]
     assert {"201", "400", "401", "403", "413", "415"} <= set(responses)
     error = document["components"]["schemas"]["Error"]
     assert set(error["properties"]) == {"code", "detail", "errors"}
-    cancel = document["paths"]["/v2/image-actions/{id}/cancel/"]["post"]["responses"]
+    cancel = document["paths"]["/v2/image-actions/{id}/cancel"]["post"]["responses"]
     assert {"202", "404", "409"} <= set(cancel)
 
 
@@ -71,7 +71,7 @@ def test_owner_is_optional_in_the_action_schema(anonymous):
 @pytest.mark.urls("tests.api.alias_urls")
 def test_an_alias_create_endpoint_shows_only_its_own_types_input(anonymous):
     document = schema(anonymous)
-    body = document["paths"]["/v2/image-tests/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    body = document["paths"]["/v2/image-tests"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     component = document["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
     assert "oneOf" not in component
     assert list(component["properties"]) == ["input"]  # the endpoint fixes action_type
@@ -126,3 +126,9 @@ def test_the_docs_pages_load_every_asset_from_this_service(anonymous, page):
 def test_the_root_redirects_to_the_docs(anonymous):
     response = anonymous.get("/")
     assert response.status_code == 302 and response["Location"] == "/v2/docs"
+
+
+def test_schema_paths_are_the_designs_paths_without_trailing_slashes(alice):
+    paths = alice.get("/v2/schema", {"format": "json"}).json()["paths"]
+    assert "/v2/image-actions" in paths and "/v2/image-actions/{id}/cancel" in paths and "/v2/images/{id}/file" in paths
+    assert not [path for path in paths if path.endswith("/")]

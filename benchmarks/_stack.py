@@ -1,0 +1,288 @@
+"""What the scale-out benchmarks share: a throw-away PostgreSQL database and Redis queue prefix,
+gunicorn and `manage.py worker` processes on 127.0.0.1, and a loopback server of image bytes.
+
+Everything a run creates (database, Redis keys, processes, temp directory) is removed on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+TERMINAL = ("success", "failure", "cancelled")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values, fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def median(values) -> float:
+    return statistics.median(values)
+
+
+class _ImageHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = self.server.files.get(self.path.split("?")[0])
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Type", "application/octet-stream")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class ImageServer:
+    """Serves in-memory files on 127.0.0.1: `server.add('/a.raw', data)` returns the URL."""
+
+    def __init__(self):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
+        self.httpd.daemon_threads = True
+        self.httpd.request_queue_size = 256
+        self.httpd.files = {}
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def add(self, path: str, data: bytes) -> str:
+        self.httpd.files[path] = data
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def small_image(size: int) -> bytes:
+    """Random bytes: the import inspects them as a raw disk (no format's magic matches)."""
+    return os.urandom(size)
+
+
+class Stack:
+    """A PostgreSQL database, a Redis queue prefix, gunicorn and worker pools for one benchmark.
+
+    `embedded=True` uses SQLite and the ORM broker instead (the default profile).
+    """
+
+    def __init__(self, name: str, *, embedded: bool = False, env: dict | None = None):
+        self.name = f"{name}_{os.getpid()}"
+        self.embedded = embedded
+        self.work = Path(tempfile.mkdtemp(prefix=f"imageactions-{name}-"))
+        self.processes: list[tuple[str, subprocess.Popen]] = []
+        self.database_created = False
+        self.env = dict(
+            os.environ,
+            DJANGO_SETTINGS_MODULE="settings",
+            IMAGEACTIONS_DATA_DIR=str(self.work / "data"),
+            IMAGEACTIONS_SECRET_KEY="benchmark-only-secret-key",
+            IMAGEACTIONS_URL_ALLOWED_NETWORKS="127.0.0.0/8",
+            IMAGEACTIONS_ACTION_APPS="actions_import",
+            IMAGEACTIONS_API_RATE="1000000/min",
+            IMAGEACTIONS_LOG_LEVEL="WARNING",
+            PYTHONUNBUFFERED="1",
+        )
+        if not embedded:
+            self.env.update(
+                IMAGEACTIONS_DATABASE_URL=f"{PG_ADMIN_URL}/{self.name}",
+                IMAGEACTIONS_BROKER_URL=REDIS_URL,
+                IMAGEACTIONS_QUEUE_PREFIX=f"{self.name}-",
+            )
+        self.env.update(env or {})
+
+    # -- set-up ----------------------------------------------------------------------
+    def __enter__(self):
+        if not self.embedded:
+            self.psql(f'CREATE DATABASE "{self.name}"', database="postgres")
+            self.database_created = True
+        self.manage("migrate", "-v", "0")
+        return self
+
+    def psql(self, sql: str, *, database: str | None = None) -> str:
+        url = f"{PG_ADMIN_URL}/{database or self.name}"
+        done = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qtAc", sql], capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"psql failed: {done.stderr.strip()}\n  SQL: {sql[:300]}")
+        return done.stdout
+
+    def wait_until_ended(self, count: int, *, deadline: float, interval: float = 0.1):
+        """Wait until `count` actions have ended, reading PostgreSQL directly (API polling would
+        load the same CPUs the workers need)."""
+        import psycopg
+
+        with psycopg.connect(f"{PG_ADMIN_URL}/{self.name}", autocommit=True) as db:
+            while True:
+                ended = db.execute("SELECT count(*) FROM imageactions_imageaction WHERE status = ANY(%s)",
+                                   (list(TERMINAL),)).fetchone()[0]
+                if ended >= count:
+                    return
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"only {ended} of {count} actions ended before the deadline")
+                time.sleep(interval)
+
+    def manage(self, *args, capture: bool = False) -> str:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=self.env, capture_output=True, text=True
+        )
+        if done.returncode:
+            raise SystemExit(f"manage.py {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+        return done.stdout.strip()
+
+    def create_user(self, username: str, project: str) -> str:
+        return self.manage("create_api_user", username, "--project", project)
+
+    def create_users(self, users: list[tuple[str, str]]) -> list[str]:
+        """Many users in one process (a manage.py start per user would take ~1 s each)."""
+        code = (
+            "import django, io, json, sys; django.setup()\n"
+            "from django.core.management import call_command\n"
+            "tokens = []\n"
+            "for name, project in json.loads(sys.argv[1]):\n"
+            "    out = io.StringIO(); call_command('create_api_user', name, '--project', project, stdout=out)\n"
+            "    tokens.append(out.getvalue().strip())\n"
+            "print(json.dumps(tokens))\n"
+        )
+        import json
+
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(users)], cwd=ROOT, env=self.env,
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"creating users failed:\n{done.stderr[-2000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def _spawn(self, label: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+        log = open(self.work / f"{label}.log", "ab")
+        process = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.append((label, process))
+        return process
+
+    def start_workers(self, pool: str = "default", workers: int = 2, env: dict | None = None) -> subprocess.Popen:
+        label = f"worker-{pool}-{len(self.processes)}"
+        return self._spawn(label, [sys.executable, str(ROOT / "manage.py"), "worker", "--pool", pool,
+                                   "--workers", str(workers)], env)
+
+    def start_api(self, workers: int = 4, threads: int = 8) -> str:
+        port = free_port()
+        self._spawn("api", [sys.executable, "-m", "gunicorn", "imageactions.wsgi:application",
+                            "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+                            "--worker-class", "gthread", "--threads", str(threads), "--timeout", "60",
+                            # Longer than the clients' pauses between requests, so the server does not
+                            # close a kept-alive connection just as a client reuses it (a reset).
+                            "--keep-alive", "10"])
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{base}/v2/image-actions", timeout=5)
+                return base
+            except requests.RequestException:
+                time.sleep(0.2)
+        raise SystemExit(f"gunicorn did not answer within 60 s; see {self.work / 'api.log'}")
+
+    def wait_for_workers(self, seconds: float = 4.0):
+        """django-q2 clusters take a few seconds to fork their pool; tasks queued meanwhile wait."""
+        time.sleep(seconds)
+        for label, process in self.processes:
+            if process.poll() is not None:
+                raise SystemExit(f"{label} exited with {process.returncode}:\n{self.log_tail(label)}")
+
+    def log_tail(self, label: str, lines: int = 30) -> str:
+        path = self.work / f"{label}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop_workers(self):
+        for label, process in [p for p in self.processes if p[0].startswith("worker")]:
+            self._kill(process)
+        self.processes = [p for p in self.processes if not p[0].startswith("worker")]
+        self.flush_queues()
+
+    # -- tear-down -------------------------------------------------------------------
+    @staticmethod
+    def _kill(process: subprocess.Popen):
+        # The whole process group: django-q2's guard, pool processes, monitor and pusher.
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.wait()
+
+    def flush_queues(self):
+        if self.embedded:
+            return
+        import redis
+
+        broker = redis.Redis.from_url(REDIS_URL)
+        for key in broker.scan_iter(f"django_q:{self.name}-*"):
+            broker.delete(key)
+
+    def __exit__(self, *exc):
+        for label, process in self.processes:
+            self._kill(process)
+        self.processes = []
+        if not self.embedded:
+            self.flush_queues()
+            if self.database_created:
+                self.psql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)', database="postgres")
+        if os.environ.get("BENCH_KEEP"):
+            print(f"kept {self.work}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
+        return False
+
+
+def api_session(token: str, pool_size: int = 4) -> requests.Session:
+    session = requests.Session()
+    session.headers["Authorization"] = f"Token {token}"
+    adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+    session.mount("http://", adapter)
+    return session
+
+
+def create_import(session: requests.Session, api: str, url: str, name: str) -> requests.Response:
+    return session.post(
+        f"{api}/v2/image-actions",
+        json={"action_type": "import", "input": {"location": url, "image_properties": {"name": name}}},
+        timeout=30,
+    )
+
+
+def wait_all(session: requests.Session, api: str, ids, *, deadline: float, interval: float = 0.05) -> dict:
+    """Poll each action until it ends; {id: final body}. Raises SystemExit at the deadline."""
+    left, ended = set(ids), {}
+    while left:
+        for action_id in list(left):
+            body = session.get(f"{api}/v2/image-actions/{action_id}", timeout=30).json()
+            if body["status"] in TERMINAL:
+                ended[action_id] = body
+                left.discard(action_id)
+        if left:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{len(left)} actions still not ended at the deadline, e.g. {sorted(left)[:3]}")
+            time.sleep(interval)
+    return ended
