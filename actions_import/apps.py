@@ -21,7 +21,8 @@ class ActionsImportConfig(AppConfig):
                 steps=(
                     Step("fetch", "uploading", steps.fetch, applies=steps.fetch_applies, timeout=6 * 3600),
                     Step("verify", "verifying", steps.verify, timeout=3600),
-                    Step("store", "storing", steps.store, timeout=6 * 3600),
+                    Step("convert", "converting", steps.convert, applies=steps.convert_applies, timeout=6 * 3600),
+                    Step("store", "storing", steps.store, timeout=6 * 3600, retries=2, backoff=2),
                 ),
                 finish=steps.finish,
                 clean_up=steps.clean_up,

@@ -26,7 +26,11 @@ class ImagePropertiesSerializer(serializers.Serializer):
     tags = serializers.ListField(
         child=serializers.CharField(max_length=255), max_length=MAX_TAGS, required=False, default=list
     )
-    disk_format = serializers.ChoiceField(choices=DISK_FORMATS, required=False)
+    disk_format = serializers.ChoiceField(
+        choices=DISK_FORMATS, required=False,
+        help_text="What the bytes are; the import fails if the detected format differs. Omitted: any "
+                  "accepted format, as detected. vhd is another name of vpc.",
+    )
     container_format = serializers.ChoiceField(choices=CONTAINER_FORMATS, default="bare")
     visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PRIVATE)
     min_disk = serializers.IntegerField(min_value=0, default=0, help_text="GiB")

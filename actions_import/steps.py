@@ -1,21 +1,38 @@
-"""The steps of an import: stage the source once (hashing on the way), verify it, store it.
+"""The steps of an import: stage the source once (decompressing and hashing on the way), inspect
+and verify it, convert it when the service stores another format, store it.
 
-The staged file lives in the action's scratch directory; `action.state` carries its size and
-hashes from step to step, and the key it was stored under, so clean-up can find it.
+The staged file lives in the action's scratch directory; `action.state` carries its size, hashes
+and inspection from step to step, and the key it was stored under, so clean-up can find it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
 from pathlib import Path
 
 from django.conf import settings
 
+from imageactions.formats import ImageFormatError, Inspection, inspect_image
+from imageactions.formats.compression import detect_compression, open_decompressed
+from imageactions.formats.convert import convert_and_reinspect, qemu_format_name
+from imageactions.formats.verifiers import (
+    configured_verifiers,
+    format_gib,
+    run_verifiers,
+)
 from imageactions.models import Image, ImageAction, ImageTag
-from imageactions.pipeline import StepError
-from imageactions.stores import StoreError, get_store
-from imageactions.transfer import TransferError, copy_to_file
+from imageactions.pipeline import RetryableStepError, StepError
+from imageactions.stores import StoreError, StoreUnavailable, get_store
+from imageactions.transfer import (
+    CHUNK_SIZE,
+    ParallelHasher,
+    TransferError,
+    check_announced_size,
+    copy_to_file,
+)
 
 from .serializers import UPLOAD
 from .sources import open_source, parse_location
@@ -23,6 +40,9 @@ from .sources import open_source, parse_location
 log = logging.getLogger(__name__)
 
 STAGED = "staged"
+CONVERTED = "converted"
+# detect_compression needs the first 6 bytes (the xz magic); a few more cost nothing.
+COMPRESSION_HEAD_SIZE = 16
 # Glance's pair: md5 as `checksum`, sha512 as `os_hash_value`.
 ALWAYS_HASHED = ("md5", "sha512")
 
@@ -32,21 +52,85 @@ def staged_path(ctx) -> Path:
 
 
 def _hash_algorithms(action: ImageAction) -> tuple[str, ...]:
-    requested = (action.input.get("checksum") or {}).get("algo")
+    requested = _requested_algorithm(action)
     return tuple(dict.fromkeys((*ALWAYS_HASHED, *([requested] if requested else []))))
 
 
 def stage(action: ImageAction, ctx, source, *, size: int | None) -> None:
-    """Copy `source` into the staged file, hashing, capping and reporting progress."""
-    try:
-        result = copy_to_file(
-            source, staged_path(ctx), hash_algorithms=_hash_algorithms(action),
-            max_size=settings.IMAGE_MAX_SIZE, total=size, progress=ctx.progress,
+    """Copy `source` into the staged file, decompressing, hashing, capping and reporting progress.
+
+    Compressed data (gzip, xz, bzip2, zstd) is decompressed on the way when DECOMPRESS_IMPORTS
+    is on, so the staged file, its size and its hashes are those of the image itself; the bytes
+    as received are hashed too (for the user's checksum) in the same pass. Progress counts the
+    bytes received, against the size the source announced.
+    """
+    received = ReceivedBytes(source)
+    compression = detect_compression(received.peek(COMPRESSION_HEAD_SIZE))
+    reader, hashed = received, _hash_algorithms(action)
+    if compression and settings.DECOMPRESS_IMPORTS:
+        reader = open_decompressed(
+            received, compression, max_output=settings.DECOMPRESS_MAX_OUTPUT, max_ratio=settings.DECOMPRESS_MAX_RATIO
         )
-    except TransferError as error:
+        # The user's checksum is of the bytes they have, the compressed ones: hashed as received.
+        received.hash_with(_requested_algorithm(action))
+        hashed = ALWAYS_HASHED
+    else:
+        compression = None
+    try:
+        check_announced_size(size, settings.IMAGE_MAX_SIZE)
+        result = copy_to_file(
+            reader, staged_path(ctx), hash_algorithms=hashed, max_size=settings.IMAGE_MAX_SIZE,
+            progress=lambda _done, _total: ctx.progress(received.bytes_read, size),
+        )
+    except (TransferError, ImageFormatError) as error:
         raise StepError(str(error)) from None
-    ctx.progress(result.size, size or result.size, force=True)
-    action.state.update(staged=True, size=result.size, hashes=result.hashes)
+    ctx.progress(received.bytes_read, size or received.bytes_read, force=True)
+    action.state.update(
+        staged=True, size=result.size, hashes=result.hashes, compression=compression,
+        received_size=received.bytes_read,
+        received_hashes=received.hexdigests() if compression else result.hashes,
+    )
+
+
+def _requested_algorithm(action: ImageAction) -> str | None:
+    return (action.input.get("checksum") or {}).get("algo")
+
+
+class ReceivedBytes:
+    """The source's bytes as received: counted, optionally hashed, with a peek at the first few."""
+
+    def __init__(self, source):
+        self.source = source
+        self.bytes_read = 0
+        self._head = b""
+        self._hasher = None
+
+    def hash_with(self, algorithm: str | None) -> None:
+        """Hash everything read from now on (the peeked bytes included) with `algorithm`."""
+        self._hasher = hashlib.new(algorithm) if algorithm else None
+
+    def peek(self, amount: int) -> bytes:
+        """The first `amount` bytes (fewer if the source is shorter), kept for the next read()."""
+        while len(self._head) < amount and (chunk := self.source.read(amount - len(self._head))):
+            self._head += chunk
+        return self._head
+
+    def read(self, amount: int = -1) -> bytes:
+        if self._head and amount is not None and 0 <= amount <= len(self._head):
+            data, self._head = self._head[:amount], self._head[amount:]
+        elif self._head:
+            # The rest of the read from the source keeps reads aligned as the caller asked.
+            rest = self.source.read(-1 if amount is None or amount < 0 else amount - len(self._head))
+            data, self._head = self._head + rest, b""
+        else:
+            data = self.source.read(amount)
+        self.bytes_read += len(data)
+        if self._hasher is not None:
+            self._hasher.update(data)
+        return data
+
+    def hexdigests(self) -> dict[str, str]:
+        return {self._hasher.name: self._hasher.hexdigest()} if self._hasher else {}
 
 
 # -- uploading ---------------------------------------------------------------------------
@@ -124,37 +208,110 @@ class _UploadReader:
 
 
 def verify(action: ImageAction, ctx) -> None:
-    """Check size and checksum of the staged bytes, then inspect their format (`verifying`)."""
+    """Check size and checksum of the received bytes, then inspect and verify the image (`verifying`)."""
     size = action.state.get("size", 0)
     if not size:
         raise StepError("The image is empty (0 bytes); check the source and try again")
     expected = action.input.get("checksum")
     if expected:
         algo = expected["algo"]
-        got = action.state["hashes"][algo]
+        got = action.state.get("received_hashes", action.state["hashes"])[algo]
         if got != expected["value"]:
-            raise StepError(f"Checksum mismatch: expected {algo} {expected['value']}, got {got}")
+            compression = action.state.get("compression")
+            what = f" of the {compression}-compressed data received" if compression else ""
+            raise StepError(f"Checksum mismatch{what}: expected {algo} {expected['value']}, got {got}")
     ctx.progress(size, size, force=True)
-    inspect_staged_image(action, staged_path(ctx))
+    inspection = inspect_staged_image(action, staged_path(ctx))
+    record_inspection(action, inspection)
 
 
-def inspect_staged_image(action: ImageAction, path: Path) -> None:
-    """The format inspection hook (issue #4): fills disk_format and virtual_size in action.state.
+def inspect_staged_image(action: ImageAction, path: Path) -> Inspection:
+    """Inspect the staged bytes as hostile data, then run the operator's verifiers on them.
 
-    Uses imageactions.formats.inspect_image when it is installed; without it the declared
-    disk_format (or raw) is taken as given.
+    Any refusal becomes the action's message, in the inspector's or the verifier's own words.
     """
     declared = action.input["image_properties"].get("disk_format")
     try:
-        from imageactions.formats import ImageFormatError, inspect_image
-    except ImportError:
-        action.state.update(disk_format=declared or "raw", virtual_size=None)
-        return
-    try:
-        inspection = inspect_image(path, declared_format=declared)
+        inspection = inspect_image(path, declared_format=declared, max_virtual_size=settings.IMAGE_MAX_VIRTUAL_SIZE)
+        run_verifiers(path, inspection, configured_verifiers())
     except ImageFormatError as error:
         raise StepError(str(error)) from None
-    action.state.update(disk_format=inspection.format, virtual_size=inspection.virtual_size)
+    return inspection
+
+
+def record_inspection(action: ImageAction, inspection: Inspection) -> None:
+    """The Image's disk_format and virtual_size are those of the bytes it will have."""
+    # Details come from hostile headers; keep them JSON-safe for action.state.
+    details = json.loads(json.dumps(inspection.details, default=str))
+    action.state.update(
+        disk_format=inspection.format, virtual_size=inspection.virtual_size,
+        inspection={"format": inspection.format, "virtual_size": inspection.virtual_size, "details": details},
+    )
+
+
+# -- converting --------------------------------------------------------------------------
+
+
+def convert_applies(action: ImageAction) -> bool:
+    """Conversion runs when the service stores another format than the one detected."""
+    target, detected = settings.IMAGE_STORE_FORMAT, action.state.get("disk_format")
+    if not target or not detected or detected == "iso":  # an ISO is kept as it is: it is no disk
+        return False
+    return qemu_format_name(target, target=True) != qemu_format_name(detected)
+
+
+def convert(action: ImageAction, ctx) -> None:
+    """Convert the verified staged image into IMAGE_STORE_FORMAT with qemu-img (`converting`).
+
+    The source format is the inspected one, passed explicitly; the output is inspected again and
+    stored instead of the staged file, so the Image's size, hashes, disk_format and virtual_size
+    are those of the bytes stored. The user's checksum was checked in `verifying`, on the bytes
+    received.
+    """
+    if not convert_applies(action):
+        return
+    source_format, target = action.state["disk_format"], settings.IMAGE_STORE_FORMAT
+    virtual_size = action.state.get("virtual_size") or action.state["size"]
+    if qemu_format_name(target, target=True) == "raw" and virtual_size > settings.IMAGE_MAX_SIZE:
+        raise StepError(
+            f"The image would be {format_gib(virtual_size)} stored as raw, more than the "
+            f"{format_gib(settings.IMAGE_MAX_SIZE)} limit on image size; import a smaller disk"
+        )
+    staged, converted = staged_path(ctx), ctx.scratch / CONVERTED
+    ctx.progress(0, virtual_size, force=True)
+    try:
+        inspection = convert_and_reinspect(
+            staged, converted, src_format=source_format, dst_format=target,
+            timeout=min(settings.QEMU_TIMEOUT, ctx.step.timeout if ctx.step else settings.QEMU_TIMEOUT),
+            max_memory=settings.QEMU_MAX_MEMORY, max_cpu_seconds=settings.QEMU_MAX_CPU_SECONDS,
+            max_virtual_size=settings.IMAGE_MAX_VIRTUAL_SIZE,
+            progress=lambda percent: ctx.progress(int(virtual_size * percent / 100), virtual_size),
+        )
+        # The unavoidable second pass: the stored bytes are new, so are their size and hashes.
+        size, hashes = hash_file(converted, progress=lambda: ctx.progress(virtual_size, virtual_size))
+    except ImageFormatError as error:
+        raise StepError(f"The {source_format} image could not be converted to {target}: {error}") from None
+    if size > settings.IMAGE_MAX_SIZE:
+        raise StepError(
+            f"The image converted to {target} is {format_gib(size)}, more than the "
+            f"{format_gib(settings.IMAGE_MAX_SIZE)} limit on image size"
+        )
+    # The staged file stays until `store`: a step run again after a lost worker starts from it,
+    # and the state (saved when this step ends) is what says the converted file is the one to store.
+    record_inspection(action, inspection)
+    action.state.update(size=size, hashes=hashes, converted_from=source_format, stored_file=CONVERTED)
+    ctx.progress(virtual_size, virtual_size, force=True)
+
+
+def hash_file(path: Path, *, progress) -> tuple[int, dict[str, str]]:
+    """Size, md5 and sha512 of a file, in one streaming pass; `progress()` after each chunk."""
+    size = 0
+    with open(path, "rb") as file, ParallelHasher(ALWAYS_HASHED) as hasher:
+        while chunk := file.read(CHUNK_SIZE):
+            hasher.update(chunk)
+            size += len(chunk)
+            progress()
+        return size, hasher.hexdigests()
 
 
 # -- storing -----------------------------------------------------------------------------
@@ -168,15 +325,18 @@ def store(action: ImageAction, ctx) -> None:
     action.state.update(store=image_store.name, store_key=key)
     # Persisted before the bytes move, so a worker that dies mid-store leaves a findable key.
     ImageAction.objects.filter(pk=action.pk, run_token=ctx.token).update(state=action.state)
-    path = staged_path(ctx)
+    path = ctx.scratch / action.state.get("stored_file", STAGED)
     size = action.state["size"]
     if not path.exists() and image_store.exists(key) and image_store.size(key) == size:
         return  # a re-run after the move already happened
     try:
         image_store.put_file(key, path, size=size, progress=ctx.progress)
+    except StoreUnavailable as error:  # the runner retries the step with backoff, then fails with this
+        raise RetryableStepError(f"The image could not be stored: {error}") from None
     except StoreError as error:
         raise StepError(f"The image could not be stored: {error}") from None
     path.unlink(missing_ok=True)
+    staged_path(ctx).unlink(missing_ok=True)
 
 
 def finish(action: ImageAction, ctx) -> None:
