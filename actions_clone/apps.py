@@ -11,13 +11,14 @@ class ActionsCloneConfig(AppConfig):
         from imageactions.pipeline import ActionType, Step, register
 
         from . import steps
-        from .serializers import CloneInputSerializer, image_properties_of
+        from .serializers import CloneInputSerializer, CloneResultSerializer, image_properties_of
 
         register(
             ActionType(
                 name="clone",
                 description="Copy an image to other stores or regions; each copy becomes a new image.",
                 input_serializer=CloneInputSerializer,
+                result_serializer=CloneResultSerializer,
                 steps=(
                     Step("copy", "copying", steps.copy_image, timeout=6 * 3600, retries=2, backoff=5),
                     Step("verify", "verifying", steps.verify, timeout=6 * 3600, retries=2, backoff=5),

@@ -93,3 +93,16 @@ def image_properties_of(data: dict) -> dict:
     if "name" in data:
         properties["name"] = data["name"]
     return properties
+
+
+class ClonedImageSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    store = serializers.CharField()
+    region = serializers.CharField(allow_null=True)
+
+
+class CloneResultSerializer(serializers.Serializer):
+    """The result of a successful clone: one new Image per target store."""
+
+    image_refs = serializers.ListField(child=serializers.UUIDField(), help_text="The new Images.")
+    images = ClonedImageSerializer(many=True, help_text="Each new Image and the store it lives in.")

@@ -11,13 +11,14 @@ class ActionsExportConfig(AppConfig):
         from imageactions.pipeline import ActionType, Step, register
 
         from . import steps
-        from .serializers import ExportInputSerializer
+        from .serializers import ExportInputSerializer, ExportResultSerializer
 
         register(
             ActionType(
                 name="export",
                 description="Export an image, optionally converted, to a download link, an image store or a URL.",
                 input_serializer=ExportInputSerializer,
+                result_serializer=ExportResultSerializer,
                 steps=(
                     Step("convert", "converting", steps.convert, applies=steps.convert_applies, timeout=6 * 3600),
                     Step("upload", "uploading", steps.upload, timeout=6 * 3600),

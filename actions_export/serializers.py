@@ -94,3 +94,15 @@ class ExportInputSerializer(serializers.Serializer):
 def without_query(url: str) -> str:
     """`url` without its query string and fragment: a presigned URL's signature is a secret."""
     return url.split("?", 1)[0].split("#", 1)[0]
+
+
+class ExportResultSerializer(serializers.Serializer):
+    """The result of a successful export: where the bytes went and what they are."""
+
+    location = serializers.CharField(help_text="The download link, store object or URL the bytes were written to.")
+    expires_at = serializers.DateTimeField(required=False, help_text="download: when the link stops working.")
+    size = serializers.IntegerField(help_text="Bytes written.")
+    disk_format = serializers.CharField(help_text="The format written.")
+    checksum = serializers.CharField(help_text="md5 of the bytes written.")
+    os_hash_algo = serializers.CharField()
+    os_hash_value = serializers.CharField()

@@ -11,13 +11,14 @@ class ActionsImportConfig(AppConfig):
         from imageactions.pipeline import ActionType, Step, register
 
         from . import steps
-        from .serializers import UPLOAD, ImportInputSerializer, image_properties_of
+        from .serializers import UPLOAD, ImportInputSerializer, ImportResultSerializer, image_properties_of
 
         register(
             ActionType(
                 name="import",
                 description="Import an image from a URL, an s3:// or swift:// object, or an upload.",
                 input_serializer=ImportInputSerializer,
+                result_serializer=ImportResultSerializer,
                 steps=(
                     Step("fetch", "uploading", steps.fetch, applies=steps.fetch_applies, timeout=6 * 3600),
                     Step("verify", "verifying", steps.verify, timeout=3600),

@@ -113,3 +113,9 @@ class ImportInputSerializer(serializers.Serializer):
 def image_properties_of(data: dict) -> dict:
     """What the action shows as the properties of the image it will create."""
     return dict(data.get("image_properties", {}))
+
+
+class ImportResultSerializer(serializers.Serializer):
+    """The result of a successful import."""
+
+    image_ref = serializers.UUIDField(help_text="The new Image.")

@@ -19,7 +19,7 @@ from django.conf import settings
 
 from imageactions.http import PinnedAdapter, PinnedConnectionMixin, pinned_session  # noqa: F401
 from imageactions.pipeline import StepError
-from imageactions.transfer import format_size
+from imageactions.formats.errors import format_size
 from imageactions.urlpolicy import UnresolvableHost, UrlPolicy, UrlRefused
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ from imageactions.formats.verifiers import (
     format_gib,
     run_verifiers,
 )
-from imageactions.models import Image, ImageAction, ImageTag
+from imageactions.images import create_image
+from imageactions.models import Image, ImageAction
 from imageactions.pipeline import RetryableStepError, StepError
 from imageactions.stores import StoreError, StoreUnavailable, get_store
 from imageactions.transfer import (
@@ -342,7 +343,8 @@ def store(action: ImageAction, ctx) -> None:
 def finish(action: ImageAction, ctx) -> None:
     """Create the Image (in the runner's success transaction) and point the result at it."""
     state, props = action.state, action.input["image_properties"]
-    image = Image.objects.create(
+    image = create_image(
+        tags=props.get("tags", []),
         id=state["image_id"],
         name=props["name"],
         disk_format=state.get("disk_format") or props.get("disk_format") or "raw",
@@ -361,7 +363,6 @@ def finish(action: ImageAction, ctx) -> None:
         store_key=state["store_key"],
         created_by_action=action.pk,
     )
-    ImageTag.objects.bulk_create(ImageTag(image=image, name=tag) for tag in props.get("tags", []))
     action.result = {"image_ref": str(image.pk)}
 
 

@@ -65,6 +65,8 @@ class ActionType:
     input_serializer: type
     steps: tuple[Step, ...]
     description: str = ""
+    # Describes `result` on success, for the schema (the stored dict is shown as it is).
+    result_serializer: type | None = None
     # Called by the runner in the same transaction that marks the action `success`
     # (e.g. create the Image record), so a cancel can never race a half-finished result.
     finish: Callable[[ImageAction, StepContext], None] | None = None

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .formats.errors import format_size
+
 CHUNK_SIZE = 1024 * 1024
 # Chunks a hasher may lag behind the copy; bounds memory at this many MiB per hash algorithm.
 HASH_QUEUE_CHUNKS = 4
@@ -39,15 +41,6 @@ class SizeLimitExceeded(TransferError):
 class TransferResult:
     size: int
     hashes: dict[str, str]  # algorithm -> hex digest
-
-
-def format_size(n: float) -> str:
-    """A byte count in binary units with one decimal, e.g. '100.0 GiB'."""
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def check_announced_size(announced: int | None, limit: int | None) -> None:

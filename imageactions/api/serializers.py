@@ -68,37 +68,34 @@ class NewImagePropertiesSerializer(serializers.Serializer):
     properties = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
 
 
-class ResultImageSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    store = serializers.CharField()
-    region = serializers.CharField(allow_null=True)
-
-
-class ActionResultSerializer(serializers.Serializer):
-    """What a successful action produced, empty until then; which keys appear depends on the type
-    (DESIGN section 2). Described here for the schema only: rendering keeps whatever a type stored."""
-
-    image_ref = serializers.UUIDField(required=False, help_text="import: the new Image.")
-    image_refs = serializers.ListField(child=serializers.UUIDField(), required=False, help_text="clone: the new Images.")
-    images = ResultImageSerializer(many=True, required=False, help_text="clone: each new Image and its store.")
-    location = serializers.CharField(required=False, help_text="export: where the bytes were written.")
-    expires_at = serializers.DateTimeField(required=False, help_text="export: when the location stops working.")
-    size = serializers.IntegerField(required=False, help_text="export: bytes written.")
-    disk_format = serializers.CharField(required=False, help_text="export: the format written.")
-    checksum = serializers.CharField(required=False, help_text="export: md5 of the bytes written.")
-    os_hash_algo = serializers.CharField(required=False)
-    os_hash_value = serializers.CharField(required=False)
-
-
 # Rendered as the stored dicts are (keys an action type adds are kept); typed in the schema only.
 @extend_schema_field(NewImagePropertiesSerializer)
 class NewImagePropertiesField(serializers.DictField):
     pass
 
 
-@extend_schema_field(ActionResultSerializer)
 class ActionResultField(serializers.DictField):
-    pass
+    """What a successful action produced (empty until then); typed per action type in the schema."""
+
+
+class ActionResultFieldSchema(OpenApiSerializerFieldExtension):
+    """`result` as one of the registered types' results, like `input`."""
+
+    target_class = ActionResultField
+
+    def map_serializer_field(self, auto_schema, direction):
+        results = [
+            auto_schema.resolve_serializer(action_type.result_serializer, direction).ref
+            for _, action_type in sorted(action_types().items())
+            if action_type.result_serializer
+        ]
+        description = "What the action produced, per its `action_type`; empty until it succeeds."
+        if not results:
+            return {"type": "object", "additionalProperties": True, "description": description}
+        undescribed = any(action_type.result_serializer is None for action_type in action_types().values())
+        # Until success the result is empty; a type that describes no result may store anything.
+        rest = {"type": "object", "additionalProperties": True} if undescribed else {"type": "object", "maxProperties": 0}
+        return {"anyOf": [*results, rest], "description": description}
 
 
 class ImageActionSerializer(serializers.ModelSerializer):

@@ -16,6 +16,7 @@ from typing import BinaryIO, Callable
 import zstandard
 
 from imageactions.formats import ImageFormatError
+from imageactions.formats.errors import format_size
 
 COMPRESSION_MAGIC = {
     # RFC 1952 2.3.1: ID1=0x1f ID2=0x8b, then CM=8 (deflate), the only method defined.
@@ -55,15 +56,6 @@ def detect_compression(head: bytes) -> str | None:
     if len(head) >= 4 and struct.unpack_from("<I", head)[0] & ZSTD_SKIPPABLE_MAGIC_MASK == ZSTD_SKIPPABLE_MAGIC:
         return "zstd"  # pzstd starts its output with a skippable frame
     return None
-
-
-def format_size(n: float) -> str:
-    """A byte count in binary units with one decimal, e.g. '100.0 GiB'."""
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _needs_too_much_memory(algo: str, limit: int) -> DecompressionError:
