@@ -9,7 +9,7 @@ from typing import BinaryIO
 import requests
 from django.conf import settings
 
-from imageactions.http import caused_by, innermost, pinned_session
+from imageactions.http import pinned_session, translated_request_errors
 from imageactions.pipeline import StepError
 from imageactions.stores import ImageStore, StoreError
 from imageactions.transfer import CHUNK_SIZE, ParallelHasher
@@ -115,9 +115,8 @@ def put_to_url(url: str, exported: ExportedBytes, progress: Progress | None) -> 
         raise StepError(f"{FAILED} The url '{shown}' is not allowed: {refusal}") from None
     except UnresolvableHost as error:
         raise StepError(f"{FAILED} {error}") from None
-    hostport = f"{host}:{port}"
     with pinned_session(str(address)) as session:
-        try:
+        with translated_request_errors(FAILED, f"{host}:{port}", shown, upload=exported):
             response = session.put(
                 url,
                 data=SizedBody(exported, progress),
@@ -125,23 +124,6 @@ def put_to_url(url: str, exported: ExportedBytes, progress: Progress | None) -> 
                 timeout=(settings.HTTP_CONNECT_TIMEOUT, settings.HTTP_READ_TIMEOUT),
                 headers={"Content-Type": "application/octet-stream", "User-Agent": USER_AGENT},
             )
-        except requests.exceptions.SSLError as error:
-            raise StepError(f"{FAILED} The TLS connection to '{hostport}' failed: {innermost(error)}") from None
-        except requests.ConnectTimeout:
-            raise StepError(
-                f"{FAILED} Connecting to '{hostport}' timed out after {settings.HTTP_CONNECT_TIMEOUT:g} s"
-            ) from None
-        except requests.ReadTimeout:
-            raise StepError(
-                f"{FAILED} '{hostport}' did not answer within {settings.HTTP_READ_TIMEOUT:g} s for url '{shown}'"
-            ) from None
-        except requests.RequestException as error:
-            if caused_by(error, ConnectionRefusedError):
-                raise StepError(f"{FAILED} Connection refused by '{hostport}'") from None
-            raise StepError(
-                f"{FAILED} The connection to '{hostport}' broke after {exported.bytes_read} of "
-                f"{exported.size} bytes: {innermost(error)}"
-            ) from None
         with response:
             _check_answer(response, shown)
 

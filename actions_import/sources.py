@@ -17,7 +17,7 @@ import requests
 import urllib3
 from django.conf import settings
 
-from imageactions.http import PinnedAdapter, PinnedConnectionMixin, pinned_session  # noqa: F401
+from imageactions.http import pinned_session, translated_request_errors
 from imageactions.pipeline import StepError
 from imageactions.formats.errors import format_size
 from imageactions.urlpolicy import UnresolvableHost, UrlPolicy, UrlRefused
@@ -256,8 +256,7 @@ def _get_pinned(url: str, original: str, policy: UrlPolicy, *, headers: dict | N
     except UnresolvableHost as error:
         raise StepError(f"{FAILED} {error}") from None
     session = pinned_session(str(address))
-    hostport = f"{host}:{port}"
-    try:
+    with translated_request_errors(FAILED, f"{host}:{port}", url):
         return session.get(
             url,
             stream=True,
@@ -265,43 +264,6 @@ def _get_pinned(url: str, original: str, policy: UrlPolicy, *, headers: dict | N
             timeout=(settings.HTTP_CONNECT_TIMEOUT, settings.HTTP_READ_TIMEOUT),
             headers={"Accept-Encoding": "identity", "User-Agent": USER_AGENT, **(headers or {})},
         )
-    except requests.exceptions.SSLError as error:
-        raise StepError(f"{FAILED} The TLS connection to '{hostport}' failed: {_innermost(error)}") from None
-    except requests.ConnectTimeout:
-        raise StepError(
-            f"{FAILED} Connecting to '{hostport}' timed out after {settings.HTTP_CONNECT_TIMEOUT:g} s"
-        ) from None
-    except requests.ReadTimeout:
-        raise StepError(
-            f"{FAILED} '{hostport}' did not answer within {settings.HTTP_READ_TIMEOUT:g} s for url '{url}'"
-        ) from None
-    except requests.RequestException as error:
-        if _caused_by(error, ConnectionRefusedError):
-            raise StepError(f"{FAILED} Connection refused by '{hostport}'") from None
-        raise StepError(f"{FAILED} The request to '{hostport}' failed: {_innermost(error)}") from None
-
-
-def _caused_by(error: BaseException, kind: type) -> bool:
-    seen = set()
-    stack = [error]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, kind):
-            return True
-        stack.extend([current.__cause__, current.__context__, getattr(current, "reason", None)])
-        stack.extend(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException))
-    return False
-
-
-def _innermost(error: BaseException) -> str:
-    while True:
-        inner = getattr(error, "reason", None) or error.__cause__
-        if not isinstance(inner, BaseException):
-            return str(error)
-        error = inner
 
 
 # -- s3:// ---------------------------------------------------------------------------------

@@ -1,21 +1,25 @@
-"""What the scale-out benchmarks share: a throw-away PostgreSQL database and Redis queue prefix,
-gunicorn and `manage.py worker` processes on 127.0.0.1, and a loopback server of image bytes.
+"""What the benchmarks share: a throw-away database (PostgreSQL, or SQLite for the embedded
+profile) and Redis queue prefix, gunicorn and `manage.py worker` processes on 127.0.0.1, a
+loopback server of image bytes, and the timing of actions from POST to success.
 
 Everything a run creates (database, Redis keys, processes, temp directory) is removed on exit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -25,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 TERMINAL = ("success", "failure", "cancelled")
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+CHUNK = MiB  # read and write unit of the baselines
 
 
 def free_port() -> int:
@@ -54,14 +61,27 @@ class _ImageHandler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(body.stat().st_size if isinstance(body, Path) else len(body)))
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
-        self.wfile.write(body)
+        if isinstance(body, Path):
+            self._send_file(body)
+        else:
+            self.wfile.write(body)
+
+    def _send_file(self, path: Path):
+        """With sendfile, so serving a large image costs the benchmark little CPU."""
+        self.wfile.flush()
+        with open(path, "rb") as f:
+            try:
+                self.connection.sendfile(f)
+            except OSError:
+                pass  # the client went away
 
 
 class ImageServer:
-    """Serves in-memory files on 127.0.0.1: `server.add('/a.raw', data)` returns the URL."""
+    """Serves files on 127.0.0.1: `server.add('/a.raw', data)` returns the URL; `data` is bytes
+    in memory, or the Path of a file on disk (a large image)."""
 
     def __init__(self):
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
@@ -70,7 +90,7 @@ class ImageServer:
         self.httpd.files = {}
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
-    def add(self, path: str, data: bytes) -> str:
+    def add(self, path: str, data: bytes | Path) -> str:
         self.httpd.files[path] = data
         return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
 
@@ -81,6 +101,68 @@ class ImageServer:
 def small_image(size: int) -> bytes:
     """Random bytes: the import inspects them as a raw disk (no format's magic matches)."""
     return os.urandom(size)
+
+
+def write_random_file(path: Path, size: int) -> None:
+    block = os.urandom(64 * CHUNK)  # repeated: random enough for hashing, cheap to make
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            out.write(block[: min(left, len(block))])
+            left -= min(left, len(block))
+
+
+def sha512_and_md5(path: Path) -> tuple[str, str]:
+    sha512, md5 = hashlib.sha512(), hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            sha512.update(chunk)
+            md5.update(chunk)
+    return sha512.hexdigest(), md5.hexdigest()
+
+
+def copy_baseline(source: Path, target: Path, *, durable: bool = False) -> float:
+    """Seconds of `cp SOURCE TARGET && sha512sum TARGET`, in Python; `durable` adds the fsync the
+    stores do. The copy is removed afterwards."""
+    start = time.perf_counter()
+    shutil.copyfile(source, target)
+    if durable:
+        with open(target, "rb") as f:
+            os.fsync(f.fileno())
+    digest = hashlib.sha512()
+    with open(target, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    elapsed = time.perf_counter() - start
+    target.unlink()
+    return elapsed
+
+
+def peak_rss_mib(process: subprocess.Popen) -> list[float]:
+    """The peak resident memory (VmHWM) of each process below `process` (a worker's pool), in MiB."""
+    peaks = []
+    for pid in _descendants(process.pid):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        except OSError:
+            pass  # ended meanwhile
+    return peaks
+
+
+def _descendants(pid: int) -> list[int]:
+    found, stack = [], [pid]
+    while stack:
+        parent = stack.pop()
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found.append(child)
+            stack.append(child)
+    return found
 
 
 class Stack:
@@ -122,6 +204,11 @@ class Stack:
         self.manage("migrate", "-v", "0")
         return self
 
+    @property
+    def sqlite_database(self) -> Path:
+        """The embedded profile's database file."""
+        return self.work / "data" / "imageactions.sqlite3"
+
     def psql(self, sql: str, *, database: str | None = None) -> str:
         url = f"{PG_ADMIN_URL}/{database or self.name}"
         done = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qtAc", sql], capture_output=True, text=True)
@@ -151,6 +238,53 @@ class Stack:
         if done.returncode:
             raise SystemExit(f"manage.py {' '.join(args)} failed:\n{done.stderr[-2000:]}")
         return done.stdout.strip()
+
+    def record_image(self, image_id: str, store: str, key: str, path: Path) -> str:
+        """The Image row of bytes already in `store` under `key` (made by the product's own
+        create_image() in a manage.py shell); returns their sha512."""
+        sha512, md5 = sha512_and_md5(path)
+        self.manage("shell", "-c", (
+            "from imageactions.images import create_image; "
+            f"create_image(id={image_id!r}, name='bench', owner='bench', store={store!r}, store_key={key!r}, "
+            f"size={path.stat().st_size}, checksum={md5!r}, os_hash_value={sha512!r}, disk_format='raw')"
+        ))
+        return sha512
+
+    def run_action(self, session: requests.Session, api: str, action_type: str, input: dict, *,
+                   timeout: float, interval: float = 0.05) -> tuple[float, dict]:
+        """POST an action and poll it until it ends: (seconds from POST to `success`, its body).
+        Raises SystemExit when it ends otherwise, a process died or `timeout` passed."""
+        start = time.perf_counter()
+        created = session.post(f"{api}/v2/image-actions", json={"action_type": action_type, "input": input},
+                               timeout=30)
+        created.raise_for_status()
+        action_url = f"{api}/v2/image-actions/{created.json()['id']}"
+        deadline = time.monotonic() + timeout
+        while (body := session.get(action_url, timeout=30).json())["status"] not in TERMINAL:
+            stopped = [label for label, process in self.processes if process.poll() is not None]
+            if stopped:
+                raise SystemExit(f"{stopped[0]} stopped while the {action_type} was {body['status']}:\n"
+                                 f"{self.log_tail(stopped[0])}")
+            if time.monotonic() > deadline:
+                workers = [label for label, _process in self.processes if label.startswith("worker")]
+                raise SystemExit(f"the {action_type} is still {body['status']} after {timeout:g} s:\n"
+                                 f"{self.log_tail(workers[0]) if workers else ''}")
+            time.sleep(interval)
+        elapsed = time.perf_counter() - start
+        if body["status"] != "success":
+            raise SystemExit(f"{action_type} ended {body['status']}: {body['message']}")
+        return elapsed, body
+
+    def step_durations(self, action_id: str) -> dict[str, float]:
+        """Seconds each step of the action ran (from its event log in the embedded profile's
+        database); the rest of its POST-to-success time is queueing and polling."""
+        with sqlite3.connect(self.sqlite_database) as db:
+            rows = db.execute(
+                "SELECT step, started_at, finished_at FROM imageactions_actionevent WHERE action_id = ?",
+                (action_id.replace("-", ""),),
+            ).fetchall()
+        parse = datetime.fromisoformat
+        return {step: round((parse(end) - parse(start)).total_seconds(), 3) for step, start, end in rows}
 
     def create_user(self, username: str, project: str) -> str:
         return self.manage("create_api_user", username, "--project", project)

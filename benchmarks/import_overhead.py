@@ -6,13 +6,11 @@ Usage: python benchmarks/import_overhead.py [IMPORTS]   (default 15 per profile)
 
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stack import ImageServer, Stack, api_session, create_import, median, percentile, small_image  # noqa: E402
+from _stack import ImageServer, MiB, Stack, api_session, median, percentile, small_image  # noqa: E402
 
-MiB = 1024 * 1024
 TARGET_S = 0.5
 
 
@@ -24,19 +22,12 @@ def measure(stack: Stack, url: str, imports: int) -> list[float]:
     session = api_session(token)
     times = []
     for number in range(imports + 1):  # the first one warms connections and imports; not counted
-        start = time.perf_counter()
-        created = create_import(session, api, url, f"overhead-{number}")
-        created.raise_for_status()
-        action_url = f"{api}/v2/image-actions/{created.json()['id']}"
-        deadline = time.monotonic() + 60
-        while (body := session.get(action_url, timeout=30).json())["status"] not in ("success", "failure", "cancelled"):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"import still {body['status']} after 60 s:\n{stack.log_tail('worker-default-0')}")
-            time.sleep(0.01)
-        if body["status"] != "success":
-            raise SystemExit(f"import ended {body['status']}: {body['message']}")
+        elapsed, _action = stack.run_action(
+            session, api, "import", {"location": url, "image_properties": {"name": f"overhead-{number}"}},
+            timeout=60, interval=0.01,
+        )
         if number:
-            times.append(time.perf_counter() - start)
+            times.append(elapsed)
     return times
 
 

@@ -1,19 +1,24 @@
-"""HTTP sessions whose connections go to one address that the URL policy checked.
-
-Import sources (GET) and export destinations (PUT) use these, so DNS is asked once, by the
-policy check, and a second answer (rebinding) cannot switch to a refused address.
+"""HTTP sessions whose connections go to one address that the URL policy checked, and the
+user's words for their failures. Import sources (GET) and export destinations (PUT) use these,
+so DNS is asked once, by the policy check, and rebinding cannot switch to a refused address.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
 
 import requests
 import urllib3
+from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from imageactions.pipeline import StepError
 
 
 class PinnedConnectionMixin:
@@ -88,3 +93,41 @@ def innermost(error: BaseException) -> str:
         if not isinstance(inner, BaseException):
             return str(error)
         error = inner
+
+
+class UploadBody(Protocol):
+    """A request body that counts what was read from it (actions_export's ExportedBytes)."""
+
+    bytes_read: int
+    size: int
+
+
+@contextmanager
+def translated_request_errors(
+    failed: str, hostport: str, url: str, *, upload: UploadBody | None = None,
+) -> Iterator[None]:
+    """Turns a requests error raised inside into a StepError that starts with `failed`, names
+    `hostport` and says what went wrong; `upload` is the body of a PUT, so a connection that
+    broke mid-body says how far it got.
+    """
+    try:
+        yield
+    except requests.exceptions.SSLError as error:
+        raise StepError(f"{failed} The TLS connection to '{hostport}' failed: {innermost(error)}") from None
+    except requests.ConnectTimeout:
+        raise StepError(
+            f"{failed} Connecting to '{hostport}' timed out after {settings.HTTP_CONNECT_TIMEOUT:g} s"
+        ) from None
+    except requests.ReadTimeout:
+        raise StepError(
+            f"{failed} '{hostport}' did not answer within {settings.HTTP_READ_TIMEOUT:g} s for url '{url}'"
+        ) from None
+    except requests.RequestException as error:
+        if caused_by(error, ConnectionRefusedError):
+            raise StepError(f"{failed} Connection refused by '{hostport}'") from None
+        if upload is None:
+            raise StepError(f"{failed} The request to '{hostport}' failed: {innermost(error)}") from None
+        raise StepError(
+            f"{failed} The connection to '{hostport}' broke after {upload.bytes_read} of "
+            f"{upload.size} bytes: {innermost(error)}"
+        ) from None

@@ -2,13 +2,12 @@
 raw images made directly in the default store, and helpers to run an export to its end."""
 
 import hashlib
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from tests.conftest import wait_for_action
+from tests.http_servers import LoopbackHandler, LoopbackServer
 from tests.images.conftest import put_image
 
 MiB = 1024 * 1024
@@ -20,55 +19,40 @@ def patterned_bytes(size: int, seed: int = 0) -> bytes:
     return b"".join(block[:56] + index.to_bytes(8, "big") for index in range(size // 64 + 1))[:size]
 
 
-class PutServer:
+class PutServer(LoopbackServer):
     """An HTTP server on 127.0.0.1: PUT /files/NAME stores the body, GET /files/NAME serves it;
     PUT /status/CODE answers CODE without storing; PUT /slow/NAME reads 64 KiB per 0.1 s."""
 
     def __init__(self):
+        super().__init__(PutRequestHandler)
         self.files: dict[str, bytes] = {}
         self.requests: list[dict] = []  # method, path, headers, bytes received, complete
-        self.stopping = threading.Event()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), PutRequestHandler)
-        self.httpd.daemon_threads = True
-        self.httpd.put_server = self
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
 
 
-class PutRequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):
-        pass
-
-    @property
-    def state(self) -> PutServer:
-        return self.server.put_server
+class PutRequestHandler(LoopbackHandler):
+    owner: PutServer
 
     def do_PUT(self):
         route, _, name = self.path.split("?", 1)[0].strip("/").partition("/")
         record = {"method": "PUT", "path": self.path, "headers": dict(self.headers), "received": 0, "complete": False}
-        self.state.requests.append(record)
+        self.owner.requests.append(record)
         length = int(self.headers.get("Content-Length", "-1"))
         if route == "status":
             self.read_body(record, length)
             return self.answer(int(name))
         if route == "redirect":
             self.read_body(record, length)
-            return self.answer(307, [("Location", self.state.url(f"/files/{name}"))])
+            return self.answer(307, [("Location", self.owner.url(f"/files/{name}"))])
         body = self.read_body(record, length, slow=route == "slow")
         if body is None:
             return
-        self.state.files[name] = body
+        self.owner.files[name] = body
         self.answer(201)
 
     def read_body(self, record, length, slow=False):
         chunks = []
         while record["received"] < length:
-            if slow and self.state.stopping.wait(0.1):
+            if slow and self.owner.stopping.wait(0.1):
                 return None
             chunk = self.rfile.read(min(65536, length - record["received"]))
             if not chunk:
@@ -79,7 +63,7 @@ class PutRequestHandler(BaseHTTPRequestHandler):
         return b"".join(chunks)
 
     def do_GET(self):
-        data = self.state.files.get(self.path.strip("/").partition("/")[2])
+        data = self.owner.files.get(self.path.strip("/").partition("/")[2])
         if data is None:
             return self.answer(404)
         self.send_response(200)
@@ -97,12 +81,8 @@ class PutRequestHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="session")
 def put_server():
-    server = PutServer()
-    server.thread.start()
-    yield server
-    server.stopping.set()
-    server.httpd.shutdown()
-    server.httpd.server_close()
+    with PutServer().serving() as server:
+        yield server
 
 
 @pytest.fixture

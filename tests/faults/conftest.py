@@ -12,15 +12,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.conftest import PROFILE, ROOT
+from tests.http_servers import LoopbackHandler, LoopbackServer
 from tests.objectstore import SCRIPTS, TEST_BUCKET, ObjectStoreServer
 
 # The servers here are started per test, so the scale-out run (which exists to swap the
@@ -81,33 +80,26 @@ class FaultyFile:
         self.broken = 0  # connections closed mid-body so far
 
 
-class FaultyImageServer:
+class FaultyImageServer(LoopbackServer):
     """Serves /NAME; per file: Range support (Accept-Ranges, ETag, If-Range), a connection that
     closes after `close_after` bytes for the first `closes` answers, a rate limit in bytes/s."""
 
     def __init__(self):
+        super().__init__(FaultyRequestHandler)
         self.files: dict[str, FaultyFile] = {}
-        self.stopping = threading.Event()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), FaultyRequestHandler)
-        self.httpd.daemon_threads = True
-        self.httpd.owner = self
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def add(self, name: str, data: bytes, *, ranges=True, close_after=None, closes=0, rate=None,
             ignore_range=False) -> str:
         self.files[name] = FaultyFile(data, ranges=ranges, close_after=close_after, closes=closes, rate=rate,
                                       ignore_range=ignore_range)
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+        return self.url(f"/{name}")
 
 
-class FaultyRequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):
-        pass
+class FaultyRequestHandler(LoopbackHandler):
+    owner: FaultyImageServer
 
     def do_GET(self):
-        file = self.server.owner.files.get(self.path.lstrip("/"))
+        file = self.owner.files.get(self.path.lstrip("/"))
         if file is None:
             self.send_response(404)
             self.send_header("Content-Length", "0")
@@ -143,7 +135,7 @@ class FaultyRequestHandler(BaseHTTPRequestHandler):
         began, sent, piece = time.monotonic(), 0, 256 * 1024
         try:
             while sent < len(body):
-                if self.server.owner.stopping.is_set():
+                if self.owner.stopping.is_set():
                     return
                 self.wfile.write(body[sent : sent + piece])
                 sent += min(piece, len(body) - sent)
@@ -158,12 +150,8 @@ class FaultyRequestHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def faulty_server():
-    server = FaultyImageServer()
-    server.thread.start()
-    yield server
-    server.stopping.set()
-    server.httpd.shutdown()
-    server.httpd.server_close()
+    with FaultyImageServer().serving() as server:
+        yield server
 
 
 # -- private PostgreSQL, Redis and Swift ----------------------------------------------------

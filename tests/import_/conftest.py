@@ -7,9 +7,7 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,43 +17,29 @@ import requests
 from imageactions.models import Image
 from imageactions.runner import scratch_dir
 from tests.conftest import ROOT, database_url, wait_for_action
+from tests.http_servers import LoopbackHandler, LoopbackServer
 
 
-class ImageServer:
+class ImageServer(LoopbackServer):
     """An HTTP server on 127.0.0.1 whose paths behave as the tests need (see ImageRequestHandler)."""
 
     def __init__(self):
+        super().__init__(ImageRequestHandler)
         self.files: dict[str, bytes] = {}
-        self.stopping = threading.Event()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), ImageRequestHandler)
-        self.httpd.daemon_threads = True
-        self.httpd.image_server = self
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
 
     def add(self, name: str, data: bytes) -> str:
         self.files[name] = data
         return self.url(f"/files/{name}")
 
 
-class ImageRequestHandler(BaseHTTPRequestHandler):
+class ImageRequestHandler(LoopbackHandler):
     """/files/NAME: the bytes; /status/CODE; /redirect/N/NAME: N redirects then the file;
     /redirect-to?url=U; /stall/NAME?after=B: B bytes then silence; /truncated/NAME?after=B:
     B bytes then the connection closes; /slow/NAME?rate=B: B bytes per 0.1 s;
     /unannounced/NAME: the file without a Content-Length;
     /announce?length=L: a Content-Length of L and a short body."""
 
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):
-        pass
-
-    @property
-    def server_state(self) -> ImageServer:
-        return self.server.image_server
+    owner: ImageServer
 
     def do_GET(self):
         parts = urlsplit(self.path)
@@ -81,7 +65,7 @@ class ImageRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def serve_files(self, name):
-        data = self.server_state.files.get(name)
+        data = self.owner.files.get(name)
         if data is None:
             return self.send_status(404)
         self.start_body(len(data))
@@ -99,25 +83,25 @@ class ImageRequestHandler(BaseHTTPRequestHandler):
         self.send_status(302, [("Location", url)])
 
     def serve_stall(self, name, after="0"):
-        data = self.server_state.files[name]
+        data = self.owner.files[name]
         self.start_body(len(data))
         self.wfile.write(data[: int(after)])
         self.wfile.flush()
-        self.server_state.stopping.wait(120)
+        self.owner.stopping.wait(120)
 
     def serve_truncated(self, name, after="0"):
-        data = self.server_state.files[name]
+        data = self.owner.files[name]
         self.start_body(len(data))
         self.wfile.write(data[: int(after)])
         self.wfile.flush()
         self.close_connection = True
 
     def serve_slow(self, name, rate="65536"):
-        data, rate = self.server_state.files[name], int(rate)
+        data, rate = self.owner.files[name], int(rate)
         self.start_body(len(data))
         try:
             for start in range(0, len(data), rate):
-                if self.server_state.stopping.wait(0.1):
+                if self.owner.stopping.wait(0.1):
                     return
                 self.wfile.write(data[start : start + rate])
                 self.wfile.flush()
@@ -128,7 +112,7 @@ class ImageRequestHandler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(self.server_state.files[name])
+        self.wfile.write(self.owner.files[name])
         self.close_connection = True
 
     def serve_announce(self, length):
@@ -139,12 +123,8 @@ class ImageRequestHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="session")
 def image_server():
-    server = ImageServer()
-    server.thread.start()
-    yield server
-    server.stopping.set()
-    server.httpd.shutdown()
-    server.httpd.server_close()
+    with ImageServer().serving() as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,0 +1,50 @@
+"""Loopback HTTP servers that tests point actions at: a handler class served on 127.0.0.1 in a
+thread, started and stopped by a fixture with `with Server().serving() as server:`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class LoopbackServer:
+    """Serves `handler` on a free port of 127.0.0.1; the handler reaches this object as `self.owner`.
+
+    `stopping` is set when the server stops, so an answer that is slow on purpose can give up.
+    """
+
+    def __init__(self, handler: type[LoopbackHandler]):
+        self.stopping = threading.Event()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.httpd.owner = self
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    @contextmanager
+    def serving(self) -> Iterator[LoopbackServer]:
+        self.thread.start()
+        try:
+            yield self
+        finally:
+            self.stopping.set()
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """A keep-alive (HTTP/1.1) handler that does not log each request to the test output."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):
+        pass
+
+    @property
+    def owner(self):
+        return self.server.owner
