@@ -305,13 +305,12 @@ def _wait_before_retry(action, ctx, delay: float, attempt: int) -> bool:
     try:
         while time.monotonic() < deadline:
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-            ctx.progress(ctx.action.progress_done, force=True)
+            ctx.check_cancelled()
     except ActionCancelled:
         _finish(action, ctx.token, ActionStatus.CANCELLED, "The action was cancelled.")
         return False
-    except RunSuperseded:
-        return False
-    ImageAction.objects.filter(pk=action.pk, run_token=ctx.token).update(attempt=attempt)
+    if not ImageAction.objects.filter(pk=action.pk, run_token=ctx.token).update(attempt=attempt):
+        return False  # superseded while waiting
     action.attempt = attempt
     return True
 
