@@ -7,9 +7,6 @@ from rest_framework.exceptions import ValidationError
 from .choices import PENDING, TERMINAL_STATUSES, ImageStatus, Visibility
 from .models import Image, ImageAction, ImageTag
 
-
-
-
 ORDERINGS = ("created_at", "-created_at", "updated_at", "-updated_at")
 
 

@@ -25,9 +25,6 @@ class ImageActionQuerySet(models.QuerySet):
         # Written exactly like the partial index's condition so PostgreSQL can use it.
         return self.filter(~Q(status__in=TERMINAL_STATUSES))
 
-    def owned_by(self, owner: str):
-        return self.filter(owner=owner)
-
     def update(self, **fields):
         # The runner changes actions with conditional UPDATEs, which bypass auto_now:
         # stamp updated_at here so `updated_after` and `ordering=updated_at` see every change.
@@ -92,10 +89,6 @@ class ImageAction(models.Model):
 
     def __str__(self):
         return f"{self.action_type} {self.id} ({self.status})"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
 
     @property
     def progress(self) -> dict:

@@ -19,11 +19,10 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
-from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .choices import TERMINAL_STATUSES, ActionStatus, StepState
+from .choices import ActionStatus, StepState
 from .models import ActionEvent, ImageAction
 from .pipeline import ActionCancelled, ActionType, RetryableStepError, Step, StepError, get_action_type
 
@@ -32,6 +31,7 @@ log = logging.getLogger(__name__)
 RUN_STEP_TASK = "imageactions.runner.run_step"
 REAPER_SCHEDULE = "imageactions-reaper"
 PURGE_SCHEDULE = "imageactions-purge"
+CANCELLED_MESSAGE = "The action was cancelled."
 
 
 class RunSuperseded(Exception):
@@ -51,12 +51,17 @@ def scratch_dir(action_id) -> Path:
     return settings.SCRATCH_DIR / str(action_id)
 
 
-def _not_terminal():
-    return ~Q(status__in=TERMINAL_STATUSES)
-
-
 def _expiry(now):
     return now + timedelta(seconds=settings.ACTION_TTL)
+
+
+def _ended(status: str, message: str) -> dict:
+    """The columns of an action that ends now with `status` and `message`."""
+    now = timezone.now()
+    return dict(
+        status=status, step_state=StepState.DONE, run_token=None, message=message,
+        finished_at=now, expires_at=_expiry(now),
+    )
 
 
 # -- creating and queueing ---------------------------------------------------------------
@@ -153,9 +158,11 @@ class StepContext:
         fields = {"progress_done": done, "heartbeat_at": timezone.now()}
         if total is not None:
             fields["progress_total"] = total
-        if not self._owned().update(**fields):
-            raise RunSuperseded()
+        # One UPDATE on the usual path; only when it matched nothing ask why.
+        if self._owned().filter(cancel_requested=False).update(**fields):
+            return
         self.check_cancelled()
+        raise RunSuperseded()
 
     def check_cancelled(self) -> None:
         if self._owned().filter(cancel_requested=True).exists():
@@ -215,8 +222,8 @@ def claim_step(action_id, index: int, attempt: int, *, from_state: str) -> uuid.
     token = uuid.uuid4()
     now = timezone.now()
     claimed = (
-        ImageAction.objects.filter(
-            _not_terminal(), pk=action_id, step_index=index, attempt=attempt, step_state=from_state, cancel_requested=False
+        ImageAction.objects.pending().filter(
+            pk=action_id, step_index=index, attempt=attempt, step_state=from_state, cancel_requested=False
         ).update(
             step_state=StepState.RUNNING,
             status=step.status,
@@ -262,7 +269,7 @@ def _run_with_retries(action, action_type, step, ctx, run, then) -> bool:
             return False
         except ActionCancelled:
             _close_event(event, "cancelled", "Cancelled by the user.")
-            _finish(action, ctx.token, ActionStatus.CANCELLED, "The action was cancelled.")
+            _cancelled(action, ctx.token)
             return False
         except RetryableStepError as error:
             if attempt > step.retries:
@@ -307,7 +314,7 @@ def _wait_before_retry(action, ctx, delay: float, attempt: int) -> bool:
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
             ctx.check_cancelled()
     except ActionCancelled:
-        _finish(action, ctx.token, ActionStatus.CANCELLED, "The action was cancelled.")
+        _cancelled(action, ctx.token)
         return False
     if not ImageAction.objects.filter(pk=action.pk, run_token=ctx.token).update(attempt=attempt):
         return False  # superseded while waiting
@@ -329,8 +336,8 @@ def _advance(action: ImageAction, action_type: ActionType, ctx: StepContext) -> 
     if next_index is None:
         _finish_success(action, action_type, token=ctx.token, ctx=ctx)
         return
-    moved = ImageAction.objects.filter(
-        _not_terminal(), pk=action.pk, run_token=ctx.token, cancel_requested=False
+    moved = ImageAction.objects.pending().filter(
+        pk=action.pk, run_token=ctx.token, cancel_requested=False
     ).update(
         step_index=next_index,
         step_state=StepState.QUEUED,
@@ -344,14 +351,14 @@ def _advance(action: ImageAction, action_type: ActionType, ctx: StepContext) -> 
     if moved:
         _send_task(action_type, action.action_type, action.pk, next_index, 1)
     elif ImageAction.objects.filter(pk=action.pk, run_token=ctx.token, cancel_requested=True).exists():
-        _finish(action, ctx.token, ActionStatus.CANCELLED, "The action was cancelled.")
+        _cancelled(action, ctx.token)
 
 
 def _finish_success(action: ImageAction, action_type: ActionType, *, token, ctx=None) -> None:
     """Mark success in one transaction with the action type's `finish` (e.g. creating the Image)."""
     cancelled = False
     with transaction.atomic():
-        locked = ImageAction.objects.select_for_update().filter(_not_terminal(), pk=action.pk, run_token=token).first()
+        locked = ImageAction.objects.select_for_update().pending().filter(pk=action.pk, run_token=token).first()
         if locked is None:
             return
         if locked.cancel_requested:
@@ -375,7 +382,7 @@ def _finish_success(action: ImageAction, action_type: ActionType, *, token, ctx=
                 progress_done=locked.progress_total or locked.progress_done,
             )
     if cancelled:
-        _finish(action, token, ActionStatus.CANCELLED, "The action was cancelled.")
+        _cancelled(action, token)
         return
     _remove_scratch(action.pk)
 
@@ -386,24 +393,19 @@ def _finish(action: ImageAction, token, status: str, message: str) -> bool:
     The clean-up comes first: whoever sees `failure` or `cancelled` must find nothing left
     behind. The state is saved before it, since the clean-up reads what the steps recorded.
     """
-    owned = ImageAction.objects.filter(_not_terminal(), pk=action.pk, run_token=token)
+    owned = ImageAction.objects.pending().filter(pk=action.pk, run_token=token)
     if not owned.update(state=action.state):
         return False
     clean_up(action)
-    now = timezone.now()
-    ended = owned.update(
-        status=status, step_state=StepState.DONE, run_token=None, message=message,
-        finished_at=now, expires_at=_expiry(now),
-    )
-    return bool(ended)
+    return bool(owned.update(**_ended(status, message)))
+
+
+def _cancelled(action: ImageAction, token) -> bool:
+    return _finish(action, token, ActionStatus.CANCELLED, CANCELLED_MESSAGE)
 
 
 def _fail_unowned(action: ImageAction, message: str) -> None:
-    now = timezone.now()
-    if ImageAction.objects.filter(_not_terminal(), pk=action.pk).update(
-        status=ActionStatus.FAILURE, step_state=StepState.DONE, run_token=None, message=message,
-        finished_at=now, expires_at=_expiry(now),
-    ):
+    if ImageAction.objects.pending().filter(pk=action.pk).update(**_ended(ActionStatus.FAILURE, message)):
         clean_up(action)
 
 
@@ -434,16 +436,12 @@ def request_cancel(action: ImageAction) -> bool:
 
     Returns False when the action had already ended.
     """
-    flagged = ImageAction.objects.filter(_not_terminal(), pk=action.pk).update(cancel_requested=True)
+    flagged = ImageAction.objects.pending().filter(pk=action.pk).update(cancel_requested=True)
     if not flagged:
         return False
-    now = timezone.now()
-    if ImageAction.objects.filter(
-        _not_terminal(), pk=action.pk, step_state__in=(StepState.QUEUED, StepState.HELD)
-    ).update(
-        status=ActionStatus.CANCELLED, step_state=StepState.DONE, run_token=None,
-        message="The action was cancelled.", finished_at=now, expires_at=_expiry(now),
-    ):
+    if ImageAction.objects.pending().filter(
+        pk=action.pk, step_state__in=(StepState.QUEUED, StepState.HELD)
+    ).update(**_ended(ActionStatus.CANCELLED, CANCELLED_MESSAGE)):
         clean_up(action)
     return True
 
@@ -483,13 +481,13 @@ def receive_data(action: ImageAction, stream) -> bool:
 
 def _queue_after_data(action: ImageAction, action_type: ActionType, ctx: StepContext) -> None:
     """The data is in: queue the (first) step that was held for it."""
-    requeued = ImageAction.objects.filter(
-        _not_terminal(), pk=action.pk, run_token=ctx.token, cancel_requested=False
+    requeued = ImageAction.objects.pending().filter(
+        pk=action.pk, run_token=ctx.token, cancel_requested=False
     ).update(step_state=StepState.QUEUED, run_token=None, queued_at=timezone.now(), state=action.state)
     if requeued:
         _enqueue_or_finish(action.pk)
     else:
-        _finish(action, ctx.token, ActionStatus.CANCELLED, "The action was cancelled.")
+        _cancelled(action, ctx.token)
 
 
 # -- the reaper and purge (django-q2 schedules) ------------------------------------------
@@ -503,19 +501,19 @@ def reap() -> dict:
     for action in ImageAction.objects.filter(step_state=StepState.RUNNING, heartbeat_at__lt=stale_before):
         _recover_dead_run(action, counts)
     lost_before = now - timedelta(seconds=settings.QUEUED_TASK_TIMEOUT)
-    for action in ImageAction.objects.filter(_not_terminal(), step_state=StepState.QUEUED, queued_at__lt=lost_before):
+    for action in ImageAction.objects.pending().filter(step_state=StepState.QUEUED, queued_at__lt=lost_before):
         if ImageAction.objects.filter(pk=action.pk, step_state=StepState.QUEUED, queued_at=action.queued_at).update(
             queued_at=now
         ):
             counts["requeued"] += 1
             _enqueue_or_finish(action.pk)
     held_before = now - timedelta(seconds=settings.DATA_WAIT_TIMEOUT)
-    for action in ImageAction.objects.filter(_not_terminal(), step_state=StepState.HELD, created_at__lt=held_before):
-        if ImageAction.objects.filter(_not_terminal(), pk=action.pk, step_state=StepState.HELD).update(
-            status=ActionStatus.FAILURE, step_state=StepState.DONE, finished_at=now, expires_at=_expiry(now),
-            message=f"No data was uploaded within {_duration(settings.DATA_WAIT_TIMEOUT)} of creating the action; "
-            f"create a new action and PUT the data to it promptly.",
-        ):
+    for action in ImageAction.objects.pending().filter(step_state=StepState.HELD, created_at__lt=held_before):
+        if ImageAction.objects.pending().filter(pk=action.pk, step_state=StepState.HELD).update(**_ended(
+            ActionStatus.FAILURE,
+            f"No data was uploaded within {_duration(settings.DATA_WAIT_TIMEOUT)} of creating the action; "
+            "create a new action and PUT the data to it promptly.",
+        )):
             counts["expired_holds"] += 1
             clean_up(action)
     _schedule_next(REAPER_SCHEDULE, settings.REAPER_INTERVAL)
@@ -560,7 +558,7 @@ def _recover_dead_run(action: ImageAction, counts: dict) -> None:
         f"({_times(action.restarts + 1)}); the action was stopped. Try again later."
     )
     if action.cancel_requested:
-        status, message = ActionStatus.CANCELLED, "The action was cancelled."
+        status, message = ActionStatus.CANCELLED, CANCELLED_MESSAGE
     else:
         status = ActionStatus.FAILURE
     if _finish(action, action.run_token, status, message):

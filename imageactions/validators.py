@@ -45,17 +45,16 @@ def validate_image_tags(value) -> list[str]:
     """`value` as a list of distinct tags in their first order, if each is a short non-empty string."""
     if not isinstance(value, list):
         raise ValidationError(f"Expected a list of tags, got {type(value).__name__}.")
-    tags = []
+    tags = {}  # a dict keeps the first order and checks repeats in constant time
     for tag in value:
         if not isinstance(tag, str) or not tag.strip():
             raise ValidationError(f"Each tag must be a non-empty string, got {tag!r}.")
         if len(tag) > MAX_TAG_LENGTH:
             raise ValidationError(f"Tag {tag[:40]!r}... has {len(tag)} characters; at most {MAX_TAG_LENGTH} are allowed.")
-        if tag not in tags:
-            tags.append(tag)
+        tags[tag] = None
     if len(tags) > MAX_IMAGE_TAGS:
         raise ValidationError(f"{len(tags)} tags given; an image may have at most {MAX_IMAGE_TAGS}.")
-    return tags
+    return list(tags)
 
 
 @extend_schema_field(

@@ -3,7 +3,7 @@
 from django.db import transaction
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action as route
 from rest_framework.response import Response
@@ -19,8 +19,11 @@ from .errors import Conflict
 from .parsers import BoundedJSONParser
 from .permissions import visible_to
 from .serializers import ErrorSerializer
-from .streaming import IgnoreAcceptHeader, StoreUnavailable, safe_filename, stored_file_response
-from .views import NewestFirstCursorPagination
+from .streaming import (
+    IgnoreAcceptHeader, StoreUnavailable, download_parameters, download_responses, safe_filename,
+    stored_file_response,
+)
+from .views import NewestFirstCursorPagination, error_responses
 
 # -- serializers -----------------------------------------------------------------------
 
@@ -126,35 +129,12 @@ def download_filename(image: Image) -> str:
 
 def image_error_responses(*codes: int) -> dict:
     """Schema entries for the error answers of an image operation (all in the shape of ErrorSerializer)."""
-    words = {
-        400: "The request is invalid; `errors` names each field.",
-        401: "No valid credentials were sent.",
+    return error_responses(*codes, words={
         404: "No such image (or it belongs to another project).",
         409: "A pending action reads the image.",
-        413: "The body is larger than allowed.",
         416: "The range starts past the end of the image; the Content-Range header is `bytes */SIZE`.",
         503: "The image store could not be used; nothing was changed.",
-    }
-    return {code: OpenApiResponse(ErrorSerializer, description=words[code]) for code in codes}
-
-
-BINARY = OpenApiTypes.BINARY
-_download_responses = {
-    (200, "application/octet-stream"): OpenApiResponse(BINARY, description="The whole image."),
-    (206, "application/octet-stream"): OpenApiResponse(
-        BINARY, description="The requested byte range, described by the Content-Range header."
-    ),
-    304: OpenApiResponse(description="The image has the ETag given in If-None-Match."),
-    **image_error_responses(401, 404, 416, 503),
-}
-_download_parameters = [
-    OpenApiParameter("Range", str, OpenApiParameter.HEADER, required=False,
-                     description="One byte range: bytes=0-99, bytes=100- or bytes=-100; several ranges get the whole image."),
-    OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER, required=False,
-                     description="The ETag from an earlier download; answered 304 when it still matches."),
-    OpenApiParameter("If-Range", str, OpenApiParameter.HEADER, required=False,
-                     description="Honour Range only when the image still has this ETag."),
-]
+    })
 
 
 @extend_schema_view(
@@ -223,7 +203,11 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         image.delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(responses=_download_responses, parameters=_download_parameters, summary="Download an image")
+    @extend_schema(
+        responses={**download_responses("image"), **image_error_responses(401, 404, 416, 503)},
+        parameters=download_parameters("image"),
+        summary="Download an image",
+    )
     @route(detail=True, methods=["get"], content_negotiation_class=IgnoreAcceptHeader)
     def file(self, request, pk=None):
         image = self.get_object()

@@ -8,6 +8,8 @@ import base64
 import re
 
 from django.http import FileResponse, HttpResponse, JsonResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import exceptions, status
 from rest_framework.negotiation import BaseContentNegotiation
 
@@ -145,6 +147,29 @@ def _open_bytes(stored: StoredFile, start: int, end: int | None, *, what: str):
         ) from error
     except StoreError as error:
         raise StoreUnavailable(f"{what[0].upper()}{what[1:]} could not be read: {error}. Try again later.") from error
+
+
+def download_parameters(noun: str) -> list[OpenApiParameter]:
+    """The schema of the request headers every download honours; `noun` is what is downloaded."""
+    return [
+        OpenApiParameter("Range", str, OpenApiParameter.HEADER, required=False,
+                         description=f"One byte range: bytes=0-99, bytes=100- or bytes=-100; several ranges get the whole {noun}."),
+        OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER, required=False,
+                         description="The ETag from an earlier download; answered 304 when it still matches."),
+        OpenApiParameter("If-Range", str, OpenApiParameter.HEADER, required=False,
+                         description=f"Honour Range only when the {noun} still has this ETag."),
+    ]
+
+
+def download_responses(noun: str) -> dict:
+    """The schema of a download's successful answers (200, 206, 304); callers add their errors."""
+    return {
+        (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description=f"The whole {noun}."),
+        (206, "application/octet-stream"): OpenApiResponse(
+            OpenApiTypes.BINARY, description="The requested byte range, described by the Content-Range header."
+        ),
+        304: OpenApiResponse(description=f"The {noun} has the ETag given in If-None-Match."),
+    }
 
 
 class DownloadExpired(exceptions.APIException):

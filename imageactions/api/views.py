@@ -27,11 +27,12 @@ from .errors import Conflict, LengthRequired
 from .parsers import BoundedJSONParser
 from .permissions import owner_of, visible_to
 from .serializers import ErrorSerializer, ImageActionCreateSerializer, ImageActionSerializer, create_request_schema
-from .streaming import DownloadExpired, IgnoreAcceptHeader, stored_file_response
+from .streaming import DownloadExpired, IgnoreAcceptHeader, download_parameters, download_responses, stored_file_response
 
 
-def error_responses(*codes: int) -> dict:
-    """Schema entries for the error answers an operation can give (all share one shape)."""
+def error_responses(*codes: int, words: dict[int, str] | None = None) -> dict:
+    """Schema entries for the error answers an operation can give (all share one shape);
+    `words` replaces the default description of some codes."""
     words = {
         400: "The request is invalid; `errors` names each field.",
         401: "No valid credentials were sent.",
@@ -41,7 +42,7 @@ def error_responses(*codes: int) -> dict:
         411: "The body was sent without a Content-Length.",
         413: "The body is larger than allowed.",
         415: "The body is not JSON.",
-    }
+    } | (words or {})
     return {code: OpenApiResponse(ErrorSerializer, description=words[code]) for code in codes}
 
 
@@ -183,22 +184,13 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
 
     @extend_schema(
         responses={
-            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The whole file."),
-            (206, "application/octet-stream"): OpenApiResponse(
-                OpenApiTypes.BINARY, description="The requested byte range, described by the Content-Range header."
-            ),
-            304: OpenApiResponse(description="The file has the ETag given in If-None-Match."),
+            **download_responses("file"),
             **error_responses(401, 404),
             410: OpenApiResponse(ErrorSerializer, description="The file expired (see the action's expires_at)."),
             416: OpenApiResponse(ErrorSerializer, description="The range starts past the end of the file."),
             503: OpenApiResponse(ErrorSerializer, description="The store holding the file could not be used."),
         },
-        parameters=[
-            OpenApiParameter("Range", str, OpenApiParameter.HEADER, required=False,
-                             description="One byte range: bytes=0-99, bytes=100- or bytes=-100."),
-            OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER, required=False),
-            OpenApiParameter("If-Range", str, OpenApiParameter.HEADER, required=False),
-        ],
+        parameters=download_parameters("file"),
         summary="Download the file a successful action produced (e.g. an export to a download link)",
     )
     @route(detail=True, methods=["get"], content_negotiation_class=IgnoreAcceptHeader)
