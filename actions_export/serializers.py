@@ -82,13 +82,26 @@ class ExportInputSerializer(serializers.Serializer):
         request = self.context.get("request")
         if request is None:
             return image_id  # only the schema builds this serializer without a request
-        image = Image.objects.filter(pk=image_id, owner=owner_of(request.user)).first()
-        # The same words for a foreign image as for a missing one: existence is not revealed.
-        if image is None:
-            raise serializers.ValidationError(f"Image {image_id} was not found in your project.")
-        if image.status != ImageStatus.ACTIVE:
-            raise serializers.ValidationError(f"Image {image_id} is not active (its status is '{image.status}').")
+        try:
+            exportable_image(image_id, owner_of(request.user))
+        except ImageNotExportable as error:
+            raise serializers.ValidationError(f"{error}.") from None
         return image_id
+
+
+class ImageNotExportable(Exception):
+    """The image is missing, another project's or not active; the text is for the user."""
+
+
+def exportable_image(image_id, owner: str) -> Image:
+    """The image `owner` may export: checked when the action is created and again when it runs."""
+    image = Image.objects.filter(pk=image_id, owner=owner).first()
+    # The same words for a foreign image as for a missing one: existence is not revealed.
+    if image is None:
+        raise ImageNotExportable(f"Image {image_id} was not found in your project")
+    if image.status != ImageStatus.ACTIVE:
+        raise ImageNotExportable(f"Image {image_id} is not active (its status is '{image.status}')")
+    return image
 
 
 def without_query(url: str) -> str:

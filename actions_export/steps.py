@@ -13,7 +13,7 @@ from pathlib import Path
 from django.conf import settings
 
 from imageactions.api.streaming import safe_filename
-from imageactions.choices import ActionStatus, ImageStatus
+from imageactions.choices import ActionStatus
 from imageactions.formats import ImageFormatError
 from imageactions.formats.convert import convert_and_reinspect, qemu_format_name
 from imageactions.models import Image, ImageAction
@@ -22,7 +22,7 @@ from imageactions.stores import ImageStore, StoreError, get_store
 from imageactions.transfer import TransferError, copy_to_file
 
 from .destinations import EXPORT_HASHES, FAILED, ExportedBytes, put_to_url, store_location, write_to_store
-from .serializers import DOWNLOAD, STORE, URL, without_query
+from .serializers import DOWNLOAD, STORE, URL, ImageNotExportable, exportable_image, without_query
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,10 @@ SOURCE_COPY = "source"
 
 def exported_image(action: ImageAction) -> Image:
     """The image to export, if it is still the caller's and active (it may have changed since the action was created)."""
-    image_id = action.input["image_id"]
-    image = Image.objects.filter(pk=image_id, owner=action.owner).first()
-    if image is None:
-        raise StepError(f"Image {image_id} was not found in your project")
-    if image.status != ImageStatus.ACTIVE:
-        raise StepError(f"Image {image_id} is not active (its status is '{image.status}')")
-    return image
+    try:
+        return exportable_image(action.input["image_id"], action.owner)
+    except ImageNotExportable as error:
+        raise StepError(str(error)) from None
 
 
 def target_format(action: ImageAction, image: Image) -> str:

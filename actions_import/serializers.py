@@ -8,23 +8,29 @@ from rest_framework import serializers
 from imageactions.choices import Visibility
 from imageactions.transfer import HEX_LENGTHS
 from imageactions.urlpolicy import UrlPolicy, UrlRefused
+from imageactions.validators import (
+    MAX_IMAGE_NAME_LENGTH,
+    MAX_IMAGE_PROPERTIES,
+    MAX_IMAGE_TAGS,
+    MAX_PROPERTY_KEY_LENGTH,
+    MAX_PROPERTY_VALUE_LENGTH,
+    MAX_TAG_LENGTH,
+)
 
 from .sources import parse_location
 
 DISK_FORMATS = ["raw", "qcow2", "vmdk", "vpc", "vhd", "vhdx", "vdi", "iso"]
 # ova/ovf wrap several files (a tar with a descriptor); importing them needs unpacking first.
 CONTAINER_FORMATS = ["bare"]
-MAX_TAGS = 50
-MAX_PROPERTIES = 64
-MAX_PROPERTY_KEY = 255
-MAX_PROPERTY_VALUE = 4096
 UPLOAD = "upload"
 
 
 class ImagePropertiesSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=255)
+    # The limits are imageactions.validators'; the fields stay typed (not ImageTagsField /
+    # ImagePropertiesField) so an error names the offending item, e.g. `tags.0`.
+    name = serializers.CharField(max_length=MAX_IMAGE_NAME_LENGTH)
     tags = serializers.ListField(
-        child=serializers.CharField(max_length=255), max_length=MAX_TAGS, required=False, default=list
+        child=serializers.CharField(max_length=MAX_TAG_LENGTH), max_length=MAX_IMAGE_TAGS, required=False, default=list
     )
     disk_format = serializers.ChoiceField(
         choices=DISK_FORMATS, required=False,
@@ -41,16 +47,16 @@ class ImagePropertiesSerializer(serializers.Serializer):
         return list(dict.fromkeys(tags))  # a tag given twice is one tag
 
     def validate_properties(self, properties):
-        if len(properties) > MAX_PROPERTIES:
-            raise serializers.ValidationError(f"At most {MAX_PROPERTIES} properties are allowed; got {len(properties)}.")
+        if len(properties) > MAX_IMAGE_PROPERTIES:
+            raise serializers.ValidationError(f"At most {MAX_IMAGE_PROPERTIES} properties are allowed; got {len(properties)}.")
         for key, value in properties.items():
-            if not key or len(key) > MAX_PROPERTY_KEY:
+            if not key or len(key) > MAX_PROPERTY_KEY_LENGTH:
                 raise serializers.ValidationError(
-                    f"Property names must have 1 to {MAX_PROPERTY_KEY} characters; got one of {len(key)}."
+                    f"Property names must have 1 to {MAX_PROPERTY_KEY_LENGTH} characters; got one of {len(key)}."
                 )
-            if len(value) > MAX_PROPERTY_VALUE:
+            if len(value) > MAX_PROPERTY_VALUE_LENGTH:
                 raise serializers.ValidationError(
-                    f"The value of property '{key}' has {len(value)} characters; at most {MAX_PROPERTY_VALUE} are allowed."
+                    f"The value of property '{key}' has {len(value)} characters; at most {MAX_PROPERTY_VALUE_LENGTH} are allowed."
                 )
         return properties
 

@@ -84,8 +84,8 @@ def open_source(location: Location) -> OpenedSource:
 class GuardedReader:
     """A source's body as read(n), turning a stall or a dropped connection into a StepError."""
 
-    def __init__(self, raw, *, read: Callable[[int], bytes], what: str, size: int | None, stall_seconds: float):
-        self._raw, self._read = raw, read
+    def __init__(self, *, read: Callable[[int], bytes], what: str, size: int | None, stall_seconds: float):
+        self._read = read
         self.what, self.size, self.stall_seconds = what, size, stall_seconds
         self.bytes_read = 0
 
@@ -163,7 +163,7 @@ class ResumableHttpBody(GuardedReader):
     """
 
     def __init__(self, response: requests.Response, url: str, *, size: int | None, policy: UrlPolicy):
-        super().__init__(response.raw, read=self._read_current, what=url, size=size,
+        super().__init__(read=self._read_current, what=url, size=size,
                          stall_seconds=settings.HTTP_READ_TIMEOUT)
         self.url, self.policy = url, policy
         self.resumes = 0
@@ -281,7 +281,7 @@ def open_s3(location: Location) -> OpenedSource:
     except BotoCoreError as error:
         raise StepError(f"{FAILED} The S3 service could not be reached for '{name}': {error}") from None
     body, size = obj["Body"], obj.get("ContentLength")
-    reader = GuardedReader(body, read=body.read, what=name, size=size, stall_seconds=settings.HTTP_READ_TIMEOUT)
+    reader = GuardedReader(read=body.read, what=name, size=size, stall_seconds=settings.HTTP_READ_TIMEOUT)
     return OpenedSource(reader, size, body.close)
 
 
@@ -334,7 +334,7 @@ def open_swift(location: Location) -> OpenedSource:
 
     timeout = client.timeout
     reader = GuardedReader(
-        raw, read=lambda n: raw.read(n, decode_content=False), what=location.url, size=size,
+        read=lambda n: raw.read(n, decode_content=False), what=location.url, size=size,
         stall_seconds=timeout[1] if isinstance(timeout, (tuple, list)) else timeout,
     )
     return OpenedSource(reader, size, close)

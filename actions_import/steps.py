@@ -87,10 +87,10 @@ def stage(action: ImageAction, ctx, source, *, size: int | None) -> None:
         raise StepError(str(error)) from None
     ctx.progress(received.bytes_read, size or received.bytes_read, force=True)
     action.state.update(
-        staged=True, size=result.size, hashes=result.hashes, compression=compression,
-        received_size=received.bytes_read,
-        received_hashes=received.hexdigests() if compression else result.hashes,
+        size=result.size, hashes=result.hashes, compression=compression, received_size=received.bytes_read,
     )
+    if compression:  # otherwise the bytes received are the staged ones: `hashes` are theirs
+        action.state["received_hashes"] = received.hexdigests()
 
 
 def _requested_algorithm(action: ImageAction) -> str | None:

@@ -1,6 +1,7 @@
 """Limits on what users may attach to an image (tags, free-form properties), checked in one place.
 
-The import input serializer and PATCH /v2/images/{id} both validate through these functions.
+PATCH /v2/images/{id} validates through these functions; the import input serializer uses the
+same limits with per-item fields, so its errors name the offending tag or property.
 """
 
 from drf_spectacular.utils import extend_schema_field
