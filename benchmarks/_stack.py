@@ -97,6 +97,23 @@ class ImageServer:
     def close(self):
         self.httpd.shutdown()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def size_argument(position: int = 1) -> int:
+    """The SIZE_GIB command-line argument of the throughput benchmarks, in bytes (default 1 GiB)."""
+    return int(float(sys.argv[position]) * GiB) if len(sys.argv) > position else GiB
+
+
+def large_import_env(size: int) -> dict:
+    """Settings that let an import of `size` bytes through the image size limit."""
+    return {"IMAGEACTIONS_IMAGE_MAX_SIZE": str(max(size, GiB) * 2)}
+
 
 def small_image(size: int) -> bytes:
     """Random bytes: the import inspects them as a raw disk (no format's magic matches)."""
@@ -337,6 +354,15 @@ class Stack:
             except requests.RequestException:
                 time.sleep(0.2)
         raise SystemExit(f"gunicorn did not answer within 60 s; see {self.work / 'api.log'}")
+
+    def start_throughput_service(self) -> tuple[requests.Session, str, subprocess.Popen]:
+        """The set-up every throughput benchmark times against: a user `bench`, one worker process
+        and gunicorn with two single-threaded processes, ready. Returns (session, api URL, worker)."""
+        session = api_session(self.create_user("bench", "bench"))
+        worker = self.start_workers(workers=1)
+        api = self.start_api(workers=2, threads=1)
+        self.wait_for_workers()
+        return session, api, worker
 
     def wait_for_workers(self, seconds: float = 4.0):
         """django-q2 clusters take a few seconds to fork their pool; tasks queued meanwhile wait."""

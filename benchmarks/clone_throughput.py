@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stack import CHUNK, GiB, Stack, api_session, copy_baseline, write_random_file  # noqa: E402
+from _stack import CHUNK, GiB, Stack, copy_baseline, size_argument, write_random_file  # noqa: E402
 
 
 def rounds_of(times: list[float]) -> list[float]:
@@ -21,7 +21,7 @@ def rounds_of(times: list[float]) -> list[float]:
 
 
 def main():
-    size = int(float(sys.argv[1]) * GiB) if len(sys.argv) > 1 else GiB
+    size = size_argument()
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     stack = Stack("clone_throughput", embedded=True)
     stores = {
@@ -37,10 +37,7 @@ def main():
         source.parent.mkdir(parents=True)
         write_random_file(source, size)
         stack.record_image(image_id, "source", key, source)
-        session = api_session(stack.create_user("bench", "bench"))
-        stack.start_workers(workers=1)
-        api = stack.start_api(workers=2, threads=1)
-        stack.wait_for_workers()
+        session, api, _worker = stack.start_throughput_service()
 
         plain_target = stack.work / "target-store" / "plain-copy"
         plain_target.parent.mkdir(parents=True)

@@ -14,13 +14,13 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stack import CHUNK, GiB, Stack, api_session, copy_baseline, write_random_file  # noqa: E402
+from _stack import CHUNK, GiB, Stack, copy_baseline, size_argument, write_random_file  # noqa: E402
 
 TARGET_RATIO = 1.25
 
 
 def main():
-    size = int(float(sys.argv[1]) * GiB) if len(sys.argv) > 1 else GiB
+    size = size_argument()
     shm = Path(tempfile.mkdtemp(prefix="imageactions-export-bench-", dir="/dev/shm"))
     stack = Stack("export_throughput", embedded=True)
     roots = {"local": stack.work / "store", "memory": shm}
@@ -36,10 +36,7 @@ def main():
                 write_random_file(source, size)
                 stack.record_image(image_id, store, f"images/{image_id}", source)
                 images[store] = image_id, source
-            session = api_session(stack.create_user("bench", "bench"))
-            stack.start_workers(workers=1)
-            api = stack.start_api(workers=2, threads=1)
-            stack.wait_for_workers()
+            session, api, _worker = stack.start_throughput_service()
 
             figures = {"size_gib": round(size / GiB, 2), "target_ratio": TARGET_RATIO}
             for label, store in (("same_store_hard_link", "local"), ("other_file_system_streamed", "memory")):

@@ -18,8 +18,9 @@ from _stack import (  # noqa: E402
     GiB,
     ImageServer,
     Stack,
-    api_session,
+    large_import_env,
     peak_rss_mib,
+    size_argument,
     write_random_file,
 )
 
@@ -39,39 +40,31 @@ def baseline(url: str, target: Path) -> float:
 
 
 def main():
-    size = int(float(sys.argv[1]) * GiB) if len(sys.argv) > 1 else GiB
-    server = ImageServer()
-    env = {"IMAGEACTIONS_IMAGE_MAX_SIZE": str(max(size, GiB) * 2)}
-    try:
-        with Stack("import_throughput", embedded=True, env=env) as stack:
-            image = stack.work / "image.raw"
-            write_random_file(image, size)
-            url = server.add("/image.raw", image)
-            session = api_session(stack.create_user("bench", "bench"))
-            worker = stack.start_workers(workers=1)
-            api = stack.start_api(workers=2, threads=1)
-            stack.wait_for_workers()
+    size = size_argument()
+    with ImageServer() as server, Stack("import_throughput", embedded=True, env=large_import_env(size)) as stack:
+        image = stack.work / "image.raw"
+        write_random_file(image, size)
+        url = server.add("/image.raw", image)
+        session, api, worker = stack.start_throughput_service()
 
-            baseline(url, stack.work / "warm-up")  # page cache and TCP warm, for both runs alike
-            base = baseline(url, stack.work / "baseline.out")
-            elapsed, action = stack.run_action(
-                session, api, "import", {"location": url, "image_properties": {"name": "bench"}},
-                timeout=60 + 30 * size / GiB,
-            )
-            peaks = peak_rss_mib(worker)
-            print(json.dumps({
-                "size_gib": round(size / GiB, 2),
-                "baseline_s": round(base, 2),
-                "import_s": round(elapsed, 2),
-                "ratio": round(elapsed / base, 3),
-                "baseline_mib_s": round(size / CHUNK / base, 1),
-                "import_mib_s": round(size / CHUNK / elapsed, 1),
-                "worker_peak_rss_mib": round(max(peaks), 1),
-                "worker_processes_peak_rss_mib": sorted(round(peak, 1) for peak in peaks),
-                "steps_s": stack.step_durations(action["id"]),
-            }, indent=2))
-    finally:
-        server.close()
+        baseline(url, stack.work / "warm-up")  # page cache and TCP warm, for both runs alike
+        base = baseline(url, stack.work / "baseline.out")
+        elapsed, action = stack.run_action(
+            session, api, "import", {"location": url, "image_properties": {"name": "bench"}},
+            timeout=60 + 30 * size / GiB,
+        )
+        peaks = peak_rss_mib(worker)
+        print(json.dumps({
+            "size_gib": round(size / GiB, 2),
+            "baseline_s": round(base, 2),
+            "import_s": round(elapsed, 2),
+            "ratio": round(elapsed / base, 3),
+            "baseline_mib_s": round(size / CHUNK / base, 1),
+            "import_mib_s": round(size / CHUNK / elapsed, 1),
+            "worker_peak_rss_mib": round(max(peaks), 1),
+            "worker_processes_peak_rss_mib": sorted(round(peak, 1) for peak in peaks),
+            "steps_s": stack.step_durations(action["id"]),
+        }, indent=2))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _stack import CHUNK, GiB, ImageServer, Stack, api_session, write_random_file  # noqa: E402
+from _stack import CHUNK, GiB, ImageServer, Stack, large_import_env, size_argument, write_random_file  # noqa: E402
 
 from imageactions.formats import DISK_FORMATS, inspect_image  # noqa: E402
 from imageactions.formats.verifiers import AllowedFormats, MaxVirtualSize, run_verifiers  # noqa: E402
@@ -49,53 +49,45 @@ def inspection_seconds(path: Path) -> float:
 
 
 def main():
-    size = int(float(sys.argv[1]) * GiB) if len(sys.argv) > 1 else GiB
-    server = ImageServer()
-    env = {"IMAGEACTIONS_IMAGE_MAX_SIZE": str(max(size, GiB) * 2)}
-    try:
-        with Stack("inspection_overhead", embedded=True, env=env) as stack:
-            image = stack.work / "image.raw"
-            gzipped_image = stack.work / "image.raw.gz"
-            write_disk_like_file(image, size)
-            gzip_file(image, gzipped_image)
-            urls = {path.name: server.add(f"/{path.name}", path) for path in (image, gzipped_image)}
-            session = api_session(stack.create_user("bench", "bench"))
-            stack.start_workers(workers=1)
-            api = stack.start_api(workers=2, threads=1)
-            stack.wait_for_workers()
+    size = size_argument()
+    with ImageServer() as server, Stack("inspection_overhead", embedded=True, env=large_import_env(size)) as stack:
+        image = stack.work / "image.raw"
+        gzipped_image = stack.work / "image.raw.gz"
+        write_disk_like_file(image, size)
+        gzip_file(image, gzipped_image)
+        urls = {path.name: server.add(f"/{path.name}", path) for path in (image, gzipped_image)}
+        session, api, _worker = stack.start_throughput_service()
 
-            def run_import(url: str) -> tuple[float, dict[str, float]]:
-                elapsed, action = stack.run_action(
-                    session, api, "import", {"location": url, "image_properties": {"name": "bench"}},
-                    timeout=120 + 60 * size / GiB,
-                )
-                return elapsed, stack.step_durations(action["id"])
+        def run_import(url: str) -> tuple[float, dict[str, float]]:
+            elapsed, action = stack.run_action(
+                session, api, "import", {"location": url, "image_properties": {"name": "bench"}},
+                timeout=120 + 60 * size / GiB,
+            )
+            return elapsed, stack.step_durations(action["id"])
 
-            plain, gzipped = [], []
-            for _ in range(RUNS):  # interleaved, so a busy moment of the machine hits both alike
-                plain.append(run_import(urls["image.raw"]))
-                gzipped.append(run_import(urls["image.raw.gz"]))
-            plain_s, plain_steps = min(plain, key=lambda run: run[0])
-            gzip_s, gzip_steps = min(gzipped, key=lambda run: run[0])
-            inspect_s = inspection_seconds(image)
-            fetch_s = plain_steps["fetch"]
+        plain, gzipped = [], []
+        for _ in range(RUNS):  # interleaved, so a busy moment of the machine hits both alike
+            plain.append(run_import(urls["image.raw"]))
+            gzipped.append(run_import(urls["image.raw.gz"]))
+        plain_s, plain_steps = min(plain, key=lambda run: run[0])
+        gzip_s, gzip_steps = min(gzipped, key=lambda run: run[0])
+        inspect_s = inspection_seconds(image)
+        fetch_s = plain_steps["fetch"]
 
-            print(json.dumps({
-                "size_gib": round(size / GiB, 2),
-                "gzip_size_gib": round(gzipped_image.stat().st_size / GiB, 3),
-                "inspection_and_verifiers_s": round(inspect_s, 5),
-                "plain_import_s": round(plain_s, 2),
-                "plain_steps_s": plain_steps,
-                # The import with inspection against the same import without it.
-                "inspection_ratio_to_fetch": round((fetch_s + inspect_s) / fetch_s, 5),
-                "inspection_ratio_to_import": round(plain_s / (plain_s - inspect_s), 5),
-                "gzip_import_s": round(gzip_s, 2),
-                "gzip_steps_s": gzip_steps,
-                "decompression_ratio_to_plain_import": round(gzip_s / plain_s, 3),
-                "decompression_fetch_ratio": round(gzip_steps["fetch"] / fetch_s, 3),
-            }, indent=2))
-    finally:
-        server.close()
+        print(json.dumps({
+            "size_gib": round(size / GiB, 2),
+            "gzip_size_gib": round(gzipped_image.stat().st_size / GiB, 3),
+            "inspection_and_verifiers_s": round(inspect_s, 5),
+            "plain_import_s": round(plain_s, 2),
+            "plain_steps_s": plain_steps,
+            # The import with inspection against the same import without it.
+            "inspection_ratio_to_fetch": round((fetch_s + inspect_s) / fetch_s, 5),
+            "inspection_ratio_to_import": round(plain_s / (plain_s - inspect_s), 5),
+            "gzip_import_s": round(gzip_s, 2),
+            "gzip_steps_s": gzip_steps,
+            "decompression_ratio_to_plain_import": round(gzip_s / plain_s, 3),
+            "decompression_fetch_ratio": round(gzip_steps["fetch"] / fetch_s, 3),
+        }, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,10 +3,26 @@ thread, started and stopped by a fixture with `with Server().serving() as server
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (for a server about to start, or for none)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens."""
+    return free_port()
 
 
 class LoopbackServer:

@@ -3,7 +3,6 @@
 import hashlib
 import io
 import os
-import socket
 import time
 import tracemalloc
 import uuid
@@ -19,6 +18,7 @@ from imageactions.stores import (
     default_store,
     get_store,
 )
+from tests.http_servers import free_port
 from tests.objectstore import object_store  # noqa: F401  (the fixture; tests/conftest.py will import it too)
 
 MiB = 1024 * 1024
@@ -60,12 +60,6 @@ def stored_digest(store, key: str) -> str:
 
 def new_key() -> str:
     return f"images/{uuid.uuid4()}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(params=["filesystem", pytest.param("s3", marks=pytest.mark.objectstore)])
@@ -215,9 +209,9 @@ def test_memory_stays_bounded_while_storing_a_200_mib_stream(store):
     store.delete(key)
 
 
-def test_describe_shows_name_region_and_kind_only(store):
-    assert store.describe() == {"name": "contract", "region": store.region, "kind": store.kind}
-    assert store.kind in ("filesystem", "s3")
+def test_describe_shows_name_region_and_kind_only(store, settings):
+    config = settings.IMAGE_STORES["contract"]
+    assert store.describe() == {"name": "contract", "region": config["region"], "kind": config["type"]}
 
 
 def test_keys_that_are_not_plain_relative_paths_are_refused(store):

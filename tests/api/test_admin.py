@@ -5,19 +5,11 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.test import Client
 from django.utils import timezone
 
 from imageactions.models import ActionEvent, Image, ImageAction, ProjectMember
 
 CHANGELIST = "/admin/imageactions/imageaction/"
-
-
-@pytest.fixture
-def admin_client(db):
-    client = Client()
-    client.force_login(get_user_model().objects.create_superuser("root", "root@example.org", None))
-    return client
 
 
 def make_action(owner="project-a", status="waiting", **fields):

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.conftest import wait_for_action
-from tests.http_servers import LoopbackHandler, LoopbackServer
+from tests.http_servers import LoopbackHandler, LoopbackServer, closed_port  # noqa: F401  (a fixture)
 from tests.images.conftest import put_image
 
 MiB = 1024 * 1024
@@ -120,13 +120,3 @@ def wait_until(predicate, timeout=20):
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
-
-
-@pytest.fixture
-def closed_port():
-    """A port on 127.0.0.1 where nothing listens."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -8,7 +8,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ import pytest
 import requests
 
 from tests.conftest import PROFILE, ROOT
-from tests.http_servers import LoopbackHandler, LoopbackServer
+from tests.http_servers import LoopbackHandler, LoopbackServer, free_port
 from tests.objectstore import SCRIPTS, TEST_BUCKET, ObjectStoreServer
 
 # The servers here are started per test, so the scale-out run (which exists to swap the
@@ -28,12 +27,6 @@ embedded_only = pytest.mark.skipif(
     PROFILE != "embedded", reason="fault tests bring their own servers; run once in the embedded run"
 )
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(condition, *, timeout: float, what: str, interval: float = 0.05):

@@ -167,10 +167,13 @@ def test_shipped_verifiers_load_from_their_dotted_paths():
     assert loaded == [max_virtual_size, allowed_formats]
 
 
-def test_configured_verifiers_come_from_the_setting(settings, qcow2_2_gib):
+def test_configured_verifiers_come_from_the_setting(settings, qcow2_1_gib, qcow2_2_gib):
     settings.IMAGE_VERIFIERS = ["imageactions.formats.verifiers.allowed_formats", f"{__name__}.refuse_images_under_2_gib"]
     settings.IMAGE_ALLOWED_FORMATS = ["qcow2"]
+    assert configured_verifiers() == [allowed_formats, refuse_images_under_2_gib]
     run_verifiers(*qcow2_2_gib, configured_verifiers())
+    with pytest.raises(VerificationFailed, match="^Images must be at least 2 GiB; disk.qcow2 is smaller$"):
+        run_verifiers(*qcow2_1_gib, configured_verifiers())
 
 
 def test_operator_verifier_defined_elsewhere_refuses_through_load_verifiers(settings, qcow2_1_gib):

@@ -4,7 +4,6 @@ a gunicorn serving the API, and helpers that check an action left nothing behind
 import hashlib
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import requests
 from imageactions.models import Image
 from imageactions.runner import scratch_dir
 from tests.conftest import ROOT, database_url, wait_for_action
-from tests.http_servers import LoopbackHandler, LoopbackServer
+from tests.http_servers import LoopbackHandler, LoopbackServer, closed_port, free_port  # noqa: F401  (a fixture)
 
 
 class ImageServer(LoopbackServer):
@@ -140,14 +139,6 @@ def start_workers_with(start_workers, monkeypatch):
     return start
 
 
-@pytest.fixture
-def closed_port():
-    """A port on 127.0.0.1 where nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def random_image(size: int, seed: int = 0) -> bytes:
     return (hashlib.sha512(str(seed).encode()).digest() * (size // 64 + 1))[:size]
 
@@ -214,9 +205,7 @@ class ApiServer:
 
 @pytest.fixture
 def api_server(transactional_db, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log_path = tmp_path / "gunicorn.log"
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", IMAGEACTIONS_DATABASE_URL=database_url())
     log = open(log_path, "ab")
