@@ -19,11 +19,17 @@ class CloneInputSerializer(serializers.Serializer):
 
     image_id = serializers.UUIDField(help_text="The active image of your project to copy.")
     stores = serializers.ListField(
-        child=serializers.CharField(max_length=64), min_length=1, max_length=32, required=False,
+        child=serializers.CharField(max_length=64),
+        min_length=1,
+        max_length=32,
+        required=False,
         help_text="Names of the target stores (GET /v2/stores); not the image's own store.",
     )
     regions = serializers.ListField(
-        child=serializers.CharField(max_length=64), min_length=1, max_length=32, required=False,
+        child=serializers.CharField(max_length=64),
+        min_length=1,
+        max_length=32,
+        required=False,
         help_text="Copy to every store of these regions (except the image's own store).",
     )
     name = serializers.CharField(
@@ -79,10 +85,14 @@ class CloneInputSerializer(serializers.Serializer):
         ]
         if not targets:
             raise serializers.ValidationError(
-                {"regions": [(
-                    f"The regions {_quoted(attrs['regions'])} have no store but the image's own ('{source_store}'); "
-                    f"choose another region (GET /v2/stores)."
-                )]}
+                {
+                    "regions": [
+                        (
+                            f"The regions {_quoted(attrs['regions'])} have no store but the image's own ('{source_store}'); "
+                            f"choose another region (GET /v2/stores)."
+                        )
+                    ]
+                }
             )
         return {**attrs, "stores": targets}
 

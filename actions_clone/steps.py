@@ -65,7 +65,9 @@ def copy_image(action: ImageAction, ctx) -> None:
                 f"Tell an operator: the image cannot be read."
             ) from None
         except StoreUnavailable as error:  # the runner retries the step; the keys stay the same
-            raise RetryableStepError(f"The image could not be copied to store '{name}': {error}; {NOTHING_CLONED}.") from None
+            raise RetryableStepError(
+                f"The image could not be copied to store '{name}': {error}; {NOTHING_CLONED}."
+            ) from None
         except StoreError as error:
             raise StepError(f"The image could not be copied to store '{name}': {error}; {NOTHING_CLONED}.") from None
     ctx.progress(total, total, force=True)
@@ -74,7 +76,9 @@ def copy_image(action: ImageAction, ctx) -> None:
 def _source_image(action: ImageAction) -> Image:
     image = Image.objects.filter(pk=action.input["image_id"], status=ImageStatus.ACTIVE).first()
     if image is None:
-        raise StepError(f"The image {action.input['image_id']} was deleted before it could be copied; {NOTHING_CLONED}.")
+        raise StepError(
+            f"The image {action.input['image_id']} was deleted before it could be copied; {NOTHING_CLONED}."
+        )
     return image
 
 
@@ -90,8 +94,9 @@ def plan_targets(action: ImageAction, ctx) -> dict[str, dict]:
     return targets
 
 
-def copy_object(source_store: ImageStore, source_key: str, target_store: ImageStore, target_key: str,
-                size: int, progress) -> str:
+def copy_object(
+    source_store: ImageStore, source_key: str, target_store: ImageStore, target_key: str, size: int, progress
+) -> str:
     """Copy one object between stores; returns how ("server-side" or "streamed")."""
     if copies_server_side(target_store) and target_store.server_side_copy(source_store, source_key, target_key):
         progress(size, size)
@@ -144,7 +149,9 @@ def verify(action: ImageAction, ctx) -> None:
                 )
             got = sha512_of(target_store, target["key"], report)
         except StoreUnavailable as error:
-            raise RetryableStepError(f"The copy in store '{name}' could not be read back: {error}; {NOTHING_CLONED}.") from None
+            raise RetryableStepError(
+                f"The copy in store '{name}' could not be read back: {error}; {NOTHING_CLONED}."
+            ) from None
         except StoreError as error:
             raise StepError(f"The copy in store '{name}' could not be read back: {error}; {NOTHING_CLONED}.") from None
         if got != expected:
@@ -189,8 +196,19 @@ def finish(action: ImageAction, ctx) -> None:
     source = action.state["source"]
     shared = {
         key: source[key]
-        for key in ("disk_format", "container_format", "size", "virtual_size", "checksum", "os_hash_algo",
-                    "os_hash_value", "visibility", "min_disk", "min_ram", "tags")
+        for key in (
+            "disk_format",
+            "container_format",
+            "size",
+            "virtual_size",
+            "checksum",
+            "os_hash_algo",
+            "os_hash_value",
+            "visibility",
+            "min_disk",
+            "min_ram",
+            "tags",
+        )
     }
     images = []
     for name, target in action.state["targets"].items():
@@ -216,5 +234,6 @@ def clean_up(action: ImageAction) -> None:
         try:
             get_store(name).delete(target["key"])
         except StoreError:
-            log.warning("could not remove %s from store %s after action %s", target["key"], name, action.pk,
-                        exc_info=True)
+            log.warning(
+                "could not remove %s from store %s after action %s", target["key"], name, action.pk, exc_info=True
+            )

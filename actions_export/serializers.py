@@ -24,8 +24,12 @@ class DestinationSerializer(serializers.Serializer):
         help_text="download: a link under this API until the action expires; store: an object in an "
         "operator-configured image store; url: an http(s) PUT target such as a presigned URL.",
     )
-    store = serializers.CharField(required=False, max_length=64, help_text="type store: the store's name (GET /v2/stores).")
-    key = serializers.CharField(required=False, max_length=512, help_text="type store: the object's key, e.g. 'backups/web.qcow2'.")
+    store = serializers.CharField(
+        required=False, max_length=64, help_text="type store: the store's name (GET /v2/stores)."
+    )
+    key = serializers.CharField(
+        required=False, max_length=512, help_text="type store: the object's key, e.g. 'backups/web.qcow2'."
+    )
     url = serializers.CharField(required=False, max_length=4096, help_text="type url: where to PUT the bytes.")
 
     FIELDS_OF = {DOWNLOAD: set(), STORE: {"store", "key"}, URL: {"url"}}
@@ -50,7 +54,9 @@ class DestinationSerializer(serializers.Serializer):
         name, key = attrs["store"], attrs["key"]
         if name not in settings.IMAGE_STORES:
             known = ", ".join(f"'{known}'" for known in settings.IMAGE_STORES)
-            raise serializers.ValidationError({"store": [f"There is no image store named '{name}'; the stores are: {known}."]})
+            raise serializers.ValidationError(
+                {"store": [f"There is no image store named '{name}'; the stores are: {known}."]}
+            )
         try:
             validate_key(key)
         except InvalidKey as error:
@@ -65,7 +71,9 @@ class DestinationSerializer(serializers.Serializer):
         try:
             UrlPolicy.from_settings().check_url(url)
         except UrlRefused as refusal:
-            raise serializers.ValidationError({"url": [f"The url '{without_query(url)}' is not allowed: {refusal}."]}) from None
+            raise serializers.ValidationError(
+                {"url": [f"The url '{without_query(url)}' is not allowed: {refusal}."]}
+            ) from None
 
 
 class ExportInputSerializer(serializers.Serializer):
@@ -73,7 +81,8 @@ class ExportInputSerializer(serializers.Serializer):
 
     image_id = serializers.UUIDField()
     disk_format = serializers.ChoiceField(
-        choices=EXPORT_FORMATS, required=False,
+        choices=EXPORT_FORMATS,
+        required=False,
         help_text="Convert to this format first; left out: the image's own format, byte for byte.",
     )
     destination = DestinationSerializer()

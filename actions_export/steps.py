@@ -70,8 +70,12 @@ def convert(action: ImageAction, ctx) -> None:
     ctx.progress(0, total, force=True)
     try:
         convert_and_reinspect(
-            source, output, src_format=image.disk_format, dst_format=target,
-            timeout=settings.QEMU_TIMEOUT, max_memory=settings.QEMU_MAX_MEMORY,
+            source,
+            output,
+            src_format=image.disk_format,
+            dst_format=target,
+            timeout=settings.QEMU_TIMEOUT,
+            max_memory=settings.QEMU_MAX_MEMORY,
             max_cpu_seconds=settings.QEMU_MAX_CPU_SECONDS,
             progress=lambda percent: ctx.progress(int(total * percent / 100), total),
         )
@@ -193,7 +197,9 @@ def _write_to_a_store(action: ImageAction, ctx, image: Image, disk_format: str, 
     return store_location(store, key)
 
 
-def _write_or_copy(action: ImageAction, ctx, image: Image, store: ImageStore, key: str, exported: ExportedBytes) -> None:
+def _write_or_copy(
+    action: ImageAction, ctx, image: Image, store: ImageStore, key: str, exported: ExportedBytes
+) -> None:
     """Stream the bytes to `store`; unconverted bytes the store can copy itself (a hard link, an
     S3 server-side copy) are copied that way, then read back once so their hashes are the copy's."""
     if not action.state.get("converted"):
@@ -241,8 +247,11 @@ def result_file(action: ImageAction) -> StoredFile | None:
     if action.input.get("destination", {}).get("type") != DOWNLOAD or not state.get("written_key"):
         return None
     return StoredFile(
-        store=state["written_store"], key=state["written_key"], size=result["size"],
-        filename=state["filename"], md5=result["checksum"],
+        store=state["written_store"],
+        key=state["written_key"],
+        size=result["size"],
+        filename=state["filename"],
+        md5=result["checksum"],
     )
 
 

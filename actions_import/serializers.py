@@ -33,9 +33,10 @@ class ImagePropertiesSerializer(serializers.Serializer):
         child=serializers.CharField(max_length=MAX_TAG_LENGTH), max_length=MAX_IMAGE_TAGS, required=False, default=list
     )
     disk_format = serializers.ChoiceField(
-        choices=DISK_FORMATS, required=False,
+        choices=DISK_FORMATS,
+        required=False,
         help_text="What the bytes are; the import fails if the detected format differs. Omitted: any "
-                  "accepted format, as detected. vhd is another name of vpc.",
+        "accepted format, as detected. vhd is another name of vpc.",
     )
     container_format = serializers.ChoiceField(choices=CONTAINER_FORMATS, default="bare")
     visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PRIVATE)
@@ -48,7 +49,9 @@ class ImagePropertiesSerializer(serializers.Serializer):
 
     def validate_properties(self, properties):
         if len(properties) > MAX_IMAGE_PROPERTIES:
-            raise serializers.ValidationError(f"At most {MAX_IMAGE_PROPERTIES} properties are allowed; got {len(properties)}.")
+            raise serializers.ValidationError(
+                f"At most {MAX_IMAGE_PROPERTIES} properties are allowed; got {len(properties)}."
+            )
         for key, value in properties.items():
             if not key or len(key) > MAX_PROPERTY_KEY_LENGTH:
                 raise serializers.ValidationError(
@@ -79,7 +82,8 @@ class ImportInputSerializer(serializers.Serializer):
     """Exactly one of `location` or `"source": "upload"`."""
 
     location = serializers.CharField(
-        required=False, max_length=4096,
+        required=False,
+        max_length=4096,
         help_text="http(s)://..., s3://BUCKET/KEY or swift://HOST[:PORT]/ACCOUNT/CONTAINER/OBJECT",
     )
     source = serializers.ChoiceField(

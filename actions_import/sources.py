@@ -9,17 +9,18 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 import urllib3
 from django.conf import settings
 
+from imageactions.formats.errors import format_size
 from imageactions.http import pinned_session, translated_request_errors
 from imageactions.pipeline import StepError
-from imageactions.formats.errors import format_size
 from imageactions.urlpolicy import UnresolvableHost, UrlPolicy, UrlRefused
 
 log = logging.getLogger(__name__)
@@ -140,8 +141,7 @@ def open_http(url: str, policy: UrlPolicy) -> OpenedSource:
             raise StepError(f"{FAILED} Received {response.status_code} response for url '{current}'")
         return _http_source(response, current, policy)
     raise StepError(
-        f"{FAILED} '{url}' redirected more than {settings.HTTP_MAX_REDIRECTS} times; "
-        f"give the final URL of the image"
+        f"{FAILED} '{url}' redirected more than {settings.HTTP_MAX_REDIRECTS} times; give the final URL of the image"
     )
 
 
@@ -163,8 +163,7 @@ class ResumableHttpBody(GuardedReader):
     """
 
     def __init__(self, response: requests.Response, url: str, *, size: int | None, policy: UrlPolicy):
-        super().__init__(read=self._read_current, what=url, size=size,
-                         stall_seconds=settings.HTTP_READ_TIMEOUT)
+        super().__init__(read=self._read_current, what=url, size=size, stall_seconds=settings.HTTP_READ_TIMEOUT)
         self.url, self.policy = url, policy
         self.resumes = 0
         self._response = response
@@ -203,14 +202,23 @@ class ResumableHttpBody(GuardedReader):
         self.resumes += 1
         time.sleep(min(0.25 * 2**self.resumes, 4))  # a server that just dropped us may need a moment
         start = self.bytes_read
-        response = _get_pinned(self.url, self.url, self.policy, headers={
-            "Range": f"bytes={start}-", "If-Range": self._validator,
-        })
+        response = _get_pinned(
+            self.url,
+            self.url,
+            self.policy,
+            headers={
+                "Range": f"bytes={start}-",
+                "If-Range": self._validator,
+            },
+        )
         if response.status_code == 200:
             response.close()
             raise StepError(
-                self._closed(f"and the server does not support resuming (it answered 200 to 'Range: bytes={start}-'; "
-                             "the image may have changed on the server)") + RESUME_ADVICE
+                self._closed(
+                    f"and the server does not support resuming (it answered 200 to 'Range: bytes={start}-'; "
+                    "the image may have changed on the server)"
+                )
+                + RESUME_ADVICE
             )
         if response.status_code != 206:
             response.close()
@@ -218,10 +226,12 @@ class ResumableHttpBody(GuardedReader):
         expected = f"bytes {start}-{self.size - 1}/{self.size}"
         if response.headers.get("Content-Range", "").replace(" ", "") != expected.replace(" ", ""):
             response.close()
-            raise StepError(self._closed(
-                f"and the server answered the resume request with the range "
-                f"'{response.headers.get('Content-Range', '')}' instead of '{expected}'"
-            ))
+            raise StepError(
+                self._closed(
+                    f"and the server answered the resume request with the range "
+                    f"'{response.headers.get('Content-Range', '')}' instead of '{expected}'"
+                )
+            )
         log.info("resumed %s at byte %d (resume %d)", self.url, start, self.resumes)
         self._response = response
 
@@ -334,8 +344,9 @@ def open_swift(location: Location) -> OpenedSource:
 
     timeout = client.timeout
     reader = GuardedReader(
-        read=lambda n: raw.read(n, decode_content=False), what=location.url, size=size,
+        read=lambda n: raw.read(n, decode_content=False),
+        what=location.url,
+        size=size,
         stall_seconds=timeout[1] if isinstance(timeout, (tuple, list)) else timeout,
     )
     return OpenedSource(reader, size, close)
-

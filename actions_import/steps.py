@@ -80,14 +80,20 @@ def stage(action: ImageAction, ctx, source, *, size: int | None) -> None:
     try:
         check_announced_size(size, settings.IMAGE_MAX_SIZE)
         result = copy_to_file(
-            reader, staged_path(ctx), hash_algorithms=hashed, max_size=settings.IMAGE_MAX_SIZE,
+            reader,
+            staged_path(ctx),
+            hash_algorithms=hashed,
+            max_size=settings.IMAGE_MAX_SIZE,
             progress=lambda _done, _total: ctx.progress(received.bytes_read, size),
         )
     except (TransferError, ImageFormatError) as error:
         raise StepError(str(error)) from None
     ctx.progress(received.bytes_read, size or received.bytes_read, force=True)
     action.state.update(
-        size=result.size, hashes=result.hashes, compression=compression, received_size=received.bytes_read,
+        size=result.size,
+        hashes=result.hashes,
+        compression=compression,
+        received_size=received.bytes_read,
     )
     if compression:  # otherwise the bytes received are the staged ones: `hashes` are theirs
         action.state["received_hashes"] = received.hexdigests()
@@ -245,7 +251,8 @@ def record_inspection(action: ImageAction, inspection: Inspection) -> None:
     # Details come from hostile headers; keep them JSON-safe for action.state.
     details = json.loads(json.dumps(inspection.details, default=str))
     action.state.update(
-        disk_format=inspection.format, virtual_size=inspection.virtual_size,
+        disk_format=inspection.format,
+        virtual_size=inspection.virtual_size,
         inspection={"format": inspection.format, "virtual_size": inspection.virtual_size, "details": details},
     )
 
@@ -282,9 +289,13 @@ def convert(action: ImageAction, ctx) -> None:
     ctx.progress(0, virtual_size, force=True)
     try:
         inspection = convert_and_reinspect(
-            staged, converted, src_format=source_format, dst_format=target,
+            staged,
+            converted,
+            src_format=source_format,
+            dst_format=target,
             timeout=min(settings.QEMU_TIMEOUT, ctx.step.timeout if ctx.step else settings.QEMU_TIMEOUT),
-            max_memory=settings.QEMU_MAX_MEMORY, max_cpu_seconds=settings.QEMU_MAX_CPU_SECONDS,
+            max_memory=settings.QEMU_MAX_MEMORY,
+            max_cpu_seconds=settings.QEMU_MAX_CPU_SECONDS,
             max_virtual_size=settings.IMAGE_MAX_VIRTUAL_SIZE,
             progress=lambda percent: ctx.progress(int(virtual_size * percent / 100), virtual_size),
         )
@@ -379,4 +390,3 @@ def clean_up(action: ImageAction) -> None:
         get_store(name).delete(key)
     except StoreError:
         log.warning("could not remove %s from store %s after action %s", key, name, action.pk, exc_info=True)
-

@@ -240,8 +240,9 @@ class Stack:
 
         with psycopg.connect(f"{PG_ADMIN_URL}/{self.name}", autocommit=True) as db:
             while True:
-                ended = db.execute("SELECT count(*) FROM imageactions_imageaction WHERE status = ANY(%s)",
-                                   (list(TERMINAL),)).fetchone()[0]
+                ended = db.execute(
+                    "SELECT count(*) FROM imageactions_imageaction WHERE status = ANY(%s)", (list(TERMINAL),)
+                ).fetchone()[0]
                 if ended >= count:
                     return
                 if time.monotonic() > deadline:
@@ -260,32 +261,46 @@ class Stack:
         """The Image row of bytes already in `store` under `key` (made by the product's own
         create_image() in a manage.py shell); returns their sha512."""
         sha512, md5 = sha512_and_md5(path)
-        self.manage("shell", "-c", (
-            "from imageactions.images import create_image; "
-            f"create_image(id={image_id!r}, name='bench', owner='bench', store={store!r}, store_key={key!r}, "
-            f"size={path.stat().st_size}, checksum={md5!r}, os_hash_value={sha512!r}, disk_format='raw')"
-        ))
+        self.manage(
+            "shell",
+            "-c",
+            (
+                "from imageactions.images import create_image; "
+                f"create_image(id={image_id!r}, name='bench', owner='bench', store={store!r}, store_key={key!r}, "
+                f"size={path.stat().st_size}, checksum={md5!r}, os_hash_value={sha512!r}, disk_format='raw')"
+            ),
+        )
         return sha512
 
-    def run_action(self, session: requests.Session, api: str, action_type: str, input: dict, *,
-                   timeout: float, interval: float = 0.05) -> tuple[float, dict]:
+    def run_action(
+        self,
+        session: requests.Session,
+        api: str,
+        action_type: str,
+        input: dict,
+        *,
+        timeout: float,
+        interval: float = 0.05,
+    ) -> tuple[float, dict]:
         """POST an action and poll it until it ends: (seconds from POST to `success`, its body).
         Raises SystemExit when it ends otherwise, a process died or `timeout` passed."""
         start = time.perf_counter()
-        created = session.post(f"{api}/v2/image-actions", json={"action_type": action_type, "input": input},
-                               timeout=30)
+        created = session.post(f"{api}/v2/image-actions", json={"action_type": action_type, "input": input}, timeout=30)
         created.raise_for_status()
         action_url = f"{api}/v2/image-actions/{created.json()['id']}"
         deadline = time.monotonic() + timeout
         while (body := session.get(action_url, timeout=30).json())["status"] not in TERMINAL:
             stopped = [label for label, process in self.processes if process.poll() is not None]
             if stopped:
-                raise SystemExit(f"{stopped[0]} stopped while the {action_type} was {body['status']}:\n"
-                                 f"{self.log_tail(stopped[0])}")
+                raise SystemExit(
+                    f"{stopped[0]} stopped while the {action_type} was {body['status']}:\n{self.log_tail(stopped[0])}"
+                )
             if time.monotonic() > deadline:
                 workers = [label for label, _process in self.processes if label.startswith("worker")]
-                raise SystemExit(f"the {action_type} is still {body['status']} after {timeout:g} s:\n"
-                                 f"{self.log_tail(workers[0]) if workers else ''}")
+                raise SystemExit(
+                    f"the {action_type} is still {body['status']} after {timeout:g} s:\n"
+                    f"{self.log_tail(workers[0]) if workers else ''}"
+                )
             time.sleep(interval)
         elapsed = time.perf_counter() - start
         if body["status"] != "success":
@@ -319,32 +334,57 @@ class Stack:
         )
         import json
 
-        done = subprocess.run([sys.executable, "-c", code, json.dumps(users)], cwd=ROOT, env=self.env,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(users)], cwd=ROOT, env=self.env, capture_output=True, text=True
+        )
         if done.returncode:
             raise SystemExit(f"creating users failed:\n{done.stderr[-2000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     def _spawn(self, label: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
         log = open(self.work / f"{label}.log", "ab")
-        process = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.processes.append((label, process))
         return process
 
     def start_workers(self, pool: str = "default", workers: int = 2, env: dict | None = None) -> subprocess.Popen:
         label = f"worker-{pool}-{len(self.processes)}"
-        return self._spawn(label, [sys.executable, str(ROOT / "manage.py"), "worker", "--pool", pool,
-                                   "--workers", str(workers)], env)
+        return self._spawn(
+            label, [sys.executable, str(ROOT / "manage.py"), "worker", "--pool", pool, "--workers", str(workers)], env
+        )
 
     def start_api(self, workers: int = 4, threads: int = 8) -> str:
         port = free_port()
-        self._spawn("api", [sys.executable, "-m", "gunicorn", "imageactions.wsgi:application",
-                            "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                            "--worker-class", "gthread", "--threads", str(threads), "--timeout", "60",
-                            # Longer than the clients' pauses between requests, so the server does not
-                            # close a kept-alive connection just as a client reuses it (a reset).
-                            "--keep-alive", "10"])
+        self._spawn(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "imageactions.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                "gthread",
+                "--threads",
+                str(threads),
+                "--timeout",
+                "60",
+                # Longer than the clients' pauses between requests, so the server does not
+                # close a kept-alive connection just as a client reuses it (a reset).
+                "--keep-alive",
+                "10",
+            ],
+        )
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -376,7 +416,7 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def stop_workers(self):
-        for label, process in [p for p in self.processes if p[0].startswith("worker")]:
+        for _label, process in [p for p in self.processes if p[0].startswith("worker")]:
             self._kill(process)
         self.processes = [p for p in self.processes if not p[0].startswith("worker")]
         self.flush_queues()
@@ -402,7 +442,7 @@ class Stack:
             broker.delete(key)
 
     def __exit__(self, *exc):
-        for label, process in self.processes:
+        for _label, process in self.processes:
             self._kill(process)
         self.processes = []
         if not self.embedded:

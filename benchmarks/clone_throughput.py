@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stack import CHUNK, GiB, Stack, copy_baseline, size_argument, write_random_file  # noqa: E402
+from _stack import CHUNK, GiB, Stack, copy_baseline, size_argument, write_random_file
 
 
 def rounds_of(times: list[float]) -> list[float]:
@@ -28,8 +28,11 @@ def main():
         "source": {"type": "filesystem", "path": str(stack.work / "source-store"), "region": "one"},
         "target": {"type": "filesystem", "path": str(stack.work / "target-store"), "region": "two"},
     }
-    stack.env.update(IMAGEACTIONS_ACTION_APPS="actions_clone", IMAGEACTIONS_STORES=json.dumps(stores),
-                     IMAGEACTIONS_DEFAULT_STORE="source")
+    stack.env.update(
+        IMAGEACTIONS_ACTION_APPS="actions_clone",
+        IMAGEACTIONS_STORES=json.dumps(stores),
+        IMAGEACTIONS_DEFAULT_STORE="source",
+    )
     with stack:
         image_id = str(uuid.uuid4())
         key = f"images/{image_id}"
@@ -46,26 +49,35 @@ def main():
         for _ in range(rounds):
             bases.append(copy_baseline(source, plain_target))
             durable_bases.append(copy_baseline(source, plain_target, durable=True))
-            elapsed, action = stack.run_action(session, api, "clone", {"image_id": image_id, "stores": ["target"]},
-                                               timeout=60 + 60 * size / GiB)
+            elapsed, action = stack.run_action(
+                session, api, "clone", {"image_id": image_id, "stores": ["target"]}, timeout=60 + 60 * size / GiB
+            )
             clones.append(elapsed)
         base, durable_base, elapsed = map(statistics.median, (bases, durable_bases, clones))
 
-        print(json.dumps({
-            "size_gib": round(size / GiB, 2),
-            "baseline_s": round(base, 2),
-            "clone_s": round(elapsed, 2),
-            "ratio": round(elapsed / base, 3),
-            "target_ratio": 1.25,
-            "durable_baseline_s": round(durable_base, 2),
-            "ratio_to_durable_baseline": round(elapsed / durable_base, 3),
-            "rounds_s": {"baseline": rounds_of(bases), "durable_baseline": rounds_of(durable_bases),
-                         "clone": rounds_of(clones)},
-            "load_average": os.getloadavg()[0],
-            "baseline_mib_s": round(size / CHUNK / base, 1),
-            "clone_mib_s": round(size / CHUNK / elapsed, 1),
-            "steps_s_last_round": stack.step_durations(action["id"]),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "size_gib": round(size / GiB, 2),
+                    "baseline_s": round(base, 2),
+                    "clone_s": round(elapsed, 2),
+                    "ratio": round(elapsed / base, 3),
+                    "target_ratio": 1.25,
+                    "durable_baseline_s": round(durable_base, 2),
+                    "ratio_to_durable_baseline": round(elapsed / durable_base, 3),
+                    "rounds_s": {
+                        "baseline": rounds_of(bases),
+                        "durable_baseline": rounds_of(durable_bases),
+                        "clone": rounds_of(clones),
+                    },
+                    "load_average": os.getloadavg()[0],
+                    "baseline_mib_s": round(size / CHUNK / base, 1),
+                    "clone_mib_s": round(size / CHUNK / elapsed, 1),
+                    "steps_s_last_round": stack.step_durations(action["id"]),
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stack import CHUNK, GiB, Stack, copy_baseline, size_argument, write_random_file  # noqa: E402
+from _stack import CHUNK, GiB, Stack, copy_baseline, size_argument, write_random_file
 
 TARGET_RATIO = 1.25
 
@@ -45,7 +45,10 @@ def main():
                 copy_baseline(source, plain_target)  # page cache warm, for both runs alike
                 base = copy_baseline(source, plain_target)
                 elapsed, action = stack.run_action(
-                    session, api, "export", {"image_id": image_id, "destination": {"type": "download"}},
+                    session,
+                    api,
+                    "export",
+                    {"image_id": image_id, "destination": {"type": "download"}},
                     timeout=60 + 60 * size / GiB,
                 )
                 figures[label] = {

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stack import ImageServer, MiB, Stack, api_session, median, percentile, small_image  # noqa: E402
+from _stack import ImageServer, MiB, Stack, api_session, median, percentile, small_image
 
 TARGET_S = 0.5
 
@@ -23,8 +23,12 @@ def measure(stack: Stack, url: str, imports: int) -> list[float]:
     times = []
     for number in range(imports + 1):  # the first one warms connections and imports; not counted
         elapsed, _action = stack.run_action(
-            session, api, "import", {"location": url, "image_properties": {"name": f"overhead-{number}"}},
-            timeout=60, interval=0.01,
+            session,
+            api,
+            "import",
+            {"location": url, "image_properties": {"name": f"overhead-{number}"}},
+            timeout=60,
+            interval=0.01,
         )
         if number:
             times.append(elapsed)

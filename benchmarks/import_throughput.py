@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stack import (  # noqa: E402
+from _stack import (
     CHUNK,
     GiB,
     ImageServer,
@@ -50,21 +50,29 @@ def main():
         baseline(url, stack.work / "warm-up")  # page cache and TCP warm, for both runs alike
         base = baseline(url, stack.work / "baseline.out")
         elapsed, action = stack.run_action(
-            session, api, "import", {"location": url, "image_properties": {"name": "bench"}},
+            session,
+            api,
+            "import",
+            {"location": url, "image_properties": {"name": "bench"}},
             timeout=60 + 30 * size / GiB,
         )
         peaks = peak_rss_mib(worker)
-        print(json.dumps({
-            "size_gib": round(size / GiB, 2),
-            "baseline_s": round(base, 2),
-            "import_s": round(elapsed, 2),
-            "ratio": round(elapsed / base, 3),
-            "baseline_mib_s": round(size / CHUNK / base, 1),
-            "import_mib_s": round(size / CHUNK / elapsed, 1),
-            "worker_peak_rss_mib": round(max(peaks), 1),
-            "worker_processes_peak_rss_mib": sorted(round(peak, 1) for peak in peaks),
-            "steps_s": stack.step_durations(action["id"]),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "size_gib": round(size / GiB, 2),
+                    "baseline_s": round(base, 2),
+                    "import_s": round(elapsed, 2),
+                    "ratio": round(elapsed / base, 3),
+                    "baseline_mib_s": round(size / CHUNK / base, 1),
+                    "import_mib_s": round(size / CHUNK / elapsed, 1),
+                    "worker_peak_rss_mib": round(max(peaks), 1),
+                    "worker_processes_peak_rss_mib": sorted(round(peak, 1) for peak in peaks),
+                    "steps_s": stack.step_durations(action["id"]),
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ def write_disk_like_file(path: Path, size: int) -> None:
     block = random_part.read_bytes()
     zeros = bytes(CHUNK)
     with open(path, "wb") as out:
-        out.writelines(block[(index // 2 % 64) * CHUNK:][:CHUNK] if index % 2 == 0 else zeros for index in range(size // CHUNK))
+        out.writelines(
+            block[(index // 2 % 64) * CHUNK :][:CHUNK] if index % 2 == 0 else zeros for index in range(size // CHUNK)
+        )
     random_part.unlink()
 
 
@@ -60,7 +62,10 @@ def main():
 
         def run_import(url: str) -> tuple[float, dict[str, float]]:
             elapsed, action = stack.run_action(
-                session, api, "import", {"location": url, "image_properties": {"name": "bench"}},
+                session,
+                api,
+                "import",
+                {"location": url, "image_properties": {"name": "bench"}},
                 timeout=120 + 60 * size / GiB,
             )
             return elapsed, stack.step_durations(action["id"])
@@ -74,20 +79,25 @@ def main():
         inspect_s = inspection_seconds(image)
         fetch_s = plain_steps["fetch"]
 
-        print(json.dumps({
-            "size_gib": round(size / GiB, 2),
-            "gzip_size_gib": round(gzipped_image.stat().st_size / GiB, 3),
-            "inspection_and_verifiers_s": round(inspect_s, 5),
-            "plain_import_s": round(plain_s, 2),
-            "plain_steps_s": plain_steps,
-            # The import with inspection against the same import without it.
-            "inspection_ratio_to_fetch": round((fetch_s + inspect_s) / fetch_s, 5),
-            "inspection_ratio_to_import": round(plain_s / (plain_s - inspect_s), 5),
-            "gzip_import_s": round(gzip_s, 2),
-            "gzip_steps_s": gzip_steps,
-            "decompression_ratio_to_plain_import": round(gzip_s / plain_s, 3),
-            "decompression_fetch_ratio": round(gzip_steps["fetch"] / fetch_s, 3),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "size_gib": round(size / GiB, 2),
+                    "gzip_size_gib": round(gzipped_image.stat().st_size / GiB, 3),
+                    "inspection_and_verifiers_s": round(inspect_s, 5),
+                    "plain_import_s": round(plain_s, 2),
+                    "plain_steps_s": plain_steps,
+                    # The import with inspection against the same import without it.
+                    "inspection_ratio_to_fetch": round((fetch_s + inspect_s) / fetch_s, 5),
+                    "inspection_ratio_to_import": round(plain_s / (plain_s - inspect_s), 5),
+                    "gzip_import_s": round(gzip_s, 2),
+                    "gzip_steps_s": gzip_steps,
+                    "decompression_ratio_to_plain_import": round(gzip_s / plain_s, 3),
+                    "decompression_fetch_ratio": round(gzip_steps["fetch"] / fetch_s, 3),
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

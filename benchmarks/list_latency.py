@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stack import Stack, api_session, median, percentile  # noqa: E402
+from _stack import Stack, api_session, median, percentile
 
 OWNER = "bench"
 PENDING_ROWS = 300  # the measured owner's pending actions: six pages of 50
@@ -33,8 +33,8 @@ FROM generate_series({first}, {last}) AS i
 
 def insert(stack: Stack, first: int, last: int, *, owner_sql: str, pending_every: int):
     """Rows `first..last`: every `pending_every`-th one pending ('uploading'), the rest `success`."""
-    status = "CASE WHEN i % {n} = 0 THEN 'uploading' ELSE 'success' END".format(n=pending_every)
-    step_state = "CASE WHEN i % {n} = 0 THEN 'running' ELSE 'done' END".format(n=pending_every)
+    status = f"CASE WHEN i % {pending_every} = 0 THEN 'uploading' ELSE 'success' END"
+    step_state = f"CASE WHEN i % {pending_every} = 0 THEN 'running' ELSE 'done' END"
     stack.psql(INSERT_ROWS.format(status=status, owner=owner_sql, step_state=step_state, first=first, last=last))
 
 
@@ -44,10 +44,15 @@ def fill(stack: Stack, total: int):
     existing = int(stack.psql("SELECT count(*) FROM imageactions_imageaction"))
     if existing == 0:
         # 300 pending + 200 terminal of the measured owner, interleaved in time.
-        stack.psql(INSERT_ROWS.format(
-            status="CASE WHEN i % 5 < 3 THEN 'uploading' ELSE 'success' END", owner=f"'{OWNER}'",
-            step_state="CASE WHEN i % 5 < 3 THEN 'running' ELSE 'done' END", first=1, last=500,
-        ))
+        stack.psql(
+            INSERT_ROWS.format(
+                status="CASE WHEN i % 5 < 3 THEN 'uploading' ELSE 'success' END",
+                owner=f"'{OWNER}'",
+                step_state="CASE WHEN i % 5 < 3 THEN 'running' ELSE 'done' END",
+                first=1,
+                last=500,
+            )
+        )
         existing = 500
     if total > existing and total >= 100_000:
         # 20k more terminal actions of the measured owner, so its index range is not tiny.
@@ -119,8 +124,10 @@ def main():
             figures = measure(session, api, requests_count)
             figures["rows"] = int(stack.psql("SELECT count(*) FROM imageactions_imageaction"))
             figures["fill_s"] = fill_s
-            for label, path in (("first_page", "/v2/image-actions?status=pending"),
-                                ("deep_page", figures["deep_page_url"])):
+            for label, path in (
+                ("first_page", "/v2/image-actions?status=pending"),
+                ("deep_page", figures["deep_page_url"]),
+            ):
                 plan = explain(stack, token, path)
                 figures[label]["uses_partial_index"] = plan["uses_partial_index"]
                 figures[label]["plan"] = plan["plan"]
@@ -128,19 +135,37 @@ def main():
 
     small, large = results[1_000], results[1_000_000]
     print("measured through: live gunicorn, 1 sync worker, sequential requests on a kept-alive session")
-    for size, figures in results.items():
-        print(f"\n== {figures['rows']} rows (filled in {figures['fill_s']} s); owner {OWNER!r} has "
-              f"{figures['pending_listed']} pending actions over {figures['pages']} pages")
+    for figures in results.values():
+        print(
+            f"\n== {figures['rows']} rows (filled in {figures['fill_s']} s); owner {OWNER!r} has "
+            f"{figures['pending_listed']} pending actions over {figures['pages']} pages"
+        )
         for label in ("first_page", "deep_page"):
             page = figures[label]
-            print(f"  {label}: p50 {page['p50_ms']} ms  p99 {page['p99_ms']} ms  "
-                  f"partial index used: {page['uses_partial_index']}")
+            print(
+                f"  {label}: p50 {page['p50_ms']} ms  p99 {page['p99_ms']} ms  "
+                f"partial index used: {page['uses_partial_index']}"
+            )
         print("  plan (deep page):\n    " + figures["deep_page"]["plan"].replace("\n", "\n    "))
     ratios = {label: round(large[label]["p50_ms"] / small[label]["p50_ms"], 3) for label in ("first_page", "deep_page")}
-    print(f"\np50 ratio 1M/1k: first page {ratios['first_page']}x, deep page {ratios['deep_page']}x "
-          f"(target <= {TARGET_RATIO}x)")
-    print(json.dumps({"ratios": ratios, **{str(k): {l: {m: v[l][m] for m in ("p50_ms", "p99_ms", "uses_partial_index")}
-                                                    for l in ("first_page", "deep_page")} for k, v in results.items()}}))
+    print(
+        f"\np50 ratio 1M/1k: first page {ratios['first_page']}x, deep page {ratios['deep_page']}x "
+        f"(target <= {TARGET_RATIO}x)"
+    )
+    print(
+        json.dumps(
+            {
+                "ratios": ratios,
+                **{
+                    str(k): {
+                        page: {m: v[page][m] for m in ("p50_ms", "p99_ms", "uses_partial_index")}
+                        for page in ("first_page", "deep_page")
+                    }
+                    for k, v in results.items()
+                },
+            }
+        )
+    )
     if max(ratios.values()) > TARGET_RATIO:
         raise SystemExit("the list latency ratio exceeds the target")
 

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stack import ImageServer, Stack, api_session, create_import, median, percentile, small_image  # noqa: E402
+from _stack import ImageServer, Stack, api_session, create_import, median, percentile, small_image
 
 PROJECTS = 20  # users share projects: user i is in project i % 20
 POLL_INTERVAL_S = 1.0
@@ -56,7 +56,9 @@ def get_retrying(load: Load, session, url: str):
         return session.get(url, timeout=30)
 
 
-def user(load: Load, api: str, token: str, url: str, number: int, imports: int, deadline: float, start: threading.Event):
+def user(
+    load: Load, api: str, token: str, url: str, number: int, imports: int, deadline: float, start: threading.Event
+):
     try:
         session = api_session(token, pool_size=2)
         start.wait()
@@ -122,8 +124,10 @@ def main():
 
             go, stop_sampling = threading.Event(), threading.Event()
             deadline = time.monotonic() + timeout
-            threads = [threading.Thread(target=user, args=(load, api, tokens[i], url, i, imports, deadline, go))
-                       for i in range(users)]
+            threads = [
+                threading.Thread(target=user, args=(load, api, tokens[i], url, i, imports, deadline, go))
+                for i in range(users)
+            ]
             for thread in threads:
                 thread.start()
             samples: list[float] = []
@@ -139,14 +143,16 @@ def main():
             if any(thread.is_alive() for thread in threads):
                 raise SystemExit(f"FAILED: user threads still running after the {timeout:.0f} s deadline")
 
-            images = stack.psql(
-                "SELECT count(*), count(DISTINCT created_by_action), "
-                "(SELECT count(*) FROM (SELECT created_by_action FROM imageactions_image "
-                " GROUP BY created_by_action HAVING count(*) > 1) AS twice) FROM imageactions_image"
-            ).strip().split("|")
-            not_success = stack.psql(
-                "SELECT count(*) FROM imageactions_imageaction WHERE status <> 'success'"
-            ).strip()
+            images = (
+                stack.psql(
+                    "SELECT count(*), count(DISTINCT created_by_action), "
+                    "(SELECT count(*) FROM (SELECT created_by_action FROM imageactions_image "
+                    " GROUP BY created_by_action HAVING count(*) > 1) AS twice) FROM imageactions_image"
+                )
+                .strip()
+                .split("|")
+            )
+            not_success = stack.psql("SELECT count(*) FROM imageactions_imageaction WHERE status <> 'success'").strip()
     finally:
         signal.alarm(0)
         server.close()
@@ -159,8 +165,10 @@ def main():
         problems.append(f"{len(load.server_errors)} answers were 5xx, e.g. {load.server_errors[0]}")
     if statuses.get("success", 0) != total:
         failed = [b for b in load.final.values() if b["status"] != "success"][:1]
-        problems.append(f"{statuses.get('success', 0)} of {total} actions succeeded ({dict(statuses)}); "
-                        f"e.g. {failed[0]['message'] if failed else '-'}")
+        problems.append(
+            f"{statuses.get('success', 0)} of {total} actions succeeded ({dict(statuses)}); "
+            f"e.g. {failed[0]['message'] if failed else '-'}"
+        )
     image_count, distinct_actions, doubled = map(int, images)
     if image_count != total or distinct_actions != total or doubled:
         problems.append(f"images: {image_count} for {distinct_actions} actions, {doubled} actions with two or more")
@@ -169,19 +177,37 @@ def main():
     if int(not_success):
         problems.append(f"{not_success} actions in the database did not end in success")
 
-    print(json.dumps({
-        "users": users, "projects": min(users, PROJECTS), "imports_per_user": imports, "actions": total,
-        "image_size_kib": 64, "gunicorn_processes": 4, "worker_commands": 2, "worker_processes": 4,
-        "cpus": os.cpu_count(),
-        "wall_s": round(wall, 2), "actions_per_s": round(total / wall, 2),
-        "final_statuses": dict(statuses), "images": image_count, "actions_with_two_images": doubled,
-        "http_status_counts": {str(k): v for k, v in sorted(load.codes.items())},
-        "connection_drops_retried": load.connection_drops,
-        "list_pending_latency_ms": {
-            "samples": len(samples), "p50": round(median(samples) * 1000, 1),
-            "p99": round(percentile(samples, 0.99) * 1000, 1), "max": round(max(samples) * 1000, 1),
-        } if samples else None,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "users": users,
+                "projects": min(users, PROJECTS),
+                "imports_per_user": imports,
+                "actions": total,
+                "image_size_kib": 64,
+                "gunicorn_processes": 4,
+                "worker_commands": 2,
+                "worker_processes": 4,
+                "cpus": os.cpu_count(),
+                "wall_s": round(wall, 2),
+                "actions_per_s": round(total / wall, 2),
+                "final_statuses": dict(statuses),
+                "images": image_count,
+                "actions_with_two_images": doubled,
+                "http_status_counts": {str(k): v for k, v in sorted(load.codes.items())},
+                "connection_drops_retried": load.connection_drops,
+                "list_pending_latency_ms": {
+                    "samples": len(samples),
+                    "p50": round(median(samples) * 1000, 1),
+                    "p99": round(percentile(samples, 0.99) * 1000, 1),
+                    "max": round(max(samples) * 1000, 1),
+                }
+                if samples
+                else None,
+            },
+            indent=2,
+        )
+    )
     if problems:
         raise SystemExit("FAILED:\n  " + "\n  ".join(problems))
     print("PASSED: every action ended success with exactly one image; no 5xx")

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stack import ImageServer, Stack, api_session, create_import, small_image, wait_all  # noqa: E402
+from _stack import ImageServer, Stack, api_session, create_import, small_image, wait_all
 
 WORKER_COUNTS = (1, 2, 4)
 RUN_TIMEOUT_S = 300
@@ -37,8 +37,12 @@ def run(stack: Stack, api: str, token: str, url: str, imports: int, workers: int
     if failed:
         raise SystemExit(f"{len(failed)} imports did not succeed, e.g. {failed[0]['status']}: {failed[0]['message']}")
     stack.stop_workers()
-    return {"worker_processes": workers, "imports": imports, "wall_s": round(elapsed, 2),
-            "actions_per_s": round(imports / elapsed, 2)}
+    return {
+        "worker_processes": workers,
+        "imports": imports,
+        "wall_s": round(elapsed, 2),
+        "actions_per_s": round(imports / elapsed, 2),
+    }
 
 
 def main():

@@ -32,9 +32,7 @@ class ImageActionAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     inlines = [ActionEventInline]
     actions = ["cancel_actions", "retry_failed_actions", "purge_expired_actions"]
-    readonly_fields = [
-        f.name for f in ImageAction._meta.get_fields() if f.concrete
-    ]
+    readonly_fields = [f.name for f in ImageAction._meta.get_fields() if f.concrete]
     fieldsets = [
         (None, {"fields": ["id", "action_type", "status", "owner", "message"]}),
         ("Request and result", {"fields": ["input", "image_properties", "result"]}),
@@ -44,8 +42,18 @@ class ImageActionAdmin(admin.ModelAdmin):
             "Runner",
             {
                 "classes": ["collapse"],
-                "fields": ["step_index", "step_state", "attempt", "restarts", "worker", "run_token",
-                           "queued_at", "heartbeat_at", "cancel_requested", "state"],
+                "fields": [
+                    "step_index",
+                    "step_state",
+                    "attempt",
+                    "restarts",
+                    "worker",
+                    "run_token",
+                    "queued_at",
+                    "heartbeat_at",
+                    "cancel_requested",
+                    "state",
+                ],
             },
         ),
     ]
@@ -85,12 +93,33 @@ class ImageTagInline(admin.TabularInline):
 
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "status", "disk_format", "size", "owner", "visibility", "store", "location",
-                    "created_at"]
+    list_display = [
+        "id",
+        "name",
+        "status",
+        "disk_format",
+        "size",
+        "owner",
+        "visibility",
+        "store",
+        "location",
+        "created_at",
+    ]
     list_filter = ["status", "disk_format", "visibility", "store", "owner", "created_at"]
     search_fields = ["id", "name", "owner", "os_hash_value", "store_key"]
-    readonly_fields = ["id", "size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value", "store",
-                       "store_key", "created_by_action", "created_at", "updated_at"]
+    readonly_fields = [
+        "id",
+        "size",
+        "virtual_size",
+        "checksum",
+        "os_hash_algo",
+        "os_hash_value",
+        "store",
+        "store_key",
+        "created_by_action",
+        "created_at",
+        "updated_at",
+    ]
     inlines = [ImageTagInline]
 
     @admin.display(description="location", ordering="store_key")

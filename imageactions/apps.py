@@ -1,4 +1,5 @@
 """The core app; it knows no action type: those register themselves from their own apps."""
+
 from django.apps import AppConfig
 
 

@@ -59,17 +59,26 @@ class Api:
             response = self.session.request(method, self.base_url + path, timeout=timeout, **kwargs)
         except requests.ConnectionError as error:
             reason = connection_problem(error)
-            raise Unreachable(f"Cannot reach the ImageActions API at {self.base_url}: {reason}. "
-                              f"Is the server running? Set IMAGEACTIONS_URL to its address.", reason) from None
+            raise Unreachable(
+                f"Cannot reach the ImageActions API at {self.base_url}: {reason}. "
+                f"Is the server running? Set IMAGEACTIONS_URL to its address.",
+                reason,
+            ) from None
         except requests.Timeout:
-            raise CliError(f"The ImageActions API at {self.base_url} did not answer in time; try again later.") from None
+            raise CliError(
+                f"The ImageActions API at {self.base_url} did not answer in time; try again later."
+            ) from None
         if response.status_code == 401:
-            raise CliError(f"The server refused the token (401). Set IMAGEACTIONS_TOKEN to a valid token: {TOKEN_HELP}.")
+            raise CliError(
+                f"The server refused the token (401). Set IMAGEACTIONS_TOKEN to a valid token: {TOKEN_HELP}."
+            )
         if response.status_code == 404 and not_found:
             raise CliError(not_found)
         if response.status_code >= 400:
-            raise CliError(f"The server answered {response.status_code} to {method} {path}: {error_text(response)}",
-                           exit_code=1 if response.status_code == 409 else 2)
+            raise CliError(
+                f"The server answered {response.status_code} to {method} {path}: {error_text(response)}",
+                exit_code=1 if response.status_code == 409 else 2,
+            )
         return response
 
     def json(self, method: str, path: str, **kwargs) -> dict:
@@ -87,7 +96,11 @@ def connection_problem(error: Exception) -> str:
             return "connection refused"
         if "Name or service not known" in str(seen) or "nodename nor servname" in str(seen):
             return "the host name does not resolve"
-        seen = seen.__cause__ or seen.__context__ or (seen.args[0] if seen.args and isinstance(seen.args[0], Exception) else None)
+        seen = (
+            seen.__cause__
+            or seen.__context__
+            or (seen.args[0] if seen.args and isinstance(seen.args[0], Exception) else None)
+        )
     text = str(error)
     if "Connection refused" in text:
         return "connection refused"
@@ -228,15 +241,23 @@ def upload_file(api: Api, action_id: str, path: Path, bar: ProgressBar) -> dict:
     with path.open("rb") as file:
         reader = ProgressReader(file, size, bar)
         try:
-            action = api.json("PUT", f"/v2/image-actions/{action_id}/data", data=reader, timeout=UPLOAD_TIMEOUT,
-                              headers={"Content-Type": "application/octet-stream"})
+            action = api.json(
+                "PUT",
+                f"/v2/image-actions/{action_id}/data",
+                data=reader,
+                timeout=UPLOAD_TIMEOUT,
+                headers={"Content-Type": "application/octet-stream"},
+            )
         except Unreachable as error:
             if not reader.sent:
                 raise
             # The server answered early (e.g. a refusal) or went away while the bytes were on their way.
-            raise CliError(f"The upload of {path} broke off after {human_size(reader.sent)} of {human_size(size)} "
-                           f"({error.reason}). "
-                           f"See `imageactions show {action_id}`; import again to retry.", exit_code=1) from None
+            raise CliError(
+                f"The upload of {path} broke off after {human_size(reader.sent)} of {human_size(size)} "
+                f"({error.reason}). "
+                f"See `imageactions show {action_id}`; import again to retry.",
+                exit_code=1,
+            ) from None
         finally:
             bar.finish()
     note(f"Uploaded {human_size(reader.sent)}.")
@@ -261,8 +282,11 @@ def wait_for(api: Api, action: dict, bar: ProgressBar) -> dict:
             action = api.action(action["id"])
     except KeyboardInterrupt:
         bar.finish()
-        raise CliError(f"Stopped waiting; action {action['id']} goes on "
-                       f"(`imageactions show {action['id']}`, `imageactions cancel {action['id']}`).", exit_code=130)
+        raise CliError(
+            f"Stopped waiting; action {action['id']} goes on "
+            f"(`imageactions show {action['id']}`, `imageactions cancel {action['id']}`).",
+            exit_code=130,
+        ) from None
     finally:
         bar.finish()
 
@@ -275,8 +299,15 @@ def list_actions(api: Api, args) -> int:
         params["action_type"] = args.type
     page = api.json("GET", "/v2/image-actions", params=params)
     rows = [
-        [a["id"], a["action_type"], a["status"], progress_text(a.get("progress") or {}), short_time(a["created_at"]),
-         (a.get("image_properties") or {}).get("name", ""), one_line(a.get("message") or "", 60)]
+        [
+            a["id"],
+            a["action_type"],
+            a["status"],
+            progress_text(a.get("progress") or {}),
+            short_time(a["created_at"]),
+            (a.get("image_properties") or {}).get("name", ""),
+            one_line(a.get("message") or "", 60),
+        ]
         for a in page["results"]
     ]
     if not rows:
@@ -333,8 +364,9 @@ def flatten(data: dict, prefix: str = ""):
 
 
 def cancel_action(api: Api, args) -> int:
-    action = api.json("POST", f"/v2/image-actions/{args.id}/cancel",
-                      not_found=f"No action '{args.id}' in your project.")
+    action = api.json(
+        "POST", f"/v2/image-actions/{args.id}/cancel", not_found=f"No action '{args.id}' in your project."
+    )
     if action["status"] == "cancelled":
         print(f"Cancelled action {action['id']}.")
     else:
@@ -361,8 +393,9 @@ def download_image(api: Api, args) -> int:
     target = Path(args.file)
     partial = target.with_name(target.name + ".part")
     bar = ProgressBar(args.progress)
-    response = api.request("GET", f"/v2/images/{args.image_id}/file", stream=True,
-                           not_found=f"No image '{args.image_id}' in your project.")
+    response = api.request(
+        "GET", f"/v2/images/{args.image_id}/file", stream=True, not_found=f"No image '{args.image_id}' in your project."
+    )
     total = int(response.headers["Content-Length"]) if "Content-Length" in response.headers else None
     md5, done = hashlib.md5(), 0
     try:
@@ -374,15 +407,23 @@ def download_image(api: Api, args) -> int:
                 bar.update("download", done, total)
     except (requests.RequestException, OSError) as error:
         partial.unlink(missing_ok=True)
-        raise CliError(f"The download of image {args.image_id} broke off after {human_size(done)}: {error}. "
-                       "Run the command again.", exit_code=1) from None
+        raise CliError(
+            f"The download of image {args.image_id} broke off after {human_size(done)}: {error}. "
+            "Run the command again.",
+            exit_code=1,
+        ) from None
     finally:
         bar.finish()
     expected_md5 = response.headers.get("Content-MD5")
-    if (total is not None and done != total) or (expected_md5 and base64.b64encode(md5.digest()).decode() != expected_md5):
+    if (total is not None and done != total) or (
+        expected_md5 and base64.b64encode(md5.digest()).decode() != expected_md5
+    ):
         partial.unlink(missing_ok=True)
-        raise CliError(f"The download of image {args.image_id} arrived incomplete or damaged "
-                       f"({done} of {total} bytes); nothing was saved. Run the command again.", exit_code=1)
+        raise CliError(
+            f"The download of image {args.image_id} arrived incomplete or damaged "
+            f"({done} of {total} bytes); nothing was saved. Run the command again.",
+            exit_code=1,
+        )
     partial.replace(target)
     print(f"Saved image {args.image_id} ({human_size(done)}) to {target}.")
     return 0
@@ -395,10 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imageactions",
         description="Import, list, cancel and download images through the ImageActions API. "
-                    f"Reads IMAGEACTIONS_TOKEN (your API token) and IMAGEACTIONS_URL (default {DEFAULT_URL}).",
+        f"Reads IMAGEACTIONS_TOKEN (your API token) and IMAGEACTIONS_URL (default {DEFAULT_URL}).",
     )
-    parser.add_argument("--url", default=os.environ.get("IMAGEACTIONS_URL", DEFAULT_URL),
-                        help="the API's address (default: $IMAGEACTIONS_URL or %(default)s)")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("IMAGEACTIONS_URL", DEFAULT_URL),
+        help="the API's address (default: $IMAGEACTIONS_URL or %(default)s)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, handler, help_text):
@@ -407,8 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     def add_progress(command):
-        command.add_argument("--progress", action="store_true", default=sys.stderr.isatty(),
-                             help="draw a progress bar on stderr even when it is not a terminal")
+        command.add_argument(
+            "--progress",
+            action="store_true",
+            default=sys.stderr.isatty(),
+            help="draw a progress bar on stderr even when it is not a terminal",
+        )
 
     command = add("import", import_image, "Import an image from a URL, or upload a local FILE.")
     command.add_argument("source", metavar="URL|FILE")

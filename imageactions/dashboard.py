@@ -82,9 +82,12 @@ def status_matrix() -> StatusMatrix:
 
 
 def oldest_pending() -> ImageAction | None:
-    return ImageAction.objects.pending().order_by("created_at").only(
-        "id", "action_type", "status", "owner", "created_at"
-    ).first()
+    return (
+        ImageAction.objects.pending()
+        .order_by("created_at")
+        .only("id", "action_type", "status", "owner", "created_at")
+        .first()
+    )
 
 
 def recent_failures(since: datetime) -> list[ImageAction]:
@@ -96,7 +99,8 @@ def recent_failures(since: datetime) -> list[ImageAction]:
     """
     return list(
         ImageAction.objects.filter(
-            status=ActionStatus.FAILURE, finished_at__gte=since,
+            status=ActionStatus.FAILURE,
+            finished_at__gte=since,
             expires_at__gte=since + timedelta(seconds=settings.ACTION_TTL),
         )
         .order_by("-expires_at", "-finished_at")
@@ -125,7 +129,9 @@ def hourly_throughput(hours: list[datetime]) -> list[HourThroughput]:
     throughput = [HourThroughput(hour) for hour in hours]
     finished = (
         ImageAction.objects.filter(finished_at__gte=bounds[0], status__in=TERMINAL_STATUSES)
-        .order_by().values("status").annotate(**per_hour)
+        .order_by()
+        .values("status")
+        .annotate(**per_hour)
     )
     for row in finished:
         for n, bucket in enumerate(throughput):

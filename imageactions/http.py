@@ -33,10 +33,12 @@ class PinnedConnectionMixin:
     def _new_conn(self) -> socket.socket:
         try:
             return urllib3.util.connection.create_connection(
-                (self.pinned_address, self.port), self.timeout,
-                source_address=self.source_address, socket_options=self.socket_options,
+                (self.pinned_address, self.port),
+                self.timeout,
+                source_address=self.source_address,
+                socket_options=self.socket_options,
             )
-        except socket.timeout as error:
+        except TimeoutError as error:
             raise ConnectTimeoutError(self, f"Connection to {self.host} timed out") from error
         except OSError as error:
             raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
@@ -104,7 +106,11 @@ class UploadBody(Protocol):
 
 @contextmanager
 def translated_request_errors(
-    failed: str, hostport: str, url: str, *, upload: UploadBody | None = None,
+    failed: str,
+    hostport: str,
+    url: str,
+    *,
+    upload: UploadBody | None = None,
 ) -> Iterator[None]:
     """Turns a requests error raised inside into a StepError that starts with `failed`, names
     `hostport` and says what went wrong; `upload` is the body of a PUT, so a connection that

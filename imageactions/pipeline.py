@@ -6,8 +6,9 @@ an action type needs from the core is importable from this module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 

@@ -59,8 +59,12 @@ def _ended(status: str, message: str) -> dict:
     """The columns of an action that ends now with `status` and `message`."""
     now = timezone.now()
     return dict(
-        status=status, step_state=StepState.DONE, run_token=None, message=message,
-        finished_at=now, expires_at=_expiry(now),
+        status=status,
+        step_state=StepState.DONE,
+        run_token=None,
+        message=message,
+        finished_at=now,
+        expires_at=_expiry(now),
     )
 
 
@@ -222,9 +226,9 @@ def claim_step(action_id, index: int, attempt: int, *, from_state: str) -> uuid.
     token = uuid.uuid4()
     now = timezone.now()
     claimed = (
-        ImageAction.objects.pending().filter(
-            pk=action_id, step_index=index, attempt=attempt, step_state=from_state, cancel_requested=False
-        ).update(
+        ImageAction.objects.pending()
+        .filter(pk=action_id, step_index=index, attempt=attempt, step_state=from_state, cancel_requested=False)
+        .update(
             step_state=StepState.RUNNING,
             status=step.status,
             run_token=token,
@@ -242,7 +246,9 @@ def claim_step(action_id, index: int, attempt: int, *, from_state: str) -> uuid.
     return token
 
 
-def execute_claimed_step(action: ImageAction, action_type: ActionType, step: Step, token, *, run=None, then=None) -> bool:
+def execute_claimed_step(
+    action: ImageAction, action_type: ActionType, step: Step, token, *, run=None, then=None
+) -> bool:
     """Run a claimed step (or `run`, e.g. receiving uploaded data), record how it ended, and on
     success hand over to `then` (by default: the next step). Returns True on success.
     """
@@ -259,8 +265,12 @@ def _run_with_retries(action, action_type, step, ctx, run, then) -> bool:
     attempt = action.attempt
     while True:
         event = ActionEvent.objects.create(
-            action=action, step=step.name, status=step.status, attempt=attempt,
-            worker=worker_name(), started_at=timezone.now(),
+            action=action,
+            step=step.name,
+            status=step.status,
+            attempt=attempt,
+            worker=worker_name(),
+            started_at=timezone.now(),
         )
         try:
             run(action, ctx)
@@ -296,9 +306,10 @@ def _run_with_retries(action, action_type, step, ctx, run, then) -> bool:
             log.exception("step %s of action %s raised", step.name, action.pk)
             _close_event(event, "error", repr(error), traceback.format_exc())
             _finish(
-                action, ctx.token, ActionStatus.FAILURE,
-                f"An internal error stopped the {step.name} step. The operators have the details "
-                f"(action {action.pk}).",
+                action,
+                ctx.token,
+                ActionStatus.FAILURE,
+                f"An internal error stopped the {step.name} step. The operators have the details (action {action.pk}).",
             )
             return False
         _close_event(event, "success", "")
@@ -336,17 +347,19 @@ def _advance(action: ImageAction, action_type: ActionType, ctx: StepContext) -> 
     if next_index is None:
         _finish_success(action, action_type, token=ctx.token, ctx=ctx)
         return
-    moved = ImageAction.objects.pending().filter(
-        pk=action.pk, run_token=ctx.token, cancel_requested=False
-    ).update(
-        step_index=next_index,
-        step_state=StepState.QUEUED,
-        attempt=1,
-        run_token=None,
-        queued_at=timezone.now(),
-        state=action.state,
-        result=action.result,
-        image_properties=action.image_properties,
+    moved = (
+        ImageAction.objects.pending()
+        .filter(pk=action.pk, run_token=ctx.token, cancel_requested=False)
+        .update(
+            step_index=next_index,
+            step_state=StepState.QUEUED,
+            attempt=1,
+            run_token=None,
+            queued_at=timezone.now(),
+            state=action.state,
+            result=action.result,
+            image_properties=action.image_properties,
+        )
     )
     if moved:
         _send_task(action_type, action.action_type, action.pk, next_index, 1)
@@ -439,9 +452,11 @@ def request_cancel(action: ImageAction) -> bool:
     flagged = ImageAction.objects.pending().filter(pk=action.pk).update(cancel_requested=True)
     if not flagged:
         return False
-    if ImageAction.objects.pending().filter(
-        pk=action.pk, step_state__in=(StepState.QUEUED, StepState.HELD)
-    ).update(**_ended(ActionStatus.CANCELLED, CANCELLED_MESSAGE)):
+    if (
+        ImageAction.objects.pending()
+        .filter(pk=action.pk, step_state__in=(StepState.QUEUED, StepState.HELD))
+        .update(**_ended(ActionStatus.CANCELLED, CANCELLED_MESSAGE))
+    ):
         clean_up(action)
     return True
 
@@ -449,10 +464,22 @@ def request_cancel(action: ImageAction) -> bool:
 def retry_failed(action: ImageAction) -> bool:
     """Start a failed action again from its first step (operators, from the admin)."""
     restarted = ImageAction.objects.filter(pk=action.pk, status=ActionStatus.FAILURE).update(
-        status=ActionStatus.WAITING, step_state=StepState.QUEUED, step_index=0, attempt=1, restarts=0,
-        run_token=None, cancel_requested=False, message="", state={}, result={},
-        finished_at=None, expires_at=None, queued_at=timezone.now(),
-        progress_step="", progress_done=0, progress_total=None,
+        status=ActionStatus.WAITING,
+        step_state=StepState.QUEUED,
+        step_index=0,
+        attempt=1,
+        restarts=0,
+        run_token=None,
+        cancel_requested=False,
+        message="",
+        state={},
+        result={},
+        finished_at=None,
+        expires_at=None,
+        queued_at=timezone.now(),
+        progress_step="",
+        progress_done=0,
+        progress_total=None,
     )
     if restarted:
         transaction.on_commit(lambda: _enqueue_or_finish(action.pk))
@@ -472,7 +499,10 @@ def receive_data(action: ImageAction, stream) -> bool:
         return False
     action.refresh_from_db()
     execute_claimed_step(
-        action, action_type, action_type.steps[action.step_index], token,
+        action,
+        action_type,
+        action_type.steps[action.step_index],
+        token,
         run=lambda action, ctx: action_type.receive_data(action, stream, ctx),
         then=_queue_after_data,
     )
@@ -481,9 +511,11 @@ def receive_data(action: ImageAction, stream) -> bool:
 
 def _queue_after_data(action: ImageAction, action_type: ActionType, ctx: StepContext) -> None:
     """The data is in: queue the (first) step that was held for it."""
-    requeued = ImageAction.objects.pending().filter(
-        pk=action.pk, run_token=ctx.token, cancel_requested=False
-    ).update(step_state=StepState.QUEUED, run_token=None, queued_at=timezone.now(), state=action.state)
+    requeued = (
+        ImageAction.objects.pending()
+        .filter(pk=action.pk, run_token=ctx.token, cancel_requested=False)
+        .update(step_state=StepState.QUEUED, run_token=None, queued_at=timezone.now(), state=action.state)
+    )
     if requeued:
         _enqueue_or_finish(action.pk)
     else:
@@ -509,11 +541,17 @@ def reap() -> dict:
             _enqueue_or_finish(action.pk)
     held_before = now - timedelta(seconds=settings.DATA_WAIT_TIMEOUT)
     for action in ImageAction.objects.pending().filter(step_state=StepState.HELD, created_at__lt=held_before):
-        if ImageAction.objects.pending().filter(pk=action.pk, step_state=StepState.HELD).update(**_ended(
-            ActionStatus.FAILURE,
-            f"No data was uploaded within {_duration(settings.DATA_WAIT_TIMEOUT)} of creating the action; "
-            "create a new action and PUT the data to it promptly.",
-        )):
+        if (
+            ImageAction.objects.pending()
+            .filter(pk=action.pk, step_state=StepState.HELD)
+            .update(
+                **_ended(
+                    ActionStatus.FAILURE,
+                    f"No data was uploaded within {_duration(settings.DATA_WAIT_TIMEOUT)} of creating the action; "
+                    "create a new action and PUT the data to it promptly.",
+                )
+            )
+        ):
             counts["expired_holds"] += 1
             clean_up(action)
     _schedule_next(REAPER_SCHEDULE, settings.REAPER_INTERVAL)
@@ -528,18 +566,22 @@ def _recover_dead_run(action: ImageAction, counts: dict) -> None:
     step_name = step.name if step else action.progress_step
     open_run = ActionEvent.objects.filter(action=action, finished_at__isnull=True).order_by("-started_at").first()
     # django-q2 kills a task that outlives its timeout; a restart would only be killed again.
-    timed_out = bool(
-        step and open_run and (timezone.now() - open_run.started_at).total_seconds() >= step.timeout
-    )
+    timed_out = bool(step and open_run and (timezone.now() - open_run.started_at).total_seconds() >= step.timeout)
     ActionEvent.objects.filter(action=action, finished_at__isnull=True).update(
-        finished_at=timezone.now(), outcome="timed out" if timed_out else "worker lost",
-        message=f"The {step_name} step ran past its {_duration(step.timeout)} limit." if timed_out
+        finished_at=timezone.now(),
+        outcome="timed out" if timed_out else "worker lost",
+        message=f"The {step_name} step ran past its {_duration(step.timeout)} limit."
+        if timed_out
         else f"The worker {action.worker} stopped sending heartbeats.",
     )
     if timed_out and not action.cancel_requested:
-        if _finish(action, action.run_token, ActionStatus.FAILURE,
-                   f"The {step_name} step did not finish within its time limit of {_duration(step.timeout)}; "
-                   "the action was stopped. Try again, or ask an operator about large images."):
+        if _finish(
+            action,
+            action.run_token,
+            ActionStatus.FAILURE,
+            f"The {step_name} step did not finish within its time limit of {_duration(step.timeout)}; "
+            "the action was stopped. Try again, or ask an operator about large images.",
+        ):
             counts["failed"] += 1
         return
     if action.restarts < settings.MAX_STEP_RESTARTS and action_type is not None:

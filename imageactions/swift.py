@@ -44,7 +44,9 @@ class SwiftClient:
         response = self._send("GET", self.auth_url, {"X-Auth-User": self.user, "X-Auth-Key": self._key}, "authenticate")
         response.close()
         if response.status_code in (401, 403):
-            raise SwiftError(f"Swift at {self.host} rejected the credentials of user '{self.user}' (HTTP {response.status_code})")
+            raise SwiftError(
+                f"Swift at {self.host} rejected the credentials of user '{self.user}' (HTTP {response.status_code})"
+            )
         token, storage_url = response.headers.get("X-Auth-Token"), response.headers.get("X-Storage-Url")
         if response.status_code >= 300 or not token or not storage_url:
             raise SwiftError(f"Swift authentication at {self.auth_url} failed: HTTP {response.status_code}")
@@ -52,7 +54,9 @@ class SwiftClient:
         expires = response.headers.get("X-Auth-Token-Expires")
         self._token_expires_at = time.monotonic() + float(expires) if expires else None
 
-    def open_object(self, container: str, obj: str, *, account: str | None = None) -> tuple[requests.Response, int | None]:
+    def open_object(
+        self, container: str, obj: str, *, account: str | None = None
+    ) -> tuple[requests.Response, int | None]:
         """A streaming response with the object's bytes, and its size when Swift tells it.
 
         The caller reads it (iter_content, raw) and closes it.
@@ -156,7 +160,9 @@ class SwiftClient:
         if status in (401, 403):
             return SwiftError(f"Swift at {self.host} refused user '{self.user}' access to '{name}' (HTTP {status})")
         detail = _short_text(response)
-        return SwiftError(f"Swift at {self.host} could not {action} '{name}': HTTP {status}{': ' + detail if detail else ''}")
+        return SwiftError(
+            f"Swift at {self.host} could not {action} '{name}': HTTP {status}{': ' + detail if detail else ''}"
+        )
 
 
 def client_for_host(hostport: str) -> SwiftClient:

@@ -23,9 +23,7 @@ def validate_image_properties(value) -> dict[str, str]:
     if not isinstance(value, dict):
         raise ValidationError(f"Expected an object of string properties, got {type(value).__name__}.")
     if len(value) > MAX_IMAGE_PROPERTIES:
-        raise ValidationError(
-            f"{len(value)} properties given; an image may have at most {MAX_IMAGE_PROPERTIES}."
-        )
+        raise ValidationError(f"{len(value)} properties given; an image may have at most {MAX_IMAGE_PROPERTIES}.")
     for key, item in value.items():
         if not key or len(key) > MAX_PROPERTY_KEY_LENGTH:
             raise ValidationError(
@@ -51,7 +49,9 @@ def validate_image_tags(value) -> list[str]:
         if not isinstance(tag, str) or not tag.strip():
             raise ValidationError(f"Each tag must be a non-empty string, got {tag!r}.")
         if len(tag) > MAX_TAG_LENGTH:
-            raise ValidationError(f"Tag {tag[:40]!r}... has {len(tag)} characters; at most {MAX_TAG_LENGTH} are allowed.")
+            raise ValidationError(
+                f"Tag {tag[:40]!r}... has {len(tag)} characters; at most {MAX_TAG_LENGTH} are allowed."
+            )
         tags[tag] = None
     if len(tags) > MAX_IMAGE_TAGS:
         raise ValidationError(f"{len(tags)} tags given; an image may have at most {MAX_IMAGE_TAGS}.")

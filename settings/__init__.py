@@ -212,7 +212,9 @@ IMAGE_STORE_FORMAT = env_str("IMAGEACTIONS_IMAGE_STORE_FORMAT", "").strip().lowe
 if IMAGE_STORE_FORMAT not in ("", "raw", "qcow2"):
     from django.core.exceptions import ImproperlyConfigured
 
-    raise ImproperlyConfigured(f"IMAGEACTIONS_IMAGE_STORE_FORMAT must be empty, raw or qcow2; got {IMAGE_STORE_FORMAT!r}")
+    raise ImproperlyConfigured(
+        f"IMAGEACTIONS_IMAGE_STORE_FORMAT must be empty, raw or qcow2; got {IMAGE_STORE_FORMAT!r}"
+    )
 DECOMPRESS_IMPORTS = env_bool("IMAGEACTIONS_DECOMPRESS_IMPORTS", True)
 DECOMPRESS_MAX_OUTPUT = env_int("IMAGEACTIONS_DECOMPRESS_MAX_OUTPUT", IMAGE_MAX_SIZE)  # bytes
 # A mostly empty raw disk compresses ~30000x with zstd; the output cap is the real guard.

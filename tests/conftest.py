@@ -29,8 +29,10 @@ def _reachable(host: str, port: int) -> bool:
 
 
 def pytest_report_header(config):
-    return f"imageactions profile: {PROFILE} (database {settings.DATABASES['default']['ENGINE']}, " \
-           f"broker {'redis' if settings.BROKER_URL else 'orm'})"
+    return (
+        f"imageactions profile: {PROFILE} (database {settings.DATABASES['default']['ENGINE']}, "
+        f"broker {'redis' if settings.BROKER_URL else 'orm'})"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -59,8 +61,9 @@ def _fresh_broker():
 
 
 def make_client(username: str, project: str, *, staff: bool = False) -> APIClient:
-    from django.core.management import call_command
     from io import StringIO
+
+    from django.core.management import call_command
 
     out = StringIO()
     args = [username, "--project", project] + (["--staff"] if staff else [])
@@ -111,12 +114,22 @@ class WorkerPool:
         self.process = None
 
     def start(self):
-        env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", IMAGEACTIONS_DATABASE_URL=database_url(),
-                   IMAGEACTIONS_WORKERS=str(self.workers), PYTHONUNBUFFERED="1", **self.extra_env)
+        env = dict(
+            os.environ,
+            DJANGO_SETTINGS_MODULE="tests.settings",
+            IMAGEACTIONS_DATABASE_URL=database_url(),
+            IMAGEACTIONS_WORKERS=str(self.workers),
+            PYTHONUNBUFFERED="1",
+            **self.extra_env,
+        )
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "worker", "--pool", self.pool],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         return self
 

@@ -47,7 +47,7 @@ class ObjectStoreServer:
 
     @property
     def hostport(self) -> str:
-        """"127.0.0.1:PORT", as in swift://127.0.0.1:PORT/... URLs and SWIFT_CREDENTIALS."""
+        """ "127.0.0.1:PORT", as in swift://127.0.0.1:PORT/... URLs and SWIFT_CREDENTIALS."""
         return urlsplit(self.s3_endpoint).netloc
 
     def s3_store_config(self, **overrides) -> dict:

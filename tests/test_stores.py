@@ -418,7 +418,10 @@ def test_s3_client_deletes_many_objects_at_once_on_swift(object_store):  # noqa:
 
 
 def test_unknown_store_name_lists_the_configured_ones(settings, tmp_path):
-    settings.IMAGE_STORES = {"local": {"type": "filesystem", "path": str(tmp_path)}, "s3east": {"type": "s3", "bucket": "b"}}
+    settings.IMAGE_STORES = {
+        "local": {"type": "filesystem", "path": str(tmp_path)},
+        "s3east": {"type": "s3", "bucket": "b"},
+    }
     with pytest.raises(StoreError, match="no image store named 'nowhere' \\(configured stores: 'local', 's3east'\\)"):
         get_store("nowhere")
 

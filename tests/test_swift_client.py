@@ -98,7 +98,9 @@ def test_missing_object_names_object_and_host(swift, container, object_store):  
 
 
 def test_upload_into_missing_container_names_the_container(swift, object_store):  # noqa: F811
-    with pytest.raises(SwiftNotFound, match=f"Container 'no-such-container' was not found in Swift at {object_store.hostport}"):
+    with pytest.raises(
+        SwiftNotFound, match=f"Container 'no-such-container' was not found in Swift at {object_store.hostport}"
+    ):
         swift.put_object("no-such-container", "x", io.BytesIO(b"x"))
 
 

@@ -20,7 +20,11 @@ from .parsers import BoundedJSONParser
 from .permissions import visible_to
 from .serializers import ErrorSerializer
 from .streaming import (
-    IgnoreAcceptHeader, StoreUnavailable, download_parameters, download_responses, safe_filename,
+    IgnoreAcceptHeader,
+    StoreUnavailable,
+    download_parameters,
+    download_responses,
+    safe_filename,
     stored_file_response,
 )
 from .views import NewestFirstCursorPagination, error_responses
@@ -51,9 +55,26 @@ class ImageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Image
         fields = [
-            "id", "name", "status", "disk_format", "container_format", "size", "virtual_size", "checksum",
-            "os_hash_algo", "os_hash_value", "tags", "properties", "owner", "visibility", "min_disk", "min_ram",
-            "created_at", "updated_at", "store", "file",
+            "id",
+            "name",
+            "status",
+            "disk_format",
+            "container_format",
+            "size",
+            "virtual_size",
+            "checksum",
+            "os_hash_algo",
+            "os_hash_value",
+            "tags",
+            "properties",
+            "owner",
+            "visibility",
+            "min_disk",
+            "min_ram",
+            "created_at",
+            "updated_at",
+            "store",
+            "file",
         ]
         read_only_fields = fields
 
@@ -129,22 +150,29 @@ def download_filename(image: Image) -> str:
 
 def image_error_responses(*codes: int) -> dict:
     """Schema entries for the error answers of an image operation (all in the shape of ErrorSerializer)."""
-    return error_responses(*codes, words={
-        404: "No such image (or it belongs to another project).",
-        409: "A pending action reads the image.",
-        416: "The range starts past the end of the image; the Content-Range header is `bytes */SIZE`.",
-        503: "The image store could not be used; nothing was changed.",
-    })
+    return error_responses(
+        *codes,
+        words={
+            404: "No such image (or it belongs to another project).",
+            409: "A pending action reads the image.",
+            416: "The range starts past the end of the image; the Content-Range header is `bytes */SIZE`.",
+            503: "The image store could not be used; nothing was changed.",
+        },
+    )
 
 
 @extend_schema_view(
     list=extend_schema(
-        summary="List your images", responses={
-            200: ImageSerializer(many=True), **image_error_responses(400, 401),
+        summary="List your images",
+        responses={
+            200: ImageSerializer(many=True),
+            **image_error_responses(400, 401),
             404: OpenApiResponse(ErrorSerializer, description="The `cursor` is not one this list handed out."),
-        }
+        },
     ),
-    retrieve=extend_schema(summary="Show one image", responses={200: ImageSerializer, **image_error_responses(401, 404)}),
+    retrieve=extend_schema(
+        summary="Show one image", responses={200: ImageSerializer, **image_error_responses(401, 404)}
+    ),
     partial_update=extend_schema(
         request=ImageUpdateSerializer,
         responses={200: ImageSerializer, **image_error_responses(400, 401, 404, 413)},
@@ -212,7 +240,10 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def file(self, request, pk=None):
         image = self.get_object()
         stored = StoredFile(
-            store=image.store, key=image.store_key, size=image.size,
-            filename=download_filename(image), md5=image.checksum,
+            store=image.store,
+            key=image.store_key,
+            size=image.size,
+            filename=download_filename(image),
+            md5=image.checksum,
         )
         return stored_file_response(request, stored, what=f"image {image.pk}")

@@ -32,7 +32,7 @@ class BoundedJSONParser(JSONParser):
         try:
             return json.loads(body.decode(encoding), parse_constant=_refuse_constant)
         except (ValueError, LookupError) as exc:
-            raise ParseError(f"The request body is not valid JSON: {exc}.")
+            raise ParseError(f"The request body is not valid JSON: {exc}.") from None
         except RecursionError:
             # e.g. 100 000 nested brackets: json's recursive decoder gives up before we would.
-            raise ParseError("The request body is nested too deeply to be parsed.")
+            raise ParseError("The request body is nested too deeply to be parsed.") from None

@@ -1,7 +1,7 @@
 """Serializers of the ImageAction resource; each action type's input comes from its registration."""
 
 import json
-from functools import lru_cache
+from functools import cache
 
 from django.utils.functional import lazy
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
@@ -94,7 +94,9 @@ class ActionResultFieldSchema(OpenApiSerializerFieldExtension):
             return {"type": "object", "additionalProperties": True, "description": description}
         undescribed = any(action_type.result_serializer is None for action_type in action_types().values())
         # Until success the result is empty; a type that describes no result may store anything.
-        rest = {"type": "object", "additionalProperties": True} if undescribed else {"type": "object", "maxProperties": 0}
+        rest = (
+            {"type": "object", "additionalProperties": True} if undescribed else {"type": "object", "maxProperties": 0}
+        )
         return {"anyOf": [*results, rest], "description": description}
 
 
@@ -113,8 +115,20 @@ class ImageActionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ImageAction
         fields = [
-            "id", "action_type", "status", "owner", "input", "image_properties", "result", "message",
-            "progress", "created_at", "updated_at", "started_at", "finished_at", "expires_at",
+            "id",
+            "action_type",
+            "status",
+            "owner",
+            "input",
+            "image_properties",
+            "result",
+            "message",
+            "progress",
+            "created_at",
+            "updated_at",
+            "started_at",
+            "finished_at",
+            "expires_at",
         ]
         read_only_fields = [name for name in fields if name != "owner"]
 
@@ -157,7 +171,7 @@ class ImageActionCreateSerializer(serializers.Serializer):
             f"This field is required. Known action types: {_known_types_text()}."
         )
         self.fields["input"].error_messages["required"] = (
-            "This field is required: send the action type's input as a JSON object, e.g. \"input\": {{}}."
+            'This field is required: send the action type\'s input as a JSON object, e.g. "input": {{}}.'
         )
 
     def validate_action_type(self, value):
@@ -193,7 +207,7 @@ def _camel(name: str) -> str:
     return "".join(part.title() for part in name.replace("-", "_").split("_"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def type_create_serializer(action_type: ActionType, *, alias: bool) -> type:
     """The create body of one action type on /v2/image-actions, or on its alias (`input` only:
     the endpoint fixes the type; an `action_type` sent there must name it).

@@ -20,7 +20,10 @@ class ImageStoreViewSet(viewsets.ViewSet):
     """The configured stores, in configuration order; a short list, so not paginated."""
 
     @extend_schema(
-        responses={200: ImageStoreSerializer(many=True), 401: OpenApiResponse(ErrorSerializer, description="No valid credentials were sent.")},
+        responses={
+            200: ImageStoreSerializer(many=True),
+            401: OpenApiResponse(ErrorSerializer, description="No valid credentials were sent."),
+        },
         summary="List the image stores",
     )
     def list(self, request):

@@ -152,12 +152,27 @@ def _open_bytes(stored: StoredFile, start: int, end: int | None, *, what: str):
 def download_parameters(noun: str) -> list[OpenApiParameter]:
     """The schema of the request headers every download honours; `noun` is what is downloaded."""
     return [
-        OpenApiParameter("Range", str, OpenApiParameter.HEADER, required=False,
-                         description=f"One byte range: bytes=0-99, bytes=100- or bytes=-100; several ranges get the whole {noun}."),
-        OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER, required=False,
-                         description="The ETag from an earlier download; answered 304 when it still matches."),
-        OpenApiParameter("If-Range", str, OpenApiParameter.HEADER, required=False,
-                         description=f"Honour Range only when the {noun} still has this ETag."),
+        OpenApiParameter(
+            "Range",
+            str,
+            OpenApiParameter.HEADER,
+            required=False,
+            description=f"One byte range: bytes=0-99, bytes=100- or bytes=-100; several ranges get the whole {noun}.",
+        ),
+        OpenApiParameter(
+            "If-None-Match",
+            str,
+            OpenApiParameter.HEADER,
+            required=False,
+            description="The ETag from an earlier download; answered 304 when it still matches.",
+        ),
+        OpenApiParameter(
+            "If-Range",
+            str,
+            OpenApiParameter.HEADER,
+            required=False,
+            description=f"Honour Range only when the {noun} still has this ETag.",
+        ),
     ]
 
 

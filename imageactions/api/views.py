@@ -8,8 +8,8 @@ from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.views import SpectacularRedocView
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.views import SpectacularRedocView
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action as route
 from rest_framework.exceptions import NotFound
@@ -19,15 +19,21 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
 from .. import runner
-from ..filtersets import ImageActionFilterSet
 from ..choices import ActionStatus
+from ..filtersets import ImageActionFilterSet
 from ..models import ImageAction
 from ..pipeline import get_action_type
 from .errors import Conflict, LengthRequired
 from .parsers import BoundedJSONParser
 from .permissions import owner_of, visible_to
 from .serializers import ErrorSerializer, ImageActionCreateSerializer, ImageActionSerializer, create_request_schema
-from .streaming import DownloadExpired, IgnoreAcceptHeader, download_parameters, download_responses, stored_file_response
+from .streaming import (
+    DownloadExpired,
+    IgnoreAcceptHeader,
+    download_parameters,
+    download_responses,
+    stored_file_response,
+)
 
 
 def error_responses(*codes: int, words: dict[int, str] | None = None) -> dict:
@@ -62,7 +68,7 @@ class NewestFirstCursorPagination(CursorPagination):
             try:
                 position = ImageAction._meta.get_field(field).to_python(cursor.position)
             except (DjangoValidationError, FieldDoesNotExist):
-                raise NotFound(self.invalid_cursor_message)
+                raise NotFound(self.invalid_cursor_message) from None
             if position is None or timezone.is_naive(position):  # real cursors carry their UTC offset
                 raise NotFound(self.invalid_cursor_message)
         return cursor
@@ -99,12 +105,17 @@ class ImageActionSchema(AutoSchema):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List your actions", responses={
-        200: ImageActionSerializer(many=True), **error_responses(400, 401),
-        404: OpenApiResponse(ErrorSerializer, description="The `cursor` is not one this list handed out."),
-    }),
-    retrieve=extend_schema(summary="Show one action", responses={200: ImageActionSerializer,
-                                                                 **error_responses(401, 404)}),
+    list=extend_schema(
+        summary="List your actions",
+        responses={
+            200: ImageActionSerializer(many=True),
+            **error_responses(400, 401),
+            404: OpenApiResponse(ErrorSerializer, description="The `cursor` is not one this list handed out."),
+        },
+    ),
+    retrieve=extend_schema(
+        summary="Show one action", responses={200: ImageActionSerializer, **error_responses(401, 404)}
+    ),
 )
 class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Create, list, poll and cancel image actions; another owner's actions do not exist here."""
@@ -136,7 +147,7 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             raise NotFound(
                 "No image action with this id exists in your project; ended actions are deleted "
                 "when they expire (see their expires_at)."
-            )
+            ) from None
 
     def create(self, request, *args, **kwargs):
         owner = owner_of(request.user)
@@ -166,7 +177,9 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         if not runner.request_cancel(action):
             raise Conflict(f"The action has already ended with status {action.status!r}; nothing to cancel.")
         action.refresh_from_db()
-        return Response(ImageActionSerializer(action, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            ImageActionSerializer(action, context={"request": request}).data, status=status.HTTP_202_ACCEPTED
+        )
 
     @extend_schema(
         request={"application/octet-stream": OpenApiTypes.BINARY},

@@ -10,8 +10,9 @@ import lzma
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import zstandard
 
@@ -279,8 +280,9 @@ class DecompressingReader(io.RawIOBase):
     costs no more memory than one read. The underlying stream is not closed.
     """
 
-    def __init__(self, raw: BinaryIO, algo: str, *, max_output: int, max_ratio: float,
-                 ratio_grace: int = RATIO_GRACE_BYTES):
+    def __init__(
+        self, raw: BinaryIO, algo: str, *, max_output: int, max_ratio: float, ratio_grace: int = RATIO_GRACE_BYTES
+    ):
         if algo not in COMPRESSION_ALGORITHMS:
             raise ValueError(f"unknown compression {algo!r}; expected one of {COMPRESSION_ALGORITHMS}")
         self.algo = algo
@@ -325,9 +327,16 @@ def open_decompressed(raw: BinaryIO, algo: str, *, max_output: int, max_ratio: f
     return DecompressingReader(raw, algo, max_output=max_output, max_ratio=max_ratio)
 
 
-def decompress_file(src_path, dst_path, algo: str, *, max_output: int, max_ratio: float,
-                    chunk_size: int = 1 << 20,
-                    progress: Callable[[int, int], None] | None = None) -> int:
+def decompress_file(
+    src_path,
+    dst_path,
+    algo: str,
+    *,
+    max_output: int,
+    max_ratio: float,
+    chunk_size: int = 1 << 20,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
     """Decompress `src_path` into `dst_path`, returning the decompressed size.
 
     Runs of zeros are left as holes (disk images are mostly empty). `progress(compressed_done,

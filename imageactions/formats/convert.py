@@ -12,15 +12,21 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 from imageactions.formats import ImageFormatError, Inspection, inspect_image
 
 # User-visible format name -> qemu-img driver name. An ISO is plain bytes to qemu-img.
 QEMU_SOURCE_FORMATS = {
-    "raw": "raw", "iso": "raw", "qcow2": "qcow2", "vmdk": "vmdk",
-    "vhd": "vpc", "vpc": "vpc", "vhdx": "vhdx", "vdi": "vdi",
+    "raw": "raw",
+    "iso": "raw",
+    "qcow2": "qcow2",
+    "vmdk": "vmdk",
+    "vhd": "vpc",
+    "vpc": "vpc",
+    "vhdx": "vhdx",
+    "vdi": "vdi",
 }
 QEMU_TARGET_FORMATS = {name: driver for name, driver in QEMU_SOURCE_FORMATS.items() if name != "iso"}
 # Creation options per target driver. compat=1.1 is the qcow2 v3 every current reader knows;
@@ -69,10 +75,18 @@ def qemu_format_name(fmt: str, *, target: bool = False) -> str:
         raise ConversionError(f"Images cannot be {role} {fmt}; choose one of {accepted}") from None
 
 
-def convert_image(src_path, dst_path, *, src_format: str, dst_format: str, timeout: float,
-                  max_memory: int, max_cpu_seconds: int,
-                  progress: Callable[[float], None] | None = None,
-                  output_options: Mapping[str, str] | None = None) -> None:
+def convert_image(
+    src_path,
+    dst_path,
+    *,
+    src_format: str,
+    dst_format: str,
+    timeout: float,
+    max_memory: int,
+    max_cpu_seconds: int,
+    progress: Callable[[float], None] | None = None,
+    output_options: Mapping[str, str] | None = None,
+) -> None:
     """Convert `src_path` (in `src_format`) into a new `dst_path` in `dst_format`.
 
     `progress(percent)` receives qemu-img's own progress, 0.0 to 100.0. On any failure, including
@@ -90,35 +104,66 @@ def convert_image(src_path, dst_path, *, src_format: str, dst_format: str, timeo
 
     paths = {source: "source", str(src_path): "source", str(dst_path): "target"}
     try:
-        _run_qemu_img(args, timeout=timeout, max_memory=max_memory, max_cpu_seconds=max_cpu_seconds,
-                      paths=paths, action=f"convert the image from {src_format} to {dst_format}",
-                      on_stdout=_progress_parser(progress) if progress else None)
+        _run_qemu_img(
+            args,
+            timeout=timeout,
+            max_memory=max_memory,
+            max_cpu_seconds=max_cpu_seconds,
+            paths=paths,
+            action=f"convert the image from {src_format} to {dst_format}",
+            on_stdout=_progress_parser(progress) if progress else None,
+        )
     except BaseException:
         dst_path.unlink(missing_ok=True)
         raise
 
 
-def qemu_img_info(path, fmt: str, *, timeout: float = INFO_TIMEOUT, max_memory: int = INFO_MAX_MEMORY,
-                  max_cpu_seconds: int = INFO_MAX_CPU_SECONDS) -> dict:
+def qemu_img_info(
+    path,
+    fmt: str,
+    *,
+    timeout: float = INFO_TIMEOUT,
+    max_memory: int = INFO_MAX_MEMORY,
+    max_cpu_seconds: int = INFO_MAX_CPU_SECONDS,
+) -> dict:
     """`qemu-img info --output=json` of an image opened as `fmt`, without its backing file."""
     path = Path(path).absolute()
     driver = qemu_format_name(fmt)
     source = _source_spec(path, driver)
     stdout = _run_qemu_img(
         [find_qemu_img(), "info", "--output=json", "-f", driver, source],
-        timeout=timeout, max_memory=max_memory, max_cpu_seconds=max_cpu_seconds,
-        paths={source: "source", str(path): "source"}, action=f"read the {fmt} image",
+        timeout=timeout,
+        max_memory=max_memory,
+        max_cpu_seconds=max_cpu_seconds,
+        paths={source: "source", str(path): "source"},
+        action=f"read the {fmt} image",
     )
     return json.loads(stdout)
 
 
-def convert_and_reinspect(src_path, dst_path, *, src_format: str, dst_format: str, timeout: float,
-                          max_memory: int, max_cpu_seconds: int,
-                          progress: Callable[[float], None] | None = None,
-                          max_virtual_size: int | None = None) -> Inspection:
+def convert_and_reinspect(
+    src_path,
+    dst_path,
+    *,
+    src_format: str,
+    dst_format: str,
+    timeout: float,
+    max_memory: int,
+    max_cpu_seconds: int,
+    progress: Callable[[float], None] | None = None,
+    max_virtual_size: int | None = None,
+) -> Inspection:
     """Convert, then inspect the output as hostile data again; it must be in `dst_format`."""
-    convert_image(src_path, dst_path, src_format=src_format, dst_format=dst_format, timeout=timeout,
-                  max_memory=max_memory, max_cpu_seconds=max_cpu_seconds, progress=progress)
+    convert_image(
+        src_path,
+        dst_path,
+        src_format=src_format,
+        dst_format=dst_format,
+        timeout=timeout,
+        max_memory=max_memory,
+        max_cpu_seconds=max_cpu_seconds,
+        progress=progress,
+    )
     target_driver = qemu_format_name(dst_format, target=True)
     # An ISO is raw bytes with a file system in them, so a raw target may read as one.
     expected = {"raw", "iso"} if target_driver == "raw" else {target_driver}
@@ -180,14 +225,25 @@ def _limit_resources(max_memory: int, max_cpu_seconds: int) -> Callable[[], None
     return apply
 
 
-def _run_qemu_img(args: list[str], *, timeout: float, max_memory: int, max_cpu_seconds: int,
-                  paths: Mapping[str, str], action: str,
-                  on_stdout: Callable[[bytes], None] | None = None) -> bytes:
+def _run_qemu_img(
+    args: list[str],
+    *,
+    timeout: float,
+    max_memory: int,
+    max_cpu_seconds: int,
+    paths: Mapping[str, str],
+    action: str,
+    on_stdout: Callable[[bytes], None] | None = None,
+) -> bytes:
     """Run qemu-img in its own process group under the limits; its stdout, or ConversionError."""
     deadline = time.monotonic() + timeout
     process = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=_QEMU_IMG_ENV, start_new_session=True,
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_QEMU_IMG_ENV,
+        start_new_session=True,
         preexec_fn=_limit_resources(max_memory, max_cpu_seconds),
     )
     try:
@@ -206,8 +262,9 @@ def _run_qemu_img(args: list[str], *, timeout: float, max_memory: int, max_cpu_s
     return stdout
 
 
-def _collect_output(process: subprocess.Popen, deadline: float,
-                    on_stdout: Callable[[bytes], None] | None) -> tuple[bytes, bytes, bool]:
+def _collect_output(
+    process: subprocess.Popen, deadline: float, on_stdout: Callable[[bytes], None] | None
+) -> tuple[bytes, bytes, bool]:
     """Read stdout and the tail of stderr until qemu-img exits or the deadline passes."""
     stdout, stderr = bytearray(), bytearray()
     with selectors.DefaultSelector() as selector:
@@ -239,8 +296,9 @@ def _collect_output(process: subprocess.Popen, deadline: float,
     return bytes(stdout), bytes(stderr), False
 
 
-def _failure_reason(returncode: int, stderr: bytes, paths: Mapping[str, str],
-                    max_memory: int, max_cpu_seconds: int) -> str:
+def _failure_reason(
+    returncode: int, stderr: bytes, paths: Mapping[str, str], max_memory: int, max_cpu_seconds: int
+) -> str:
     if returncode == -signal.SIGXCPU:
         return f"qemu-img used more than its {max_cpu_seconds} s of CPU time"
     if returncode == -signal.SIGKILL:  # the hard CPU limit, or the kernel out of memory

@@ -17,8 +17,14 @@ class MalformedImageError(ImageFormatError):
     """The image is truncated or its header holds values no valid image has."""
 
 
-_SIZE_UNITS = (("EiB", 1 << 60), ("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30),
-               ("MiB", 1 << 20), ("KiB", 1 << 10))
+_SIZE_UNITS = (
+    ("EiB", 1 << 60),
+    ("PiB", 1 << 50),
+    ("TiB", 1 << 40),
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+)
 
 
 def format_size(n: float) -> str:

@@ -28,16 +28,18 @@ INSPECTORS = {
 }
 
 
-def inspect_image(path: str | os.PathLike, *, declared_format: str | None = None,
-                  max_virtual_size: int | None = None) -> Inspection:
+def inspect_image(
+    path: str | os.PathLike, *, declared_format: str | None = None, max_virtual_size: int | None = None
+) -> Inspection:
     """Detect the image's format, run every safety check, and compare with the declared format
     (None: any). Raises an ImageFormatError subclass whose text is for the user."""
     with ImageReader.open(path) as reader:
         return inspect_open_image(reader, declared_format=declared_format, max_virtual_size=max_virtual_size)
 
 
-def inspect_open_image(reader: ImageReader, *, declared_format: str | None = None,
-                       max_virtual_size: int | None = None) -> Inspection:
+def inspect_open_image(
+    reader: ImageReader, *, declared_format: str | None = None, max_virtual_size: int | None = None
+) -> Inspection:
     """inspect_image() on an image already open, whose reader counts the bytes read."""
     declared = normalise_declared_format(declared_format)
     detected = detect_format(reader)

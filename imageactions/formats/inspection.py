@@ -11,8 +11,8 @@ LARGEST_VIRTUAL_SIZE = (1 << 63) - 1
 
 @dataclass(frozen=True)
 class Inspection:
-    format: str                 # one of DISK_FORMATS
-    virtual_size: int | None    # bytes the guest sees; the file size for raw and iso
+    format: str  # one of DISK_FORMATS
+    virtual_size: int | None  # bytes the guest sees; the file size for raw and iso
     details: dict = field(default_factory=dict)
 
 

@@ -21,16 +21,15 @@ LOGICAL_BLOCK_SIZE_OFFSET = 128
 
 def has_volume_descriptor(head: bytes) -> bool:
     identifiers = (ISO9660_IDENTIFIER, *UDF_IDENTIFIERS)
-    return any(head[offset:offset + 5] in identifiers for offset in DESCRIPTOR_OFFSETS)
+    return any(head[offset : offset + 5] in identifiers for offset in DESCRIPTOR_OFFSETS)
 
 
 def inspect_iso(reader: ImageReader) -> Inspection:
-    descriptor = reader.head[FIRST_VOLUME_DESCRIPTOR:FIRST_VOLUME_DESCRIPTOR + VOLUME_DESCRIPTOR_SIZE]
+    descriptor = reader.head[FIRST_VOLUME_DESCRIPTOR : FIRST_VOLUME_DESCRIPTOR + VOLUME_DESCRIPTOR_SIZE]
     if descriptor[1:6] == ISO9660_IDENTIFIER and descriptor[0] == PRIMARY_VOLUME_DESCRIPTOR:
         check_volume_size(reader, descriptor)
     partition_table = find_partition_table(reader.head)
-    return Inspection("iso", reader.size, {"hybrid": partition_table is not None,
-                                           "partition_table": partition_table})
+    return Inspection("iso", reader.size, {"hybrid": partition_table is not None, "partition_table": partition_table})
 
 
 def check_volume_size(reader: ImageReader, descriptor: bytes) -> None:
@@ -39,8 +38,8 @@ def check_volume_size(reader: ImageReader, descriptor: bytes) -> None:
             "The ISO image is truncated inside its primary volume descriptor. The upload may be incomplete; "
             "upload the whole image."
         )
-    blocks = int.from_bytes(descriptor[VOLUME_SPACE_SIZE_OFFSET:VOLUME_SPACE_SIZE_OFFSET + 4], "little")
-    block_size = int.from_bytes(descriptor[LOGICAL_BLOCK_SIZE_OFFSET:LOGICAL_BLOCK_SIZE_OFFSET + 2], "little")
+    blocks = int.from_bytes(descriptor[VOLUME_SPACE_SIZE_OFFSET : VOLUME_SPACE_SIZE_OFFSET + 4], "little")
+    block_size = int.from_bytes(descriptor[LOGICAL_BLOCK_SIZE_OFFSET : LOGICAL_BLOCK_SIZE_OFFSET + 2], "little")
     if blocks * block_size > reader.size:
         raise MalformedImageError(
             f"The ISO image declares a volume of {describe_size(blocks * block_size)} but the file has "

@@ -22,10 +22,11 @@ LOGICAL_BLOCK_SIZES = (512, 4096)
 
 def mbr_partition_types(head: bytes) -> list[int] | None:
     """The types of the used MBR entries, or None when the first sector is no MBR."""
-    if head[BOOT_SIGNATURE_OFFSET:BOOT_SIGNATURE_OFFSET + 2] != BOOT_SIGNATURE:
+    if head[BOOT_SIGNATURE_OFFSET : BOOT_SIGNATURE_OFFSET + 2] != BOOT_SIGNATURE:
         return None
-    entries = [head[PARTITION_TABLE_OFFSET + 16 * index:PARTITION_TABLE_OFFSET + 16 * (index + 1)]
-               for index in range(4)]
+    entries = [
+        head[PARTITION_TABLE_OFFSET + 16 * index : PARTITION_TABLE_OFFSET + 16 * (index + 1)] for index in range(4)
+    ]
     # A boot sector of a filesystem (FAT, NTFS) carries the same signature; its code in place
     # of the table has status bytes other than 0x00 (inactive) and 0x80 (bootable).
     if any(entry[0] not in (0x00, 0x80) for entry in entries):
@@ -41,8 +42,8 @@ def find_partition_table(head: bytes) -> str | None:
         return None
     if PROTECTIVE_MBR_TYPE in types:
         for block_size in LOGICAL_BLOCK_SIZES:
-            if head[block_size:block_size + 8] == GPT_SIGNATURE:
-                check_gpt_header(head[block_size:block_size + GPT_HEADER.size], block_size)
+            if head[block_size : block_size + 8] == GPT_SIGNATURE:
+                check_gpt_header(head[block_size : block_size + GPT_HEADER.size], block_size)
                 return "gpt"
     return "mbr"
 

@@ -106,8 +106,13 @@ def read_qcow2_header(reader: ImageReader) -> Qcow2Header:
         )
     if version == 3:
         v3 = V3_FIELDS.unpack(reader.read_exact_at(V2_HEADER_LENGTH, V3_FIELDS.size, "qcow2 version 3 header"))
-        header = header._replace(incompatible_features=v3[0], compatible_features=v3[1],
-                                 autoclear_features=v3[2], refcount_order=v3[3], header_length=v3[4])
+        header = header._replace(
+            incompatible_features=v3[0],
+            compatible_features=v3[1],
+            autoclear_features=v3[2],
+            refcount_order=v3[3],
+            header_length=v3[4],
+        )
         check_header_length(header)
         if header.header_length > COMPRESSION_TYPE_OFFSET:
             compression_type = reader.read_exact_at(COMPRESSION_TYPE_OFFSET, 1, "qcow2 header")[0]
@@ -166,7 +171,7 @@ def read_header_extensions(reader: ImageReader, header: Qcow2Header) -> HeaderEx
         if offset + ext_length > len(area):
             break
         if ext_type == EXT_DATA_FILE:
-            data_file_name = area[offset:offset + ext_length]
+            data_file_name = area[offset : offset + ext_length]
         elif ext_type == EXT_CRYPTO_HEADER:
             has_crypto_header = True
         offset += (ext_length + 7) & ~7
@@ -237,8 +242,14 @@ def check_tables(reader: ImageReader, header: Qcow2Header) -> None:
         )
     if header.refcount_table_clusters == 0:
         raise MalformedImageError("The qcow2 image has no reference count table.")
-    check_table(reader, header, "reference count table", header.refcount_table_offset,
-                header.refcount_table_clusters * header.cluster_size, MAX_REFCOUNT_TABLE_BYTES)
+    check_table(
+        reader,
+        header,
+        "reference count table",
+        header.refcount_table_offset,
+        header.refcount_table_clusters * header.cluster_size,
+        MAX_REFCOUNT_TABLE_BYTES,
+    )
     check_table(reader, header, "L1 table", header.l1_table_offset, header.l1_size * 8, MAX_L1_TABLE_BYTES)
     if header.nb_snapshots > MAX_SNAPSHOTS:
         raise MalformedImageError(
@@ -252,13 +263,13 @@ def check_tables(reader: ImageReader, header: Qcow2Header) -> None:
     needed_l1_entries = -(-size // bytes_per_l1_entry)
     if header.l1_size < needed_l1_entries:
         raise MalformedImageError(
-            f"The qcow2 L1 table has {header.l1_size} entries, too few for a virtual size of "
-            f"{describe_size(size)}."
+            f"The qcow2 L1 table has {header.l1_size} entries, too few for a virtual size of {describe_size(size)}."
         )
 
 
-def check_table(reader: ImageReader, header: Qcow2Header, name: str, offset: int, length: int,
-                max_length: int | None) -> None:
+def check_table(
+    reader: ImageReader, header: Qcow2Header, name: str, offset: int, length: int, max_length: int | None
+) -> None:
     if max_length is not None and length > max_length:
         raise MalformedImageError(
             f"The qcow2 {name} is {describe_size(length)}; valid images keep it under {describe_size(max_length)}."

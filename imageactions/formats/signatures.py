@@ -14,7 +14,7 @@ NON_IMAGE_SIGNATURES = (
     (4, b"ftypqt  ", "a QuickTime video"),
     (4, b"ftyphei", "a HEIF image"),
     (4, b"ftypavif", "an AVIF image"),
-    (4, b"ftyp", "an MP4 video"),                  # ISO base media file: size, then the ftyp box
+    (4, b"ftyp", "an MP4 video"),  # ISO base media file: size, then the ftyp box
     (0, b"\x1a\x45\xdf\xa3", "a Matroska/WebM video"),  # EBML header element ID
     (0, b"OggS", "an Ogg audio or video file"),
     (0, b"ID3", "an MP3 audio file"),
@@ -23,7 +23,7 @@ NON_IMAGE_SIGNATURES = (
     (0, b"PK\x05\x06", "an empty ZIP archive"),
     (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
     (0, b"Rar!\x1a\x07", "a RAR archive"),
-    (257, b"ustar", "a tar archive"),                  # POSIX tar header magic; an OVA is one too
+    (257, b"ustar", "a tar archive"),  # POSIX tar header magic; an OVA is one too
     (0, b"%PDF-", "a PDF document"),
     (0, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a Microsoft Office document"),
     (0, b"\x89PNG\r\n\x1a\n", "a PNG image"),
@@ -44,8 +44,8 @@ COMPRESSION_SIGNATURES = (
 
 # Disk formats qemu would open that this service does not accept, by their magic at offset 0.
 UNACCEPTED_DISK_SIGNATURES = (
-    (b"QED\x00", "QED"),                                  # QEDHeader.magic
-    (b"LUKS\xba\xbe", "LUKS-encrypted"),                   # LUKS phdr magic
+    (b"QED\x00", "QED"),  # QEDHeader.magic
+    (b"LUKS\xba\xbe", "LUKS-encrypted"),  # LUKS phdr magic
     (b"Bochs Virtual HD Image", "Bochs"),
     (b"WithoutFreeSpace", "Parallels"),
     (b"WithouFreSpacExt", "Parallels"),
@@ -63,14 +63,16 @@ def describe_non_image(head: bytes) -> str | None:
         if head.startswith(magic) and (algorithm != "bzip2" or head[3:4].isdigit()):
             # The import pipeline decompresses before inspecting when asked to, so compressed
             # bytes here mean decompression was off.
-            return (f"The data is {algorithm}-compressed; decompress it before uploading, or import it "
-                    "with decompression enabled.")
+            return (
+                f"The data is {algorithm}-compressed; decompress it before uploading, or import it "
+                "with decompression enabled."
+            )
     if head[:4] == b"RIFF" and head[8:12] in RIFF_KINDS:
         return not_a_disk_image(RIFF_KINDS[head[8:12]])
     if head[:2] == b"MZ" and is_pe_executable(head):
         return not_a_disk_image("a Windows executable")
     for offset, magic, what in NON_IMAGE_SIGNATURES:
-        if head[offset:offset + len(magic)] == magic:
+        if head[offset : offset + len(magic)] == magic:
             return not_a_disk_image(what)
     return None
 
@@ -109,8 +111,9 @@ def describe_unaccepted_disk_format(head: bytes, tail: bytes) -> str | None:
         name = "Apple DMG"
     if name is None:
         return None
-    return (f"The data is a {name} disk image, which is not accepted; convert it to one of "
-            f"{', '.join(DISK_FORMATS)} first.")
+    return (
+        f"The data is a {name} disk image, which is not accepted; convert it to one of {', '.join(DISK_FORMATS)} first."
+    )
 
 
 def not_a_disk_image(what: str) -> str:
@@ -122,4 +125,4 @@ def is_pe_executable(head: bytes) -> bool:
     if len(head) < 0x40:
         return False
     pe_offset = int.from_bytes(head[0x3C:0x40], "little")
-    return head[pe_offset:pe_offset + 4] == b"PE\0\0"
+    return head[pe_offset : pe_offset + 4] == b"PE\0\0"

@@ -53,7 +53,7 @@ class VdiHeader(NamedTuple):
 
 
 def has_vdi_signature(head: bytes) -> bool:
-    return head[SIGNATURE_OFFSET:SIGNATURE_OFFSET + 4] == SIGNATURE
+    return head[SIGNATURE_OFFSET : SIGNATURE_OFFSET + 4] == SIGNATURE
 
 
 def inspect_vdi(reader: ImageReader) -> Inspection:
@@ -62,8 +62,11 @@ def inspect_vdi(reader: ImageReader) -> Inspection:
         raise MalformedImageError(
             f"The VDI header has version {header.version >> 16}.{header.version & 0xFFFF}; only 1.1 is accepted."
         )
-    if header.image_type in (TYPE_UNDO, TYPE_DIFFERENCING) or header.uuid_link != NULL_UUID \
-            or header.uuid_parent_modify != NULL_UUID:
+    if (
+        header.image_type in (TYPE_UNDO, TYPE_DIFFERENCING)
+        or header.uuid_link != NULL_UUID
+        or header.uuid_parent_modify != NULL_UUID
+    ):
         raise UnsafeImageError(
             "The VDI image is a differencing image of a parent image; images that depend on other files "
             "are refused. Clone it into a standalone VDI with 'VBoxManage clonemedium' first."

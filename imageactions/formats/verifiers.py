@@ -29,8 +29,8 @@ scan with ClamAV, for example, in ``mysite/verifiers.py``::
 A dotted path may also name a class; it is instantiated with no arguments.
 """
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured

@@ -17,8 +17,8 @@ HEADER_SIGNATURE = b"head"
 # qemu reads only the first region table (block/vhdx.c); so do we.
 REGION_TABLE_OFFSET = 192 * KiB
 REGION_TABLE_SIGNATURE = b"regi"
-REGION_TABLE_HEADER = struct.Struct("<4sIII")      # Signature, Checksum, EntryCount, Reserved
-REGION_TABLE_ENTRY = struct.Struct("<16sQII")      # Guid, FileOffset, Length, Required
+REGION_TABLE_HEADER = struct.Struct("<4sIII")  # Signature, Checksum, EntryCount, Reserved
+REGION_TABLE_ENTRY = struct.Struct("<16sQII")  # Guid, FileOffset, Length, Required
 METADATA_TABLE_SIGNATURE = b"metadata"
 METADATA_TABLE_HEADER = struct.Struct("<8sHH20s")  # Signature, Reserved, EntryCount, Reserved2
 METADATA_TABLE_ENTRY = struct.Struct("<16sIII4s")  # ItemId, Offset, Length, flags, Reserved2
@@ -38,11 +38,20 @@ LOGICAL_SECTOR_SIZE = uuid.UUID("8141BF1D-A96F-4709-BA47-F233A8FAAB5F")
 PHYSICAL_SECTOR_SIZE = uuid.UUID("CDA348C7-445D-4471-9CC9-E9885251C556")
 PARENT_LOCATOR = uuid.UUID("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C")
 # Item lengths fixed by the specification; the parent locator's varies.
-ITEM_LENGTHS = {FILE_PARAMETERS: 8, VIRTUAL_DISK_SIZE: 8, PAGE_83_DATA: 16,
-                LOGICAL_SECTOR_SIZE: 4, PHYSICAL_SECTOR_SIZE: 4}
-ITEM_NAMES = {FILE_PARAMETERS: "File Parameters", VIRTUAL_DISK_SIZE: "Virtual Disk Size",
-              PAGE_83_DATA: "Page 83 Data", LOGICAL_SECTOR_SIZE: "Logical Sector Size",
-              PHYSICAL_SECTOR_SIZE: "Physical Sector Size"}
+ITEM_LENGTHS = {
+    FILE_PARAMETERS: 8,
+    VIRTUAL_DISK_SIZE: 8,
+    PAGE_83_DATA: 16,
+    LOGICAL_SECTOR_SIZE: 4,
+    PHYSICAL_SECTOR_SIZE: 4,
+}
+ITEM_NAMES = {
+    FILE_PARAMETERS: "File Parameters",
+    VIRTUAL_DISK_SIZE: "Virtual Disk Size",
+    PAGE_83_DATA: "Page 83 Data",
+    LOGICAL_SECTOR_SIZE: "Logical Sector Size",
+    PHYSICAL_SECTOR_SIZE: "Physical Sector Size",
+}
 MAX_PARENT_LOCATOR_BYTES = 64 * KiB
 
 FILE_PARAMETERS_HAS_PARENT = 1 << 1
@@ -94,11 +103,13 @@ def check_headers(reader: ImageReader) -> None:
 
 def read_metadata_region(reader: ImageReader) -> Region:
     signature, _, entry_count, _ = REGION_TABLE_HEADER.unpack(
-        reader.read_exact_at(REGION_TABLE_OFFSET, REGION_TABLE_HEADER.size, "VHDX region table"))
+        reader.read_exact_at(REGION_TABLE_OFFSET, REGION_TABLE_HEADER.size, "VHDX region table")
+    )
     if signature != REGION_TABLE_SIGNATURE or entry_count > MAX_TABLE_ENTRIES:
         raise MalformedImageError("The VHDX region table at 192 KiB is not valid.")
-    table = reader.read_exact_at(REGION_TABLE_OFFSET + REGION_TABLE_HEADER.size,
-                                 entry_count * REGION_TABLE_ENTRY.size, "VHDX region table")
+    table = reader.read_exact_at(
+        REGION_TABLE_OFFSET + REGION_TABLE_HEADER.size, entry_count * REGION_TABLE_ENTRY.size, "VHDX region table"
+    )
     regions: dict[uuid.UUID, Region] = {}
     for guid_bytes, offset, length, flags in REGION_TABLE_ENTRY.iter_unpack(table):
         guid = uuid.UUID(bytes_le=guid_bytes)
@@ -128,11 +139,13 @@ def read_metadata_region(reader: ImageReader) -> Region:
 
 def read_metadata_table(reader: ImageReader, region: Region) -> dict[uuid.UUID, MetadataItem]:
     signature, _, entry_count, _ = METADATA_TABLE_HEADER.unpack(
-        reader.read_exact_at(region.offset, METADATA_TABLE_HEADER.size, "VHDX metadata table"))
+        reader.read_exact_at(region.offset, METADATA_TABLE_HEADER.size, "VHDX metadata table")
+    )
     if signature != METADATA_TABLE_SIGNATURE or entry_count > MAX_TABLE_ENTRIES:
         raise MalformedImageError(f"The VHDX metadata table at offset {region.offset} is not valid.")
-    table = reader.read_exact_at(region.offset + METADATA_TABLE_HEADER.size,
-                                 entry_count * METADATA_TABLE_ENTRY.size, "VHDX metadata table")
+    table = reader.read_exact_at(
+        region.offset + METADATA_TABLE_HEADER.size, entry_count * METADATA_TABLE_ENTRY.size, "VHDX metadata table"
+    )
     items: dict[uuid.UUID, MetadataItem] = {}
     for guid_bytes, offset, length, flags, _ in METADATA_TABLE_ENTRY.iter_unpack(table):
         guid = uuid.UUID(bytes_le=guid_bytes)
@@ -145,8 +158,11 @@ def read_metadata_table(reader: ImageReader, region: Region) -> dict[uuid.UUID, 
         if guid in items:
             raise MalformedImageError(f"The VHDX metadata table lists item {guid} twice.")
         expected_length = ITEM_LENGTHS.get(guid)
-        if (expected_length is not None and length != expected_length) or offset < METADATA_TABLE_SIZE \
-                or offset + length > region.length:
+        if (
+            (expected_length is not None and length != expected_length)
+            or offset < METADATA_TABLE_SIZE
+            or offset + length > region.length
+        ):
             raise MalformedImageError(f"The VHDX metadata item {guid} has an invalid offset or length.")
         items[guid] = MetadataItem(offset, length)
     missing = [name for guid, name in ITEM_NAMES.items() if guid not in items]
@@ -167,9 +183,7 @@ def read_file_parameters(reader: ImageReader, region: Region, items: dict) -> tu
     data = read_item(reader, region, items[FILE_PARAMETERS], "File Parameters")
     block_size, flags = struct.unpack("<II", data)
     if not MiB <= block_size <= 256 * MiB or block_size & (block_size - 1):
-        raise MalformedImageError(
-            f"The VHDX block size {block_size} is not a power of two between 1 MiB and 256 MiB."
-        )
+        raise MalformedImageError(f"The VHDX block size {block_size} is not a power of two between 1 MiB and 256 MiB.")
     return block_size, bool(flags & FILE_PARAMETERS_HAS_PARENT)
 
 
@@ -192,6 +206,6 @@ def read_parent_path(reader: ImageReader, region: Region, locator: MetadataItem)
     values = {}
     for index in range(min(count, (len(data) - 20) // 12)):
         key_offset, value_offset, key_length, value_length = struct.unpack_from("<IIHH", data, 20 + 12 * index)
-        key = data[key_offset:key_offset + key_length].decode("utf-16-le", errors="replace")
-        values[key] = data[value_offset:value_offset + value_length].decode("utf-16-le", errors="replace")
+        key = data[key_offset : key_offset + key_length].decode("utf-16-le", errors="replace")
+        values[key] = data[value_offset : value_offset + value_length].decode("utf-16-le", errors="replace")
     return next((values[key] for key in PARENT_PATH_KEYS if values.get(key)), None)

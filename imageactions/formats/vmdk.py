@@ -10,7 +10,7 @@ from .inspection import LARGEST_VIRTUAL_SIZE, Inspection
 from .reader import ImageReader
 
 SPARSE_MAGIC = b"KDMV"  # SparseExtentHeader.magicNumber 0x564d444b, stored little-endian
-COWD_MAGIC = b"COWD"    # ESX Server sparse extent (vmfsSparse), the format's version 3
+COWD_MAGIC = b"COWD"  # ESX Server sparse extent (vmfsSparse), the format's version 3
 SECTOR = 512
 
 # SparseExtentHeader, little-endian: magicNumber, version, flags, capacity, grainSize,
@@ -39,10 +39,10 @@ SINGLE_FILE_CREATE_TYPES = ("monolithicSparse", "streamOptimized")
 NO_PARENT_CID = "ffffffff"
 
 EXTENT_LINE = re.compile(
-    r'(?P<access>RW|RDONLY|NOACCESS)\s+(?P<sectors>\d+)\s+(?P<type>[A-Za-z]+)'
+    r"(?P<access>RW|RDONLY|NOACCESS)\s+(?P<sectors>\d+)\s+(?P<type>[A-Za-z]+)"
     r'(?:\s+"(?P<filename>[^"]*)"(?:\s+(?P<offset>\d+))?)?'
 )
-KEY_VALUE_LINE = re.compile(r'(?P<key>[A-Za-z0-9_.-]+)\s*=\s*(?P<value>.*)')
+KEY_VALUE_LINE = re.compile(r"(?P<key>[A-Za-z0-9_.-]+)\s*=\s*(?P<value>.*)")
 EXTENT_ACCESS_WORDS = ("RW", "RDONLY", "NOACCESS")
 
 
@@ -155,8 +155,14 @@ def read_stream_footer(reader: ImageReader) -> SparseHeader:
     _, footer_size, footer_type = MARKER.unpack_from(footer, 0)
     eos_val, eos_size, eos_type = MARKER.unpack_from(footer, 2 * SECTOR)
     header = SparseHeader(*SPARSE_HEADER.unpack_from(footer, SECTOR))
-    if (header.magic != SPARSE_MAGIC or footer_size != 0 or footer_type != MARKER_FOOTER
-            or eos_val != 0 or eos_size != 0 or eos_type != MARKER_END_OF_STREAM):
+    if (
+        header.magic != SPARSE_MAGIC
+        or footer_size != 0
+        or footer_type != MARKER_FOOTER
+        or eos_val != 0
+        or eos_size != 0
+        or eos_type != MARKER_END_OF_STREAM
+    ):
         raise MalformedImageError(
             "The streamOptimized vmdk has no valid footer at its end. The upload may be incomplete; "
             "upload the whole image."
@@ -238,8 +244,15 @@ def is_own_sparse_extent(extent: Extent) -> bool:
     # The extent's file name is the image's own name when it was made; we cannot know that
     # name, but a path that leaves the image's own directory is never it.
     name = extent.filename or ""
-    return (extent.type == "SPARSE" and extent.access in ("RW", "RDONLY") and extent.sectors > 0
-            and name not in ("", ".", "..") and "/" not in name and "\\" not in name and ":" not in name)
+    return (
+        extent.type == "SPARSE"
+        and extent.access in ("RW", "RDONLY")
+        and extent.sectors > 0
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and ":" not in name
+    )
 
 
 def describe_extents(extents: list[Extent]) -> str:
@@ -283,8 +296,11 @@ def parse_extent_line(line: str, number: int) -> Extent:
 def refuse_descriptor_file(reader: ImageReader) -> NoReturn:
     # A descriptor file holds no data: its extents are other files, which qemu would open.
     text = reader.head[:MAX_DESCRIPTOR_BYTES].split(b"\0", 1)[0].decode("utf-8", errors="replace")
-    names = [match["filename"] for match in map(EXTENT_LINE.search, text.splitlines())
-             if match and match["filename"] is not None]
+    names = [
+        match["filename"]
+        for match in map(EXTENT_LINE.search, text.splitlines())
+        if match and match["filename"] is not None
+    ]
     if names:
         shown = ", ".join(quoted(name) for name in names[:5]) + (" and more" if len(names) > 5 else "")
         refers = f"refers to other files ({shown})"

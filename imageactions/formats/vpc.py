@@ -8,7 +8,7 @@ from .errors import MalformedImageError, UnsafeImageError, describe_size, quoted
 from .inspection import Inspection
 from .reader import ImageReader
 
-FOOTER_COOKIE = b"conectix"          # Hard Disk Footer "Cookie", bytes 0-7
+FOOTER_COOKIE = b"conectix"  # Hard Disk Footer "Cookie", bytes 0-7
 DYNAMIC_HEADER_COOKIE = b"cxsparse"  # Dynamic Disk Header "Cookie", bytes 0-7
 FOOTER_SIZE = 512
 DYNAMIC_HEADER_SIZE = 1024
@@ -71,7 +71,7 @@ def has_footer_copy_at_start(head: bytes) -> bool:
 
 def has_footer_at_end(tail: bytes) -> bool:
     # The footer is the last 512 bytes; disks made by Virtual PC before 2004 have a 511-byte one.
-    return tail[-FOOTER_SIZE:][:8] == FOOTER_COOKIE or tail[-(FOOTER_SIZE - 1):][:8] == FOOTER_COOKIE
+    return tail[-FOOTER_SIZE:][:8] == FOOTER_COOKIE or tail[-(FOOTER_SIZE - 1) :][:8] == FOOTER_COOKIE
 
 
 def inspect_vpc(reader: ImageReader) -> Inspection:

@@ -153,7 +153,9 @@ class S3Store(ImageStore):
                 f"IMAGE_STORES[{name!r}]['multipart_chunksize'] must be at least {MIN_PART_SIZE} bytes (S3's minimum part size)"
             )
         if config.get("addressing_style", "auto") not in ("auto", "path", "virtual"):
-            raise ImproperlyConfigured(f"IMAGE_STORES[{name!r}]['addressing_style'] must be 'auto', 'path' or 'virtual'")
+            raise ImproperlyConfigured(
+                f"IMAGE_STORES[{name!r}]['addressing_style'] must be 'auto', 'path' or 'virtual'"
+            )
         options = {key: value for key, value in config.items() if key != "type" and value is not None}
         for key in ("multipart_threshold", "multipart_chunksize", "max_attempts"):
             if key in options:
@@ -217,13 +219,15 @@ class S3Store(ImageStore):
         the database, so they are called here instead, where the caller's connection lives.
         """
         watch = _TransferWatch(size)
-        with self._translate_errors(action, key):
-            with create_transfer_manager(self.client, self._transfer_config(size)) as manager:
-                future = submit(manager, [watch])
-                while not watch.done.wait(PROGRESS_INTERVAL):
-                    if progress:
-                        progress(watch.bytes_done, size)
-                future.result()
+        with (
+            self._translate_errors(action, key),
+            create_transfer_manager(self.client, self._transfer_config(size)) as manager,
+        ):
+            future = submit(manager, [watch])
+            while not watch.done.wait(PROGRESS_INTERVAL):
+                if progress:
+                    progress(watch.bytes_done, size)
+            future.result()
         if progress:
             progress(watch.bytes_done, size)
 

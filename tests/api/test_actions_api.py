@@ -2,7 +2,7 @@
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -38,15 +38,20 @@ def assert_error_shape(response, status_code):
 
 
 def test_create_answers_201_with_location_and_the_waiting_action(alice):
-    response = alice.post(ACTIONS, {"action_type": "test", "input": {"work": {"kind": "sleep", "seconds": 1}}},
-                          format="json")
+    response = alice.post(
+        ACTIONS, {"action_type": "test", "input": {"work": {"kind": "sleep", "seconds": 1}}}, format="json"
+    )
     assert response.status_code == 201
     body = response.json()
     assert response["Location"] == f"http://testserver/v2/image-actions/{body['id']}"
     assert body["status"] == "waiting"
     assert body["action_type"] == "test"
-    assert body["input"]["work"] == {"kind": "sleep", "seconds": 1.0, "message": "the test step failed as asked",
-                                     "failures": 1}
+    assert body["input"]["work"] == {
+        "kind": "sleep",
+        "seconds": 1.0,
+        "message": "the test step failed as asked",
+        "failures": 1,
+    }
     assert body["progress"] == {"step": None, "bytes_done": 0, "bytes_total": None, "percent": None}
     assert "owner" not in body
     assert alice.get(response["Location"]).json()["id"] == body["id"]
@@ -117,14 +122,16 @@ def test_a_body_larger_than_the_limit_is_a_413(alice):
 
 
 def test_a_content_length_above_the_limit_is_a_413_before_the_body_is_read(alice):
-    response = post_raw(alice, b'{"action_type": "test", "input": {}}',
-                        CONTENT_LENGTH=str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1))
+    response = post_raw(
+        alice, b'{"action_type": "test", "input": {}}', CONTENT_LENGTH=str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
+    )
     assert_error_shape(response, 413)
 
 
 def test_a_chunked_body_without_content_length_is_a_411_not_an_empty_body(alice):
-    response = post_raw(alice, b'{"action_type": "test", "input": {}}', CONTENT_LENGTH="",
-                        HTTP_TRANSFER_ENCODING="chunked")
+    response = post_raw(
+        alice, b'{"action_type": "test", "input": {}}', CONTENT_LENGTH="", HTTP_TRANSFER_ENCODING="chunked"
+    )
     body = assert_error_shape(response, 411)
     assert "Content-Length" in body["detail"]
 
@@ -135,7 +142,7 @@ GARBAGE_BODIES = [
     b"}",
     b"\x00\x01\x02\xff\xfe",
     b"\xef\xbb\xbf{}",  # a UTF-8 byte order mark
-    "{\"action_type\": \"t\u00e9st\", \"input\": {}}".encode("latin-1"),
+    '{"action_type": "t\u00e9st", "input": {}}'.encode("latin-1"),
     b'{"action_type": NaN, "input": {}}',
     b'{"action_type": "test", "input": {"work": {"seconds": Infinity}}}',
     b'{"action_type": "test", "input": {"work": {"seconds": 1e400}}}',
@@ -171,8 +178,17 @@ def test_garbage_bodies_get_a_clean_4xx_never_a_500(alice, body):
     assert_error_shape(response, response.status_code)
 
 
-@pytest.mark.parametrize("content_type", ["application/json; charset=no-such-charset", "application/json; charset=utf-16",
-                                          "application/json; charset=utf-32", "application/jsonx", "", "*/*"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json; charset=no-such-charset",
+        "application/json; charset=utf-16",
+        "application/json; charset=utf-32",
+        "application/jsonx",
+        "",
+        "*/*",
+    ],
+)
 def test_odd_content_types_get_a_clean_answer(alice, content_type):
     response = post_raw(alice, b'{"action_type": "test", "input": {}}', content_type=content_type)
     assert response.status_code in (201, 400, 415), response.content
@@ -181,7 +197,7 @@ def test_odd_content_types_get_a_clean_answer(alice, content_type):
 # -- per-type aliases --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("action_type, alias", sorted(TYPE_ALIASES.items()))
+@pytest.mark.parametrize(("action_type", "alias"), sorted(TYPE_ALIASES.items()))
 def test_an_alias_exists_exactly_when_its_action_type_is_installed(alice, action_type, alias):
     response = alice.get(f"/v2/{alias}")
     if action_type in action_types():
@@ -269,15 +285,18 @@ def test_an_unknown_status_filter_is_a_400_listing_the_statuses(alice):
 
 
 def test_list_filters_by_created_and_updated_dates(alice):
-    base = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    base = datetime(2030, 1, 1, tzinfo=UTC)
     old, middle, new = (create(alice)["id"] for _ in range(3))
     set_times(old, base, base + timedelta(days=10))
     set_times(middle, base + timedelta(days=1))
     set_times(new, base + timedelta(days=2))
     assert set(ids(alice.get(ACTIONS, {"created_after": "2030-01-02T00:00:00Z"}))) == {middle, new}
     assert ids(alice.get(ACTIONS, {"created_before": "2030-01-02T00:00:00Z"})) == [old]
-    assert ids(alice.get(ACTIONS, {"created_after": "2030-01-01T12:00:00+00:00",
-                                   "created_before": "2030-01-02T12:00:00+00:00"})) == [middle]
+    assert ids(
+        alice.get(
+            ACTIONS, {"created_after": "2030-01-01T12:00:00+00:00", "created_before": "2030-01-02T12:00:00+00:00"}
+        )
+    ) == [middle]
     assert ids(alice.get(ACTIONS, {"updated_after": "2030-01-05T00:00:00Z"})) == [old]
     # A date in another offset means the same instant.
     assert ids(alice.get(ACTIONS, {"created_before": "2030-01-01T01:00:01+01:00"})) == [old]
@@ -300,12 +319,17 @@ def test_list_filters_by_image_id(alice):
     assert list(assert_error_shape(alice.get(ACTIONS, {"image_id": "nope"}), 400)["errors"]) == ["image_id"]
 
 
-@pytest.mark.parametrize("ordering, expected", [
-    ("created_at", ["a", "b", "c"]), ("-created_at", ["c", "b", "a"]),
-    ("updated_at", ["c", "a", "b"]), ("-updated_at", ["b", "a", "c"]),
-])
+@pytest.mark.parametrize(
+    ("ordering", "expected"),
+    [
+        ("created_at", ["a", "b", "c"]),
+        ("-created_at", ["c", "b", "a"]),
+        ("updated_at", ["c", "a", "b"]),
+        ("-updated_at", ["b", "a", "c"]),
+    ],
+)
 def test_list_orders_by_created_or_updated_time(alice, ordering, expected):
-    base = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    base = datetime(2030, 1, 1, tzinfo=UTC)
     actions = {name: create(alice)["id"] for name in "abc"}
     set_times(actions["a"], base, base + timedelta(hours=5))
     set_times(actions["b"], base + timedelta(hours=1), base + timedelta(hours=6))
@@ -335,7 +359,7 @@ def walk(client, url, params):
 
 @pytest.mark.parametrize("ordering", ["-created_at", "created_at"])
 def test_cursor_pages_cover_every_action_once_even_with_equal_timestamps(alice, ordering):
-    base = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    base = datetime(2030, 1, 1, tzinfo=UTC)
     created = [create(alice)["id"] for _ in range(120)]
     for index, action_id in enumerate(created):
         set_times(action_id, base + timedelta(seconds=index // 3))  # three actions share each second
@@ -446,11 +470,22 @@ def test_staff_see_every_action_with_its_owner(alice, bob, operator):
     assert own["owner"] == "operators"
 
 
-@pytest.mark.parametrize("method, suffix, expected", [
-    ("options", "", 200), ("head", "", 200), ("delete", "", 405), ("put", "", 405), ("patch", "", 405),
-    ("options", "/{id}", 200), ("delete", "/{id}", 405), ("patch", "/{id}", 405), ("put", "/{id}", 405),
-    ("get", "/{id}/cancel", 405), ("delete", "/{id}/cancel", 405),
-])
+@pytest.mark.parametrize(
+    ("method", "suffix", "expected"),
+    [
+        ("options", "", 200),
+        ("head", "", 200),
+        ("delete", "", 405),
+        ("put", "", 405),
+        ("patch", "", 405),
+        ("options", "/{id}", 200),
+        ("delete", "/{id}", 405),
+        ("patch", "/{id}", 405),
+        ("put", "/{id}", 405),
+        ("get", "/{id}/cancel", 405),
+        ("delete", "/{id}/cancel", 405),
+    ],
+)
 def test_other_methods_get_a_clean_answer(alice, method, suffix, expected):
     created = create(alice)
     response = getattr(alice, method)(ACTIONS + suffix.format(id=created["id"]))

@@ -26,12 +26,15 @@ def test_the_changelist_shows_every_owners_actions(admin_client):
     assert listed_ids(admin_client.get(CHANGELIST)) == actions
 
 
-@pytest.mark.parametrize("query, expected", [
-    ({"status": "failure"}, {"failed"}),
-    ({"action_type": "other"}, {"other"}),
-    ({"owner": "project-b"}, {"foreign"}),
-    ({"status": "waiting", "owner": "project-a"}, {"waiting"}),
-])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"status": "failure"}, {"failed"}),
+        ({"action_type": "other"}, {"other"}),
+        ({"owner": "project-b"}, {"foreign"}),
+        ({"status": "waiting", "owner": "project-a"}, {"waiting"}),
+    ],
+)
 def test_the_changelist_filters_by_status_type_and_owner(admin_client, query, expected):
     actions = {
         "waiting": make_action(),
@@ -61,17 +64,36 @@ def test_the_changelist_searches_by_id_owner_and_location(admin_client, search):
 def test_the_change_page_shows_message_traceback_and_the_step_timeline(admin_client):
     action = make_action(status="failure", message="The image could not be read: it is truncated.")
     started = timezone.now()
-    ActionEvent.objects.create(action=action, step="prepare", status="preparing", started_at=started,
-                               finished_at=started + timedelta(seconds=1), outcome="done", worker="host:1")
-    ActionEvent.objects.create(action=action, step="work", status="working", attempt=2, started_at=started,
-                               outcome="failed", message="boom for the user",
-                               traceback="Traceback (most recent call last):\n  RuntimeError: internal detail")
+    ActionEvent.objects.create(
+        action=action,
+        step="prepare",
+        status="preparing",
+        started_at=started,
+        finished_at=started + timedelta(seconds=1),
+        outcome="done",
+        worker="host:1",
+    )
+    ActionEvent.objects.create(
+        action=action,
+        step="work",
+        status="working",
+        attempt=2,
+        started_at=started,
+        outcome="failed",
+        message="boom for the user",
+        traceback="Traceback (most recent call last):\n  RuntimeError: internal detail",
+    )
     page = admin_client.get(f"{CHANGELIST}{action.pk}/change/")
     assert page.status_code == 200
     html = page.content.decode()
     assert "step timeline" in html.lower()
-    for text in ("The image could not be read: it is truncated.", "prepare", "boom for the user",
-                 "RuntimeError: internal detail", "host:1"):
+    for text in (
+        "The image could not be read: it is truncated.",
+        "prepare",
+        "boom for the user",
+        "RuntimeError: internal detail",
+        "host:1",
+    ):
         assert text in html
 
 
@@ -91,8 +113,14 @@ def test_the_cancel_admin_action_cancels_a_waiting_action(admin_client):
 
 
 def test_the_retry_admin_action_queues_a_failed_action_again(admin_client):
-    failed = make_action(status="failure", step_state="done", step_index=1, message="it broke",
-                         finished_at=timezone.now(), expires_at=timezone.now() + timedelta(days=2))
+    failed = make_action(
+        status="failure",
+        step_state="done",
+        step_index=1,
+        message="it broke",
+        finished_at=timezone.now(),
+        expires_at=timezone.now() + timedelta(days=2),
+    )
     succeeded = make_action(status="success", step_state="done")
     page = run_admin_action(admin_client, "retry_failed_actions", [failed, succeeded])
     assert page.status_code == 200
@@ -118,16 +146,34 @@ def test_actions_are_not_added_by_hand(admin_client):
 
 
 def make_image():
-    return Image.objects.create(name="focal", disk_format="qcow2", size=10, checksum="0" * 32,
-                                os_hash_value="0" * 128, owner="project-a", store="local", store_key="k")
+    return Image.objects.create(
+        name="focal",
+        disk_format="qcow2",
+        size=10,
+        checksum="0" * 32,
+        os_hash_value="0" * 128,
+        owner="project-a",
+        store="local",
+        store_key="k",
+    )
 
 
-@pytest.mark.parametrize("page", [
-    "/admin/", "/admin/imageactions/", CHANGELIST, f"{CHANGELIST}?q=nothing", f"{CHANGELIST}?e=1",
-    "/admin/imageactions/image/", "/admin/imageactions/image/?q=focal", "/admin/imageactions/image/?status=active",
-    "/admin/imageactions/projectmember/", "/admin/imageactions/projectmember/add/",
-    "/admin/imageactions/projectmember/?q=alice",
-])
+@pytest.mark.parametrize(
+    "page",
+    [
+        "/admin/",
+        "/admin/imageactions/",
+        CHANGELIST,
+        f"{CHANGELIST}?q=nothing",
+        f"{CHANGELIST}?e=1",
+        "/admin/imageactions/image/",
+        "/admin/imageactions/image/?q=focal",
+        "/admin/imageactions/image/?status=active",
+        "/admin/imageactions/projectmember/",
+        "/admin/imageactions/projectmember/add/",
+        "/admin/imageactions/projectmember/?q=alice",
+    ],
+)
 def test_every_admin_page_answers_200(admin_client, page):
     make_action()
     make_image()

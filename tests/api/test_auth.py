@@ -25,13 +25,19 @@ def token_client(token: str) -> APIClient:
     return client
 
 
-@pytest.mark.parametrize("method, path", [
-    ("get", ACTIONS), ("post", ACTIONS), ("get", f"{ACTIONS}/00000000-0000-0000-0000-000000000000"),
-    ("post", f"{ACTIONS}/00000000-0000-0000-0000-000000000000/cancel"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", ACTIONS),
+        ("post", ACTIONS),
+        ("get", f"{ACTIONS}/00000000-0000-0000-0000-000000000000"),
+        ("post", f"{ACTIONS}/00000000-0000-0000-0000-000000000000/cancel"),
+    ],
+)
 def test_anonymous_requests_get_a_401_with_www_authenticate(db, method, path):
-    response = getattr(APIClient(), method)(path, {"action_type": "test", "input": {}} if method == "post" else None,
-                                            format="json")
+    response = getattr(APIClient(), method)(
+        path, {"action_type": "test", "input": {}} if method == "post" else None, format="json"
+    )
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == "Token"
     assert response.json()["code"] == "not_authenticated"

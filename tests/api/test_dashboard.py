@@ -59,8 +59,13 @@ def test_the_admin_index_and_the_app_page_link_to_the_dashboard(admin_client):
 
 
 def test_the_dashboard_counts_actions_by_type_and_status(admin_client):
-    for action_type, status, count in (("import", "waiting", 3), ("import", "uploading", 1), ("import", "success", 2),
-                                       ("export", "failure", 1), ("clone", "success", 4)):
+    for action_type, status, count in (
+        ("import", "waiting", 3),
+        ("import", "uploading", 1),
+        ("import", "success", 2),
+        ("export", "failure", 1),
+        ("clone", "success", 4),
+    ):
         for _ in range(count):
             make_action(action_type, status)
     dashboard, html = dashboard_of(admin_client)
@@ -95,8 +100,10 @@ def test_the_dashboard_says_when_nothing_is_pending(admin_client):
 
 
 def test_the_dashboard_lists_the_latest_20_failures_of_the_last_24_hours_with_their_messages(admin_client):
-    failures = [make_action(status="failure", finished_ago=timedelta(minutes=n), message=f"Could not read image {n}.")
-                for n in range(1, 26)]
+    failures = [
+        make_action(status="failure", finished_ago=timedelta(minutes=n), message=f"Could not read image {n}.")
+        for n in range(1, 26)
+    ]
     make_action(status="failure", finished_ago=timedelta(hours=25), message="Too old to show.")
     make_action(status="success", finished_ago=timedelta(minutes=1))
     dashboard, html = dashboard_of(admin_client)
@@ -127,20 +134,34 @@ def test_the_dashboard_counts_actions_finished_per_hour(admin_client):
 
 
 def test_the_dashboard_and_the_image_list_show_where_images_are_stored(admin_client):
-    Image.objects.create(name="focal", disk_format="qcow2", size=2048, checksum="0" * 32, os_hash_value="0" * 128,
-                         owner="project-a", store="local", store_key="ab/focal-key")
+    Image.objects.create(
+        name="focal",
+        disk_format="qcow2",
+        size=2048,
+        checksum="0" * 32,
+        os_hash_value="0" * 128,
+        owner="project-a",
+        store="local",
+        store_key="ab/focal-key",
+    )
     store_path = settings.IMAGE_STORES["local"]["path"]
     dashboard, html = dashboard_of(admin_client)
     assert [(s["store"], s["images"], s["bytes"], s["location"]) for s in dashboard.stores] == [
-        ("local", 1, 2048, store_path)]
+        ("local", 1, 2048, store_path)
+    ]
     image_list = admin_client.get("/admin/imageactions/image/").content.decode()
     assert f"{store_path}/ab/focal-key" in image_list
 
 
-def test_the_dashboard_makes_the_same_few_queries_however_many_actions_exist(admin_client, django_assert_max_num_queries):
+def test_the_dashboard_makes_the_same_few_queries_however_many_actions_exist(
+    admin_client, django_assert_max_num_queries
+):
     for n in range(60):
-        make_action(status=("waiting", "success", "failure")[n % 3], finished_ago=timedelta(minutes=n) if n % 3 else None,
-                    message="broken")
+        make_action(
+            status=("waiting", "success", "failure")[n % 3],
+            finished_ago=timedelta(minutes=n) if n % 3 else None,
+            message="broken",
+        )
     with django_assert_max_num_queries(12):
         response = admin_client.get(DASHBOARD)
     assert response.status_code == 200

@@ -82,9 +82,20 @@ def test_an_alias_create_endpoint_shows_only_its_own_types_input(anonymous):
 
 def run_spectacular_validate(*args):
     return subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "spectacular", "--validate", "--fail-on-warn",
-         "--file", "/dev/null", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "spectacular",
+            "--validate",
+            "--fail-on-warn",
+            "--file",
+            "/dev/null",
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"DJANGO_SETTINGS_MODULE": "tests.settings", "PATH": "/usr/bin:/bin"},
     )
 

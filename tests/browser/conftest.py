@@ -16,10 +16,18 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
-INSTALL_HINT = "Install it with: apt-get install -y chromium && .venv/bin/pip install -e '.[test]' (scripts/test does both)."
+INSTALL_HINT = (
+    "Install it with: apt-get install -y chromium && .venv/bin/pip install -e '.[test]' (scripts/test does both)."
+)
 TIMEOUT_MS = 10_000
 
 
@@ -41,8 +49,10 @@ def chromium(_orm_beside_playwright, django_db_setup, live_server):
     except ImportError as error:
         pytest.fail(f"The browser tests need the Python package playwright ({error}). {INSTALL_HINT}", pytrace=False)
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"The browser tests need Debian's chromium at {CHROMIUM}; it is not installed. {INSTALL_HINT}",
-                    pytrace=False)
+        pytest.fail(
+            f"The browser tests need Debian's chromium at {CHROMIUM}; it is not installed. {INSTALL_HINT}",
+            pytrace=False,
+        )
     with sync_playwright() as playwright:
         try:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
@@ -78,8 +88,10 @@ def browser_page(chromium, live_server, transactional_db, request):
     page = context.new_page()
     page.closed_network = network
     failed_responses = []
-    page.on("response", lambda response: response.status >= 400 and failed_responses.append(
-        f"{response.status} {response.url}"))
+    page.on(
+        "response",
+        lambda response: response.status >= 400 and failed_responses.append(f"{response.status} {response.url}"),
+    )
     page.failed_responses = failed_responses
     yield page
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -97,8 +109,9 @@ def operator_login(browser_page, settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
     def log_in(username="olga", password="correct horse battery staple"):
-        call_command("create_api_user", username, "--project", "operators", "--staff", "--password", password,
-                     stdout=StringIO())
+        call_command(
+            "create_api_user", username, "--project", "operators", "--staff", "--password", password, stdout=StringIO()
+        )
         browser_page.goto("/admin/login/?next=/admin/")
         browser_page.fill("#id_username", username)
         browser_page.fill("#id_password", password)

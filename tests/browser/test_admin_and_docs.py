@@ -21,8 +21,13 @@ def finished(status, message="", ago=timedelta(minutes=5)):
     # the first minutes of an hour would otherwise put these in the hour before.
     now = timezone.now()
     at = max(now - ago, now.replace(minute=0, second=0, microsecond=0))
-    return make_action(status, message=message, step_state="done", finished_at=at,
-                       expires_at=at + timedelta(seconds=settings.ACTION_TTL))
+    return make_action(
+        status,
+        message=message,
+        step_state="done",
+        finished_at=at,
+        expires_at=at + timedelta(seconds=settings.ACTION_TTL),
+    )
 
 
 def test_an_operator_logs_in_and_the_admin_is_styled(operator_login):
@@ -51,17 +56,33 @@ def test_an_operator_filters_actions_by_status(operator_login):
     status_filter.get_by_role("link", name="waiting", exact=True).click()
     page.wait_for_url("**status=waiting**")
     assert {row.split("\t")[1] for row in page.locator("#result_list tbody tr").all_inner_texts()} == {
-        str(action.pk) for action in waiting}
+        str(action.pk) for action in waiting
+    }
 
 
 def test_an_operator_opens_an_action_and_reads_its_step_timeline(operator_login):
     action = finished("failure", "The image is not a valid qcow2 file: its header is truncated.")
     started = timezone.now() - timedelta(minutes=6)
-    ActionEvent.objects.create(action=action, step="prepare", status="preparing", started_at=started,
-                               finished_at=started + timedelta(seconds=2), outcome="done", worker="worker-1:4242")
-    ActionEvent.objects.create(action=action, step="work", status="working", attempt=2, started_at=started,
-                               finished_at=started + timedelta(seconds=9), outcome="failed",
-                               message="header is truncated", worker="worker-2:4343")
+    ActionEvent.objects.create(
+        action=action,
+        step="prepare",
+        status="preparing",
+        started_at=started,
+        finished_at=started + timedelta(seconds=2),
+        outcome="done",
+        worker="worker-1:4242",
+    )
+    ActionEvent.objects.create(
+        action=action,
+        step="work",
+        status="working",
+        attempt=2,
+        started_at=started,
+        finished_at=started + timedelta(seconds=9),
+        outcome="failed",
+        message="header is truncated",
+        worker="worker-2:4343",
+    )
     page = operator_login()
     page.goto(CHANGELIST)
     page.get_by_role("link", name=str(action.pk)).click()
@@ -144,7 +165,9 @@ def test_the_closed_network_refuses_and_records_a_request_to_another_host(browse
     """The guard the other tests rely on: a request off the live server never leaves the browser."""
     page = browser_page
     page.goto("/admin/login/")
-    outcome = page.evaluate("""() => fetch('http://images.example.org/focal.qcow2').then(() => 'answered', () => 'refused')""")
+    outcome = page.evaluate(
+        """() => fetch('http://images.example.org/focal.qcow2').then(() => 'answered', () => 'refused')"""
+    )
     assert outcome == "refused"
     assert page.closed_network.refused == ["http://images.example.org/focal.qcow2"]
     page.closed_network.refused.clear()  # seen; the fixture's own check would fail the test

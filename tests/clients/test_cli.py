@@ -19,8 +19,7 @@ CONSOLE_SCRIPT = Path(sys.executable).parent / "imageactions"
 
 def cli(*args, url: str, token: str | None, timeout: int = 120) -> subprocess.CompletedProcess:
     """Run the installed console script the way a user does: settings only from its environment."""
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("IMAGEACTIONS_", "DJANGO_"))}
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("IMAGEACTIONS_", "DJANGO_"))}
     env["IMAGEACTIONS_URL"] = url
     if token is not None:
         env["IMAGEACTIONS_TOKEN"] = token
@@ -41,8 +40,13 @@ def run(api_server, alice_token):
 def percents(stderr: str, label: str) -> list[int]:
     """The percentages one progress bar drew (it redraws its line with carriage returns)."""
     frames = re.split(r"[\r\n]", stderr)
-    return [int(match.group(1)) for frame in frames if frame.startswith(label)
-            for match in [re.search(r"(\d+)%", frame)] if match]
+    return [
+        int(match.group(1))
+        for frame in frames
+        if frame.startswith(label)
+        for match in [re.search(r"(\d+)%", frame)]
+        if match
+    ]
 
 
 def test_the_console_script_is_installed_with_the_project():
@@ -55,8 +59,13 @@ def test_the_console_script_is_installed_with_the_project():
 
 def test_the_cli_runs_without_django():
     probe = "import sys, imageactions.cli; print(sorted({m.split('.')[0] for m in sys.modules} & {'django', 'rest_framework'}))"
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30,
-                            env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"})
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+    )
     assert result.stdout.strip() == "[]", result.stderr
 
 
@@ -192,8 +201,10 @@ def test_unknown_action_and_image_ids_are_reported_by_name(run, tmp_path):
     downloads.mkdir()
     for args, message in [
         (("show", "x"), "No action 'x' in your project."),
-        (("cancel", "7c6a1d3e-0000-4000-8000-000000000000"),
-         "No action '7c6a1d3e-0000-4000-8000-000000000000' in your project."),
+        (
+            ("cancel", "7c6a1d3e-0000-4000-8000-000000000000"),
+            "No action '7c6a1d3e-0000-4000-8000-000000000000' in your project.",
+        ),
         (("download", "nope", str(downloads / "nope.img")), "No image 'nope' in your project."),
     ]:
         result = run(*args)

@@ -28,9 +28,23 @@ def generated_client(tmp_path_factory, django_db_setup, django_db_blocker):
     # No post hooks (a formatter run): the generation stays offline and needs no other tool.
     (directory / "generator.yml").write_text("post_hooks: []\n")
     result = subprocess.run(
-        [sys.executable, "-m", "openapi_python_client", "generate", "--path", str(directory / "schema.json"),
-         "--output-path", str(directory / PACKAGE), "--meta", "none", "--config", str(directory / "generator.yml")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "openapi_python_client",
+            "generate",
+            "--path",
+            str(directory / "schema.json"),
+            "--output-path",
+            str(directory / PACKAGE),
+            "--meta",
+            "none",
+            "--config",
+            str(directory / "generator.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -45,18 +59,34 @@ def generated_client(tmp_path_factory, django_db_setup, django_db_blocker):
 
 def untyped_attributes(model: type) -> list[str]:
     """Attributes annotated with Any, except the catch-all for keys the schema does not name."""
-    return [f"{model.__name__}.{field.name}: {field.type}" for field in attrs.fields(model)
-            if field.name != "additional_properties" and re.search(r"\bAny\b", str(field.type))]
+    return [
+        f"{model.__name__}.{field.name}: {field.type}"
+        for field in attrs.fields(model)
+        if field.name != "additional_properties" and re.search(r"\bAny\b", str(field.type))
+    ]
 
 
 def test_generated_client_has_typed_models_for_each_action_types_input_and_the_resources(generated_client):
     models = importlib.import_module(f"{PACKAGE}.models")
     inputs = [at.input_serializer.__name__.removesuffix("Serializer") for at in action_types().values()]
-    results = [at.result_serializer.__name__.removesuffix("Serializer") for at in action_types().values()
-               if at.result_serializer]
-    expected = ["ImageAction", "Image", "Progress", *results, "NewImageProperties", "PaginatedImageActionList",
-                "PaginatedImageList", "Error", *inputs, *(f"{name}Request" for name in inputs),
-                *(f"{name.title()}ActionCreateRequest" for name in action_types())]
+    results = [
+        at.result_serializer.__name__.removesuffix("Serializer")
+        for at in action_types().values()
+        if at.result_serializer
+    ]
+    expected = [
+        "ImageAction",
+        "Image",
+        "Progress",
+        *results,
+        "NewImageProperties",
+        "PaginatedImageActionList",
+        "PaginatedImageList",
+        "Error",
+        *inputs,
+        *(f"{name}Request" for name in inputs),
+        *(f"{name.title()}ActionCreateRequest" for name in action_types()),
+    ]
     assert [name for name in expected if not hasattr(models, name)] == []
     every_model = [getattr(models, name) for name in models.__all__ if attrs.has(getattr(models, name))]
     assert [a for model in every_model for a in untyped_attributes(model)] == []
@@ -84,12 +114,20 @@ def test_generated_client_imports_polls_lists_cancels_and_reads_the_image(
 ):
     from imageactions_client import AuthenticatedClient
     from imageactions_client.api.image_actions import (
-        image_actions_cancel_create, image_actions_create, image_actions_list, image_actions_retrieve,
+        image_actions_cancel_create,
+        image_actions_create,
+        image_actions_list,
+        image_actions_retrieve,
     )
     from imageactions_client.api.images import images_retrieve
     from imageactions_client.models import (
-        ImageAction, ImagePropertiesRequest, ImportActionCreateActionTypeEnum,
-        ImportActionCreateRequest, ImportInput, ImportInputRequest, SourceEnum,
+        ImageAction,
+        ImagePropertiesRequest,
+        ImportActionCreateActionTypeEnum,
+        ImportActionCreateRequest,
+        ImportInput,
+        ImportInputRequest,
+        SourceEnum,
     )
 
     client = AuthenticatedClient(base_url=api_server.base_url, token=alice_token, prefix="Token")
@@ -123,7 +161,9 @@ def test_generated_client_imports_polls_lists_cancels_and_reads_the_image(
     assert image_actions_list.sync(client=client, status="pending", action_type="import").results == []
     everything = image_actions_list.sync(client=client, action_type="import")
     assert {action.id: action.status.value for action in everything.results} == {
-        imported.id: "success", waiting.id: "cancelled"}
+        imported.id: "success",
+        waiting.id: "cancelled",
+    }
 
     image = images_retrieve.sync(str(imported.result.image_ref), client=client)
     assert (image.name, image.size, image.disk_format, image.owner) == ("generated", len(data), "raw", "project-a")

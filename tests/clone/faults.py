@@ -17,7 +17,7 @@ class _FlipOneByte:
         start, self.position = self.position, self.position + len(data)
         if start <= CORRUPTED_OFFSET < self.position:
             at = CORRUPTED_OFFSET - start
-            data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+            data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
         return data
 
 

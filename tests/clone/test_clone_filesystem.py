@@ -20,8 +20,16 @@ def test_clone_to_a_store_in_another_region_makes_an_equal_image_there(alice, cl
     workers = clone_setup.workers()
     data = image_bytes()
     source = clone_setup.image(
-        store="home", data=data, name="base", disk_format="qcow2", virtual_size=10 * MiB, visibility="shared",
-        min_disk=3, min_ram=512, properties={"os_distro": "debian"}, tags=["gold", "lts"],
+        store="home",
+        data=data,
+        name="base",
+        disk_format="qcow2",
+        virtual_size=10 * MiB,
+        visibility="shared",
+        min_disk=3,
+        min_ram=512,
+        properties={"os_distro": "debian"},
+        tags=["gold", "lts"],
     )
 
     action, body = run_clone(alice, workers, image_id=str(source.pk), stores=["away"])
@@ -29,12 +37,25 @@ def test_clone_to_a_store_in_another_region_makes_an_equal_image_there(alice, cl
     assert body["status"] == "success", body["message"]
     [clone] = images_made_by(action.pk)
     assert body["result"] == {
-        "image_refs": [str(clone.pk)], "images": [{"id": str(clone.pk), "store": "away", "region": "south"}],
+        "image_refs": [str(clone.pk)],
+        "images": [{"id": str(clone.pk), "store": "away", "region": "south"}],
     }
     assert stored_bytes(clone) == data
     assert clone.store_key == f"images/{clone.pk}"
-    for field in ("name", "disk_format", "container_format", "size", "virtual_size", "checksum", "os_hash_algo",
-                  "os_hash_value", "visibility", "min_disk", "min_ram", "owner"):
+    for field in (
+        "name",
+        "disk_format",
+        "container_format",
+        "size",
+        "virtual_size",
+        "checksum",
+        "os_hash_algo",
+        "os_hash_value",
+        "visibility",
+        "min_disk",
+        "min_ram",
+        "owner",
+    ):
         assert getattr(clone, field) == getattr(source, field), field
     assert clone.properties == {"os_distro": "debian", "cloned_from": str(source.pk)}
     assert sorted(clone.tag_set.values_list("name", flat=True)) == ["gold", "lts"]
@@ -140,4 +161,3 @@ def test_a_clone_whose_source_was_deleted_meanwhile_fails_and_says_so(alice, clo
     assert action.status == "failure"
     assert action.message == f"The image {source.pk} was deleted before it could be copied; nothing was cloned."
     assert files_under(tmp_path / "away") == []
-

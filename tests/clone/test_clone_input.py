@@ -102,6 +102,8 @@ def test_a_deleted_image_cannot_be_cloned(alice, stores):
 
 
 def test_clone_alias_accepts_the_input_alone(alice, source):
-    response = alice.post("/v2/image-clones", {"input": {"image_id": str(source.pk), "stores": ["away"]}}, format="json")
+    response = alice.post(
+        "/v2/image-clones", {"input": {"image_id": str(source.pk), "stores": ["away"]}}, format="json"
+    )
     assert response.status_code == 201, response.json()
     assert response.json()["action_type"] == "clone"

@@ -27,8 +27,9 @@ def stored_sha512(store: str, key: str) -> str:
     return digest.hexdigest()
 
 
-def test_clone_from_filesystem_to_s3_stores_the_same_bytes_in_the_bucket(alice, clone_setup_with_s3, object_store,
-                                                                        s3_prefix):
+def test_clone_from_filesystem_to_s3_stores_the_same_bytes_in_the_bucket(
+    alice, clone_setup_with_s3, object_store, s3_prefix
+):
     workers = clone_setup_with_s3.workers()
     # Above the 8 MiB multipart threshold, so the copy is a multipart upload.
     data = image_bytes(9 * MiB + 5)
@@ -90,8 +91,9 @@ def test_clone_to_several_stores_at_once_makes_one_image_in_each(alice, clone_se
         assert stored_sha512(image.store, image.store_key) == source.os_hash_value
 
 
-def test_a_corrupted_copy_to_s3_fails_verification_and_leaves_no_object(alice, clone_setup_with_s3, object_store,
-                                                                       s3_prefix):
+def test_a_corrupted_copy_to_s3_fails_verification_and_leaves_no_object(
+    alice, clone_setup_with_s3, object_store, s3_prefix
+):
     workers = clone_setup_with_s3.workers(IMAGEACTIONS_CLONE_STREAM_FILTER="tests.clone.faults.flip_one_byte")
     source = clone_setup_with_s3.image(store="home")
 
@@ -105,8 +107,9 @@ def test_a_corrupted_copy_to_s3_fails_verification_and_leaves_no_object(alice, c
     assert images_made_by(action.pk) == []
 
 
-def test_cancel_during_a_copy_to_s3_leaves_no_object_and_no_upload(alice, clone_setup_with_s3, object_store,
-                                                                   s3_prefix, tmp_path):
+def test_cancel_during_a_copy_to_s3_leaves_no_object_and_no_upload(
+    alice, clone_setup_with_s3, object_store, s3_prefix, tmp_path
+):
     workers = clone_setup_with_s3.workers(IMAGEACTIONS_CLONE_STREAM_FILTER="tests.clone.faults.slow_reader")
     source = clone_setup_with_s3.image(store="home", data=image_bytes(40 * MiB))
     action_id = clone(alice, image_id=str(source.pk), stores=["far", "bucket"]).json()["id"]

@@ -36,7 +36,9 @@ def test_export_to_a_url_that_answers_403_fails_naming_the_answer_and_the_url(al
     action = run_export(alice, workers, image.pk, {"type": "url", "url": put_server.url("/status/403?sig=x")})
 
     assert action["status"] == "failure"
-    assert action["message"] == f"The destination refused the upload: 403 Forbidden from '{put_server.url('/status/403')}'"
+    assert (
+        action["message"] == f"The destination refused the upload: 403 Forbidden from '{put_server.url('/status/403')}'"
+    )
     assert action["result"] == {}
 
 
@@ -60,8 +62,9 @@ def test_export_to_a_url_where_nothing_listens_fails_saying_so(alice, workers, r
 
 def test_cancel_during_upload_stops_the_put_and_leaves_nothing(alice, workers, raw_image, put_server):
     image, _ = raw_image
-    action_id = start_export(alice, image.pk, {"type": "url", "url": put_server.url("/slow/cancelled.raw")},
-                             disk_format="qcow2")
+    action_id = start_export(
+        alice, image.pk, {"type": "url", "url": put_server.url("/slow/cancelled.raw")}, disk_format="qcow2"
+    )
     wait_until(lambda: any(r["path"] == "/slow/cancelled.raw" and r["received"] for r in put_server.requests))
 
     assert alice.post(f"/v2/image-actions/{action_id}/cancel").status_code == 202
@@ -89,8 +92,9 @@ def test_export_to_an_s3_store_writes_the_object_and_names_it(alice, raw_image, 
     object_store, workers = export_store
     image, data = raw_image
     key = f"backups/{image.pk}.qcow2"
-    action = run_export(alice, workers, image.pk, {"type": "store", "store": EXPORT_STORE, "key": key},
-                        disk_format="qcow2")
+    action = run_export(
+        alice, workers, image.pk, {"type": "store", "store": EXPORT_STORE, "key": key}, disk_format="qcow2"
+    )
 
     assert action["status"] == "success", action["message"]
     assert action["result"]["location"] == f"s3://{object_store.bucket}/exported/{key}"

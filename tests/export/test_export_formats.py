@@ -37,14 +37,16 @@ def test_import_of_an_exported_qcow2_exported_back_as_raw_has_the_original_sha51
     alice, workers, raw_image, put_server
 ):
     image, data = raw_image
-    to_qcow2 = run_export(alice, workers, image.pk, {"type": "url", "url": put_server.url("/files/rt.qcow2")},
-                          disk_format="qcow2")
+    to_qcow2 = run_export(
+        alice, workers, image.pk, {"type": "url", "url": put_server.url("/files/rt.qcow2")}, disk_format="qcow2"
+    )
     assert to_qcow2["status"] == "success", to_qcow2["message"]
     qcow2_image = import_from(alice, workers, put_server.url("/files/rt.qcow2"), "round trip qcow2")
     assert qcow2_image.disk_format == "qcow2"
 
-    to_raw = run_export(alice, workers, qcow2_image.pk, {"type": "url", "url": put_server.url("/files/rt.raw")},
-                        disk_format="raw")
+    to_raw = run_export(
+        alice, workers, qcow2_image.pk, {"type": "url", "url": put_server.url("/files/rt.raw")}, disk_format="raw"
+    )
     assert to_raw["status"] == "success", to_raw["message"]
     raw_again = import_from(alice, workers, put_server.url("/files/rt.raw"), "round trip raw")
 

@@ -5,9 +5,8 @@ import uuid
 import pytest
 
 from imageactions.models import Image
-from tests.images.conftest import put_image
-
 from tests.conftest import wait_for_action
+from tests.images.conftest import put_image
 
 from .conftest import run_export, start_export
 
@@ -36,7 +35,9 @@ def test_export_of_an_image_that_is_not_active_is_refused(alice, db):
     response = create(alice, {"image_id": str(deleted.pk), "destination": {"type": "download"}})
 
     assert response.status_code == 400
-    assert response.json()["errors"] == {"input.image_id": [f"Image {deleted.pk} is not active (its status is 'deleted')."]}
+    assert response.json()["errors"] == {
+        "input.image_id": [f"Image {deleted.pk} is not active (its status is 'deleted')."]
+    }
 
 
 def test_export_to_an_unknown_store_is_refused_listing_the_stores(alice, image):
@@ -50,14 +51,16 @@ def test_export_to_an_unknown_store_is_refused_listing_the_stores(alice, image):
 
 @pytest.mark.parametrize("key", ["../escape", "/absolute", "a/../b", "images/someone-elses-image", "exports/x"])
 def test_export_to_a_store_key_outside_the_users_space_is_refused(alice, image, key):
-    response = create(alice, {"image_id": str(image.pk), "destination": {"type": "store", "store": "local", "key": key}})
+    response = create(
+        alice, {"image_id": str(image.pk), "destination": {"type": "store", "store": "local", "key": key}}
+    )
 
     assert response.status_code == 400
     assert list(response.json()["errors"]) == ["input.destination.key"]
 
 
 @pytest.mark.parametrize(
-    "destination, field, words",
+    ("destination", "field", "words"),
     [
         ({"type": "url", "url": "http://169.254.169.254/latest"}, "url", "link-local/metadata addresses are refused"),
         ({"type": "url", "url": "ftp://example.com/x"}, "url", "the scheme 'ftp' is not allowed"),

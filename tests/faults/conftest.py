@@ -50,7 +50,8 @@ def require_binary(name: str, *candidates: str) -> str:
     if not found:
         pytest.fail(
             f"The fault tests need the '{name}' binary (PostgreSQL and Redis server packages); "
-            f"install it (e.g. apt-get install postgresql redis-server)", pytrace=False
+            f"install it (e.g. apt-get install postgresql redis-server)",
+            pytrace=False,
         )
     return found
 
@@ -64,8 +65,9 @@ def patterned_bytes(size: int, seed: int = 0) -> bytes:
 
 
 class FaultyFile:
-    def __init__(self, data: bytes, *, ranges: bool, close_after: int | None, closes: int, rate: float | None,
-                 ignore_range: bool):
+    def __init__(
+        self, data: bytes, *, ranges: bool, close_after: int | None, closes: int, rate: float | None, ignore_range: bool
+    ):
         self.data, self.ranges, self.close_after, self.closes = data, ranges, close_after, closes
         self.rate, self.ignore_range = rate, ignore_range
         self.etag = '"' + hashlib.md5(data[:MiB]).hexdigest() + f'-{len(data)}"'
@@ -81,10 +83,12 @@ class FaultyImageServer(LoopbackServer):
         super().__init__(FaultyRequestHandler)
         self.files: dict[str, FaultyFile] = {}
 
-    def add(self, name: str, data: bytes, *, ranges=True, close_after=None, closes=0, rate=None,
-            ignore_range=False) -> str:
-        self.files[name] = FaultyFile(data, ranges=ranges, close_after=close_after, closes=closes, rate=rate,
-                                      ignore_range=ignore_range)
+    def add(
+        self, name: str, data: bytes, *, ranges=True, close_after=None, closes=0, rate=None, ignore_range=False
+    ) -> str:
+        self.files[name] = FaultyFile(
+            data, ranges=ranges, close_after=close_after, closes=closes, rate=rate, ignore_range=ignore_range
+        )
         return self.url(f"/{name}")
 
 
@@ -122,7 +126,7 @@ class FaultyRequestHandler(LoopbackHandler):
             return 0
         if self.headers.get("If-Range", file.etag) != file.etag:
             return 0
-        return int(wanted[len("bytes="):-1])
+        return int(wanted[len("bytes=") : -1])
 
     def _send(self, body: memoryview, rate: float | None) -> None:
         began, sent, piece = time.monotonic(), 0, 256 * 1024
@@ -173,14 +177,38 @@ class PrivatePostgres:
 
     def start(self) -> "PrivatePostgres":
         self._run([self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync"], 60)
-        self._run([self.pg_ctl, "-D", str(self.data), "-l", str(self.directory / "server.log"), "-w", "-o",
-                   f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off", "start"], 60)
+        self._run(
+            [
+                self.pg_ctl,
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.directory / "server.log"),
+                "-w",
+                "-o",
+                f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "start",
+            ],
+            60,
+        )
         return self
 
     def restart(self) -> None:
         # -l again: without it the new server logs to pg_ctl's stdout and holds the pipe open.
-        self._run([self.pg_ctl, "-D", str(self.data), "-l", str(self.directory / "server.log"), "-m", "fast", "-w",
-                   "restart"], 60)
+        self._run(
+            [
+                self.pg_ctl,
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.directory / "server.log"),
+                "-m",
+                "fast",
+                "-w",
+                "restart",
+            ],
+            60,
+        )
 
     def create_database(self, name: str) -> None:
         import psycopg
@@ -189,14 +217,18 @@ class PrivatePostgres:
             conn.execute(f'CREATE DATABASE "{name}"')
 
     def stop(self) -> None:
-        subprocess.run(_as_postgres([self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop"]),
-                       capture_output=True, timeout=60, check=False)
+        subprocess.run(
+            _as_postgres([self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop"]),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def _run(self, command: list[str], timeout: float) -> None:
         result = subprocess.run(_as_postgres(command), capture_output=True, text=True, timeout=timeout, check=False)
         if result.returncode:
-            log = (self.directory / "server.log")
+            log = self.directory / "server.log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}\n{tail}")
 
@@ -223,9 +255,24 @@ class PrivateRedis:
     def start(self) -> "PrivateRedis":
         with open(self.directory / "redis.log", "ab") as log:
             self.process = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--daemonize", "no", "--dir", str(self.directory)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    self.binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--dir",
+                    str(self.directory),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         import redis
 
@@ -265,22 +312,38 @@ class PrivateSwift:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        names = ("SWIFT_PROXY_PORT", "SWIFT_OBJECT_PORT", "SWIFT_CONTAINER_PORT", "SWIFT_ACCOUNT_PORT",
-                 "SWIFT_MEMCACHED_PORT")
+        names = (
+            "SWIFT_PROXY_PORT",
+            "SWIFT_OBJECT_PORT",
+            "SWIFT_CONTAINER_PORT",
+            "SWIFT_ACCOUNT_PORT",
+            "SWIFT_MEMCACHED_PORT",
+        )
         self.ports = {name: str(free_port()) for name in names}
 
     def start(self) -> ObjectStoreServer:
         result = subprocess.run(
-            ["bash", str(SCRIPTS / "start_swift.sh"), str(self.directory)], env={**os.environ, **self.ports},
-            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, check=False,
+            ["bash", str(SCRIPTS / "start_swift.sh"), str(self.directory)],
+            env={**os.environ, **self.ports},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+            check=False,
         )
         if result.returncode:
             pytest.fail(f"Could not start a private Swift:\n{result.stderr[-3000:]}", pytrace=False)
         values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
         self.server = ObjectStoreServer(
-            s3_endpoint=values["S3_ENDPOINT"], s3_access_key=values["S3_KEY"], s3_secret_key=values["S3_SECRET"],
-            s3_region=values["S3_REGION"], swift_auth_url=values["SWIFT_AUTH_URL"], swift_user=values["SWIFT_USER"],
-            swift_key=values["SWIFT_KEY"], swift_storage_url=values["SWIFT_STORAGE_URL"], bucket=TEST_BUCKET,
+            s3_endpoint=values["S3_ENDPOINT"],
+            s3_access_key=values["S3_KEY"],
+            s3_secret_key=values["S3_SECRET"],
+            s3_region=values["S3_REGION"],
+            swift_auth_url=values["SWIFT_AUTH_URL"],
+            swift_user=values["SWIFT_USER"],
+            swift_key=values["SWIFT_KEY"],
+            swift_storage_url=values["SWIFT_STORAGE_URL"],
+            bucket=TEST_BUCKET,
             directory=self.directory,
         )
         self.server.create_bucket(TEST_BUCKET)
@@ -291,8 +354,13 @@ class PrivateSwift:
         os.kill(int((self.directory / "run" / "proxy-server.pid").read_text()), signal.SIGKILL)
 
     def stop(self, *, purge: bool = False) -> None:
-        subprocess.run(["bash", str(SCRIPTS / "stop_swift.sh"), str(self.directory), *(["--purge"] if purge else [])],
-                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            ["bash", str(SCRIPTS / "stop_swift.sh"), str(self.directory), *(["--purge"] if purge else [])],
+            capture_output=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
 
 
 @pytest.fixture
@@ -313,8 +381,12 @@ class Deployment:
         self.directory = directory
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEACTIONS_")}
         self.env = {
-            **inherited, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONUNBUFFERED": "1",
-            "IMAGEACTIONS_TEST_PROFILE": "embedded", "IMAGEACTIONS_DATA_DIR": str(directory / "data"), **env,
+            **inherited,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "PYTHONUNBUFFERED": "1",
+            "IMAGEACTIONS_TEST_PROFILE": "embedded",
+            "IMAGEACTIONS_DATA_DIR": str(directory / "data"),
+            **env,
         }
         self.processes: list[subprocess.Popen] = []
         self.port = free_port()
@@ -326,8 +398,15 @@ class Deployment:
         return Path(self.env["IMAGEACTIONS_DATA_DIR"])
 
     def manage(self, *args: str, timeout: float = 120) -> str:
-        result = subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=self.env,
-                                capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         assert result.returncode == 0, f"manage.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
         return result.stdout
 
@@ -338,28 +417,49 @@ class Deployment:
         return self
 
     def start_api(self) -> None:
-        self._spawn("api", [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
-                            "--timeout", "60", "imageactions.wsgi:application"])
+        self._spawn(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                "2",
+                "--timeout",
+                "60",
+                "imageactions.wsgi:application",
+            ],
+        )
         wait_until(self._api_answers, timeout=30, what="gunicorn start", interval=0.2)
 
     def start_workers(self, workers: int = 2, **env: str) -> subprocess.Popen:
-        return self._spawn(f"worker-{len(self.processes)}", [sys.executable, str(ROOT / "manage.py"), "worker",
-                                                            "--workers", str(workers)], env)
+        return self._spawn(
+            f"worker-{len(self.processes)}",
+            [sys.executable, str(ROOT / "manage.py"), "worker", "--workers", str(workers)],
+            env,
+        )
 
     def fire_reaper(self) -> None:
         """Run django-q2's scheduler once the reaper is due, instead of waiting for a cluster's
         ~30 s guard-loop tick; the reaper itself runs on the workers."""
-        self.manage("shell", "-c", (
-            "import time\nfrom django.utils import timezone\nfrom django_q.models import Schedule\n"
-            "from django_q.scheduler import scheduler\nfrom imageactions.runner import REAPER_SCHEDULE\n"
-            "deadline = time.monotonic() + 15\n"
-            "while Schedule.objects.get(name=REAPER_SCHEDULE).next_run > timezone.now() "
-            "and time.monotonic() < deadline:\n    time.sleep(0.2)\nscheduler()\n"
-        ))
+        self.manage(
+            "shell",
+            "-c",
+            (
+                "import time\nfrom django.utils import timezone\nfrom django_q.models import Schedule\n"
+                "from django_q.scheduler import scheduler\nfrom imageactions.runner import REAPER_SCHEDULE\n"
+                "deadline = time.monotonic() + 15\n"
+                "while Schedule.objects.get(name=REAPER_SCHEDULE).next_run > timezone.now() "
+                "and time.monotonic() < deadline:\n    time.sleep(0.2)\nscheduler()\n"
+            ),
+        )
 
     def create_test_action(self, **test_input) -> str:
-        response = self.http.post(f"{self.base_url}/v2/image-actions",
-                                  json={"action_type": "test", "input": test_input}, timeout=30)
+        response = self.http.post(
+            f"{self.base_url}/v2/image-actions", json={"action_type": "test", "input": test_input}, timeout=30
+        )
         assert response.status_code == 201, response.text
         return response.json()["id"]
 
@@ -389,8 +489,14 @@ class Deployment:
 
     def _spawn(self, name: str, command: list[str], env: dict | None = None) -> subprocess.Popen:
         with open(self.directory / f"{name}.log", "ab") as log:
-            process = subprocess.Popen(command, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env={**self.env, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes.append(process)
         return process
 

@@ -42,8 +42,12 @@ def test_postgresql_restart_while_steps_run_lets_every_action_finish(private_pos
     app.start_api()
     app.start_workers(workers=4)
     action_ids = [app.create_test_action(work={"kind": "sleep", "seconds": 4}) for _ in range(4)]
-    wait_until(lambda: all(app.action(a)["status"] == "working" for a in action_ids), timeout=30,
-               what="all four actions sleeping in their work step", interval=0.1)
+    wait_until(
+        lambda: all(app.action(a)["status"] == "working" for a in action_ids),
+        timeout=30,
+        what="all four actions sleeping in their work step",
+        interval=0.1,
+    )
 
     private_postgres.restart()
     restarted_at = time.monotonic()
@@ -54,16 +58,19 @@ def test_postgresql_restart_while_steps_run_lets_every_action_finish(private_pos
     for action_id in action_ids:
         counts = app.step_run_counts(action_id)
         assert counts["prepare"] == 1 and counts["wrap"] == 1 and counts["work"] in (1, 2), counts
-    print(f"all ended {took:.1f} s after the restart; work runs: "
-          f"{[app.step_run_counts(a)['work'] for a in action_ids]}")
+    print(
+        f"all ended {took:.1f} s after the restart; work runs: {[app.step_run_counts(a)['work'] for a in action_ids]}"
+    )
 
 
 def test_redis_restart_that_loses_the_queued_tasks_loses_no_action(private_redis, deployment, tmp_path):
-    app = deployment({
-        "IMAGEACTIONS_DATABASE_URL": f"sqlite:///{tmp_path / 'imageactions.sqlite3'}",
-        "IMAGEACTIONS_BROKER_URL": private_redis.url,
-        "IMAGEACTIONS_QUEUED_TASK_TIMEOUT": "3",
-    })
+    app = deployment(
+        {
+            "IMAGEACTIONS_DATABASE_URL": f"sqlite:///{tmp_path / 'imageactions.sqlite3'}",
+            "IMAGEACTIONS_BROKER_URL": private_redis.url,
+            "IMAGEACTIONS_QUEUED_TASK_TIMEOUT": "3",
+        }
+    )
     app.start_api()
     action_ids = [app.create_test_action() for _ in range(5)]  # queued in Redis; no worker runs yet
     broker = redis.Redis.from_url(private_redis.url)

@@ -19,14 +19,19 @@ def test_store_that_stops_mid_upload_is_retried_then_fails_clearly_leaving_no_im
 ):
     swift = private_swift.start()
     store = swift.s3_store_config(multipart_chunksize=5 * MiB, multipart_threshold=5 * MiB, connect_timeout=2)
-    workers = start_workers(env={
-        "IMAGEACTIONS_STORES": json.dumps({"private": store}), "IMAGEACTIONS_DEFAULT_STORE": "private",
-    })
+    workers = start_workers(
+        env={
+            "IMAGEACTIONS_STORES": json.dumps({"private": store}),
+            "IMAGEACTIONS_DEFAULT_STORE": "private",
+        }
+    )
     url = faulty_server.add("to-store.img", patterned_bytes(256 * MiB, seed=3))
     action_id = start_import(alice, {"location": url})
     wait_until(
         lambda: ImageAction.objects.filter(pk=action_id, status="storing", progress_done__gt=0).exists(),
-        timeout=60, what="the first stored bytes", interval=0.01,
+        timeout=60,
+        what="the first stored bytes",
+        interval=0.01,
     )
     private_swift.crash_proxy()
     crashed_at = time.monotonic()
@@ -36,8 +41,11 @@ def test_store_that_stops_mid_upload_is_retried_then_fails_clearly_leaving_no_im
     assert action.message.startswith(
         f"The image could not be stored: The image store 'private' could not be reached at {swift.s3_endpoint}"
     ), action.message
-    outcomes = list(ActionEvent.objects.filter(action_id=action_id, step="store").order_by("started_at")
-                    .values_list("outcome", flat=True))
+    outcomes = list(
+        ActionEvent.objects.filter(action_id=action_id, step="store")
+        .order_by("started_at")
+        .values_list("outcome", flat=True)
+    )
     assert outcomes == ["retry", "retry", "failure"]
     print(f"failed {time.monotonic() - crashed_at:.1f} s after the store stopped")
 

@@ -45,8 +45,9 @@ def test_import_from_a_server_without_range_support_fails_saying_it_cannot_resum
 def test_import_whose_server_answers_200_to_the_range_request_fails_instead_of_mixing_bytes(
     alice, workers, faulty_server
 ):
-    url = faulty_server.add("ignores-range.img", patterned_bytes(20 * MiB), close_after=5 * MiB, closes=1,
-                            ignore_range=True)
+    url = faulty_server.add(
+        "ignores-range.img", patterned_bytes(20 * MiB), close_after=5 * MiB, closes=1, ignore_range=True
+    )
     action = import_from(alice, workers, url)
     assert action.status == "failure"
     assert action.message.startswith(

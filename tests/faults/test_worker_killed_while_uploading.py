@@ -30,7 +30,8 @@ def test_worker_killed_mid_download_is_restarted_by_the_reaper_and_yields_one_im
     action_id = start_import(alice, {"location": url})
     running = wait_until(
         lambda: ImageAction.objects.filter(pk=action_id, status="uploading", progress_done__gt=40 * MiB).first(),
-        timeout=30, what="40 MiB of the download",
+        timeout=30,
+        what="40 MiB of the download",
     )
     pid = int(running.worker.rsplit(":", 1)[1])
     assert pid in workers.pids() and pid != workers.process.pid, "the step must run in a django-q2 pool child"
@@ -45,15 +46,22 @@ def test_worker_killed_mid_download_is_restarted_by_the_reaper_and_yields_one_im
     wait_until(lambda: len(downloads) == 2, timeout=15, what="the restarted download")
     restarted_after = time.monotonic() - killed_at
     # The re-run starts its staging afresh (not appending to what the killed run left).
-    wait_until(lambda: staged.exists() and staged.stat().st_size < staged_at_kill, timeout=5,
-               what="a fresh staging file", interval=0.01)
+    wait_until(
+        lambda: staged.exists() and staged.stat().st_size < staged_at_kill,
+        timeout=5,
+        what="a fresh staging file",
+        interval=0.01,
+    )
     assert downloads[1].get("Range") is None
 
     action = wait_for_action(action_id, workers=workers, timeout=60)
     assert restarted_after <= settings.REAPER_INTERVAL + SCHEDULER_TICK, restarted_after
     assert_image_of(action, data)  # size, md5, sha512, the stored bytes, and no scratch left
     assert Image.objects.filter(created_by_action=action_id).count() == 1
-    outcomes = list(ActionEvent.objects.filter(action_id=action_id, step="fetch").order_by("started_at")
-                    .values_list("outcome", flat=True))
+    outcomes = list(
+        ActionEvent.objects.filter(action_id=action_id, step="fetch")
+        .order_by("started_at")
+        .values_list("outcome", flat=True)
+    )
     assert outcomes == ["worker lost", "success"]
     assert action.restarts == 1

@@ -63,7 +63,7 @@ def data_blocks(path: Path, block_size: int = 64 * KiB):
     with open(path, "rb") as file:
         offset = 0
         while block := file.read(block_size):
-            if block != zeros[:len(block)]:
+            if block != zeros[: len(block)]:
                 yield offset, block
             offset += len(block)
 
@@ -107,14 +107,35 @@ def write_gpt(path: Path, disk_size: int) -> None:
     total_lbas = disk_size // SECTOR
     write_mbr(path, [mbr_entry(0x00, 0xEE, 1, min(total_lbas - 1, 0xFFFFFFFF))])
     linux_filesystem = uuid.UUID("0FC63DAF-8483-4772-8E79-3D69D8477DE4")
-    entry = struct.pack("<16s16sQQQ72s", linux_filesystem.bytes_le, uuid.uuid4().bytes_le,
-                        2048, total_lbas - 2048, 0, "root".encode("utf-16-le"))
+    entry = struct.pack(
+        "<16s16sQQQ72s",
+        linux_filesystem.bytes_le,
+        uuid.uuid4().bytes_le,
+        2048,
+        total_lbas - 2048,
+        0,
+        "root".encode("utf-16-le"),
+    )
     entries = entry.ljust(128 * 128, b"\0")
     entries_crc = zlib.crc32(entries)
 
     def header(my_lba: int, alternate_lba: int, entries_lba: int) -> bytes:
-        fields = [b"EFI PART", 0x00010000, 92, 0, 0, my_lba, alternate_lba, 34, total_lbas - 34,
-                  uuid.UUID(int=0x1234).bytes_le, entries_lba, 128, 128, entries_crc]
+        fields = [
+            b"EFI PART",
+            0x00010000,
+            92,
+            0,
+            0,
+            my_lba,
+            alternate_lba,
+            34,
+            total_lbas - 34,
+            uuid.UUID(int=0x1234).bytes_le,
+            entries_lba,
+            128,
+            128,
+            entries_crc,
+        ]
         without_crc = struct.pack("<8sIIIIQQQQ16sQIII", *fields)
         fields[3] = zlib.crc32(without_crc)
         return struct.pack("<8sIIIIQQQQ16sQIII", *fields)
@@ -167,8 +188,9 @@ def real_images(image_dir) -> dict[str, RealImage]:
     patch(source, 32 * MiB, b"some data in the middle" * 100)
     stream = made / "stream-optimized.vmdk"
     run("qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", source, stream)
-    images["stream-optimized.vmdk"] = RealImage(stream, "vmdk", qemu_virtual_size(stream, "vmdk"),
-                                                {"subformat": "streamOptimized"})
+    images["stream-optimized.vmdk"] = RealImage(
+        stream, "vmdk", qemu_virtual_size(stream, "vmdk"), {"subformat": "streamOptimized"}
+    )
 
     mbr = copy_image(made / "disk.raw", made / "mbr.raw")
     write_mbr(mbr, [mbr_entry(0x80, 0x83, 2048, IMAGE_SIZE // SECTOR - 2048)])
@@ -235,7 +257,7 @@ def make_vpc_differencing(path: Path, parent_name: str) -> Path:
     patch(path, data_offset + 64, parent_name.encode("utf-16-be").ljust(512, b"\0"))
     for footer_offset in (0, size - SECTOR):
         footer = bytearray(read_at(path, footer_offset, SECTOR))
-        footer[VPC_DISK_TYPE:VPC_DISK_TYPE + 4] = struct.pack(">I", 4)
+        footer[VPC_DISK_TYPE : VPC_DISK_TYPE + 4] = struct.pack(">I", 4)
         footer[64:68] = struct.pack(">I", vpc_checksum(bytes(footer)))
         patch(path, footer_offset, bytes(footer))
     return path
@@ -263,7 +285,7 @@ def make_gd_at_end_stream(source: Path, target: Path, footer_capacity: int) -> P
     copy_image(source, target)
     header = bytearray(read_at(source, 0, SECTOR))
     patch(target, VMDK_GD_OFFSET, struct.pack("<Q", 0xFFFFFFFFFFFFFFFF))
-    header[VMDK_CAPACITY:VMDK_CAPACITY + 8] = struct.pack("<Q", footer_capacity)
+    header[VMDK_CAPACITY : VMDK_CAPACITY + 8] = struct.pack("<Q", footer_capacity)
     footer_marker = struct.pack("<QII", 0, 0, 3).ljust(SECTOR, b"\0")
     end_of_stream = struct.pack("<QII", 0, 0, 0).ljust(SECTOR, b"\0")
     with open(target, "ab") as file:
@@ -301,8 +323,11 @@ def hostile_images(image_dir, real_images) -> dict[str, Path]:
     patch(copy("v3.qcow2", "luks-encrypted.qcow2"), QCOW2_CRYPT_METHOD, struct.pack(">I", 2))
     crypto_header_only = copy("v3.qcow2", "crypto-extension-only.qcow2")
     header_length = struct.unpack(">I", read_at(crypto_header_only, QCOW2_HEADER_LENGTH, 4))[0]
-    patch(crypto_header_only, header_length,
-          struct.pack(">IIQQ", QCOW2_EXT_CRYPTO_HEADER, 16, 0x40000, 0x1000) + struct.pack(">II", 0, 0))
+    patch(
+        crypto_header_only,
+        header_length,
+        struct.pack(">IIQQ", QCOW2_EXT_CRYPTO_HEADER, 16, 0x40000, 0x1000) + struct.pack(">II", 0, 0),
+    )
     patch(copy("v3.qcow2", "aes-encrypted.qcow2"), QCOW2_CRYPT_METHOD, struct.pack(">I", 1))
     patch(copy("v3.qcow2", "cluster-bits-8.qcow2"), QCOW2_CLUSTER_BITS, struct.pack(">I", 8))
     patch(copy("v3.qcow2", "cluster-bits-22.qcow2"), QCOW2_CLUSTER_BITS, struct.pack(">I", 22))
@@ -325,27 +350,39 @@ def hostile_images(image_dir, real_images) -> dict[str, Path]:
         'ddb.adapterType = "ide"\n'
     )
     own_extent = re.compile(r'RW (\d+) SPARSE "[^"]*"')
-    rewrite_vmdk_descriptor(copy("monolithic-sparse.vmdk", "second-extent.vmdk"),
-                            lambda text: own_extent.sub(r'\g<0>\nRW 2048 FLAT "/etc/shadow" 0', text))
-    rewrite_vmdk_descriptor(copy("monolithic-sparse.vmdk", "extent-elsewhere.vmdk"),
-                            lambda text: own_extent.sub(r'RW \1 SPARSE "/etc/shadow"', text))
-    rewrite_vmdk_descriptor(copy("monolithic-sparse.vmdk", "flat-extent.vmdk"),
-                            lambda text: own_extent.sub(r'RW \1 FLAT "disk-flat.vmdk" 0', text))
-    rewrite_vmdk_descriptor(copy("monolithic-sparse.vmdk", "parent-hint.vmdk"),
-                            lambda text: text.replace("parentCID=ffffffff",
-                                                      'parentCID=ffffffff\nparentFileNameHint="/etc/shadow"'))
-    rewrite_vmdk_descriptor(copy("monolithic-sparse.vmdk", "two-gb-extents.vmdk"),
-                            lambda text: text.replace("monolithicSparse", "twoGbMaxExtentSparse"))
-    rewrite_vmdk_descriptor(copy("monolithic-sparse.vmdk", "garbage-line.vmdk"),
-                            lambda text: text.replace("# Extent description", "this is not a descriptor line"))
+    rewrite_vmdk_descriptor(
+        copy("monolithic-sparse.vmdk", "second-extent.vmdk"),
+        lambda text: own_extent.sub(r'\g<0>\nRW 2048 FLAT "/etc/shadow" 0', text),
+    )
+    rewrite_vmdk_descriptor(
+        copy("monolithic-sparse.vmdk", "extent-elsewhere.vmdk"),
+        lambda text: own_extent.sub(r'RW \1 SPARSE "/etc/shadow"', text),
+    )
+    rewrite_vmdk_descriptor(
+        copy("monolithic-sparse.vmdk", "flat-extent.vmdk"),
+        lambda text: own_extent.sub(r'RW \1 FLAT "disk-flat.vmdk" 0', text),
+    )
+    rewrite_vmdk_descriptor(
+        copy("monolithic-sparse.vmdk", "parent-hint.vmdk"),
+        lambda text: text.replace("parentCID=ffffffff", 'parentCID=ffffffff\nparentFileNameHint="/etc/shadow"'),
+    )
+    rewrite_vmdk_descriptor(
+        copy("monolithic-sparse.vmdk", "two-gb-extents.vmdk"),
+        lambda text: text.replace("monolithicSparse", "twoGbMaxExtentSparse"),
+    )
+    rewrite_vmdk_descriptor(
+        copy("monolithic-sparse.vmdk", "garbage-line.vmdk"),
+        lambda text: text.replace("# Extent description", "this is not a descriptor line"),
+    )
     patch(copy("monolithic-sparse.vmdk", "capacity-0.vmdk"), VMDK_CAPACITY, struct.pack("<Q", 0))
     patch(copy("monolithic-sparse.vmdk", "cowd.vmdk"), 0, b"COWD")
     # VMware writes streamOptimized files whose first header says "grain directory at the end"
     # and whose footer holds the real header; qemu lets the footer win, and so must we.
     stream = real_images["stream-optimized.vmdk"].path
     images["gd-at-end.vmdk"] = make_gd_at_end_stream(stream, made / "gd-at-end.vmdk", IMAGE_SIZE // SECTOR)
-    images["footer-capacity-512t.vmdk"] = make_gd_at_end_stream(stream, made / "footer-capacity-512t.vmdk",
-                                                                512 * TiB // SECTOR)
+    images["footer-capacity-512t.vmdk"] = make_gd_at_end_stream(
+        stream, made / "footer-capacity-512t.vmdk", 512 * TiB // SECTOR
+    )
     images["qemu-probes-as-vmdk.raw"] = made / "qemu-probes-as-vmdk.raw"
     images["qemu-probes-as-vmdk.raw"].write_bytes(b"version=1\n" + bytes(range(256)) * 64)
 
@@ -376,8 +413,9 @@ def hostile_images(image_dir, real_images) -> dict[str, Path]:
         images[name] = truncated_copy(real_images[source].path, made / name, length)
 
     gd_at_end = images["gd-at-end.vmdk"]
-    images["truncated-footer.vmdk"] = truncated_copy(gd_at_end, made / "truncated-footer.vmdk",
-                                                     gd_at_end.stat().st_size - 1024)
+    images["truncated-footer.vmdk"] = truncated_copy(
+        gd_at_end, made / "truncated-footer.vmdk", gd_at_end.stat().st_size - 1024
+    )
 
     # One file, two formats.
     patch(copy("plain.iso", "iso-with-qcow2-header.iso"), 0, read_at(real_images["v3.qcow2"].path, 0, 512))
@@ -389,8 +427,13 @@ def hostile_images(image_dir, real_images) -> dict[str, Path]:
     # Disk formats qemu opens that are not accepted here.
     create("disk.qed", "qed")
     images["disk.luks"] = made / "disk.luks"
-    luks_header = b"LUKS\xba\xbe" + struct.pack(">H", 1) + b"aes".ljust(32, b"\0") + \
-        b"xts-plain64".ljust(32, b"\0") + b"sha256".ljust(32, b"\0")
+    luks_header = (
+        b"LUKS\xba\xbe"
+        + struct.pack(">H", 1)
+        + b"aes".ljust(32, b"\0")
+        + b"xts-plain64".ljust(32, b"\0")
+        + b"sha256".ljust(32, b"\0")
+    )
     images["disk.luks"].write_bytes(luks_header.ljust(MiB, b"\0"))
     return images
 
@@ -401,11 +444,17 @@ def non_images(image_dir) -> dict[str, Path]:
     made.mkdir()
     payload = b"Not a disk image at all. " * 400
     contents = {
-        "video.mp4": struct.pack(">I", 24) + b"ftypisom" + b"\0\0\2\0" + b"isomiso2"
-                     + struct.pack(">I", 8 + len(payload)) + b"mdat" + payload,
+        "video.mp4": struct.pack(">I", 24)
+        + b"ftypisom"
+        + b"\0\0\2\0"
+        + b"isomiso2"
+        + struct.pack(">I", 8 + len(payload))
+        + b"mdat"
+        + payload,
         "video.mov": struct.pack(">I", 20) + b"ftypqt  " + b"\0\0\2\0" + b"qt  " + payload,
         "video.webm": bytes.fromhex("1a45dfa3 9f 4286 81 01 42f7 81 01 42f2 81 04 42f3 81 08 4282 84")
-                      + b"webm" + payload,
+        + b"webm"
+        + payload,
         "document.pdf": b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n" + payload,
         "picture.png": b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + payload,
         "picture.jpg": b"\xff\xd8\xff\xe0\0\x10JFIF\0" + payload,
@@ -416,7 +465,7 @@ def non_images(image_dir) -> dict[str, Path]:
         "data.zst": zstandard.ZstdCompressor().compress(payload),
         "notes.txt": ("Meeting notes\n" + "Everything is fine, ünïcödé included.\n" * 200).encode(),
         "error.html": b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>"
-                      b"<body>Not Found</body></html>\n",
+        b"<body>Not Found</body></html>\n",
     }
     paths = {}
     for name, data in contents.items():

@@ -23,12 +23,27 @@ from imageactions.formats import (
 from imageactions.formats.inspect import inspect_open_image
 from imageactions.formats.reader import MAX_BYTES_READ, ImageReader
 
-from .conftest import GiB, IMAGE_SIZE, MiB, TiB, copy_image, patch, read_at, run
+from .conftest import IMAGE_SIZE, GiB, MiB, TiB, copy_image, patch, read_at, run
 
 REAL_IMAGES = (
-    "v2.qcow2", "v3.qcow2", "v3-4k-clusters.qcow2", "v3-zstd.qcow2", "v3-extended-l2.qcow2",
-    "monolithic-sparse.vmdk", "stream-optimized.vmdk", "fixed.vhd", "dynamic.vhd", "forced-size.vhd",
-    "disk.vhdx", "dynamic.vdi", "fixed.vdi", "disk.raw", "mbr.raw", "gpt.raw", "plain.iso", "hybrid.iso",
+    "v2.qcow2",
+    "v3.qcow2",
+    "v3-4k-clusters.qcow2",
+    "v3-zstd.qcow2",
+    "v3-extended-l2.qcow2",
+    "monolithic-sparse.vmdk",
+    "stream-optimized.vmdk",
+    "fixed.vhd",
+    "dynamic.vhd",
+    "forced-size.vhd",
+    "disk.vhdx",
+    "dynamic.vdi",
+    "fixed.vdi",
+    "disk.raw",
+    "mbr.raw",
+    "gpt.raw",
+    "plain.iso",
+    "hybrid.iso",
 )
 
 
@@ -51,10 +66,17 @@ def assert_refused(path, error_class, *fragments, **options) -> str:
 
 
 def test_public_surface_is_exactly_the_documented_names():
-    assert sorted(imageactions.formats.__all__) == sorted([
-        "DISK_FORMATS", "ImageFormatError", "Inspection", "MalformedImageError", "NotADiskImageError",
-        "UnsafeImageError", "inspect_image",
-    ])
+    assert sorted(imageactions.formats.__all__) == sorted(
+        [
+            "DISK_FORMATS",
+            "ImageFormatError",
+            "Inspection",
+            "MalformedImageError",
+            "NotADiskImageError",
+            "UnsafeImageError",
+            "inspect_image",
+        ]
+    )
     assert DISK_FORMATS == ("raw", "qcow2", "vmdk", "vpc", "vhdx", "vdi", "iso")
     for error_class in (NotADiskImageError, UnsafeImageError, MalformedImageError):
         assert issubclass(error_class, ImageFormatError)
@@ -81,8 +103,9 @@ def test_real_image_is_detected_with_the_virtual_size_qemu_reports(real_images, 
     assert inspect_image(image.path) == Inspection(image.format, image.virtual_size, image.details)
 
 
-@pytest.mark.parametrize("name", [name for name in REAL_IMAGES
-                                  if not name.endswith((".iso", "fixed.vhd", "dynamic.vhd"))])
+@pytest.mark.parametrize(
+    "name", [name for name in REAL_IMAGES if not name.endswith((".iso", "fixed.vhd", "dynamic.vhd"))]
+)
 def test_real_image_has_the_virtual_size_qemu_img_was_given(real_images, name):
     assert inspect_image(real_images[name].path).virtual_size == IMAGE_SIZE
 
@@ -125,38 +148,68 @@ def test_a_single_zero_byte_is_raw(image_dir):
 
 
 def test_qcow2_declared_as_raw_is_refused_naming_qcow2(real_images):
-    assert_refused(real_images["v3.qcow2"].path, UnsafeImageError,
-                   "The image was declared as raw but its data is a qcow2 image", declared_format="raw")
+    assert_refused(
+        real_images["v3.qcow2"].path,
+        UnsafeImageError,
+        "The image was declared as raw but its data is a qcow2 image",
+        declared_format="raw",
+    )
 
 
 def test_raw_disk_with_a_qcow2_header_declared_as_raw_is_refused(hostile_images):
-    assert_refused(hostile_images["raw-with-qcow2-header.raw"], UnsafeImageError,
-                   "The image was declared as raw but its data is a qcow2 image", declared_format="raw")
+    assert_refused(
+        hostile_images["raw-with-qcow2-header.raw"],
+        UnsafeImageError,
+        "The image was declared as raw but its data is a qcow2 image",
+        declared_format="raw",
+    )
 
 
-@pytest.mark.parametrize("name, found", [
-    ("monolithic-sparse.vmdk", "a vmdk image"), ("fixed.vhd", "a vpc image"), ("dynamic.vhd", "a vpc image"),
-    ("disk.vhdx", "a vhdx image"), ("dynamic.vdi", "a vdi image"), ("plain.iso", "an iso image"),
-])
+@pytest.mark.parametrize(
+    ("name", "found"),
+    [
+        ("monolithic-sparse.vmdk", "a vmdk image"),
+        ("fixed.vhd", "a vpc image"),
+        ("dynamic.vhd", "a vpc image"),
+        ("disk.vhdx", "a vhdx image"),
+        ("dynamic.vdi", "a vdi image"),
+        ("plain.iso", "an iso image"),
+    ],
+)
 def test_other_formats_declared_as_raw_are_refused_naming_the_format_found(real_images, name, found):
-    assert_refused(real_images[name].path, UnsafeImageError,
-                   f"The image was declared as raw but its data is {found}", declared_format="raw")
+    assert_refused(
+        real_images[name].path,
+        UnsafeImageError,
+        f"The image was declared as raw but its data is {found}",
+        declared_format="raw",
+    )
 
 
 def test_data_qemu_would_probe_as_a_vmdk_descriptor_is_refused_when_declared_raw(hostile_images):
-    assert_refused(hostile_images["qemu-probes-as-vmdk.raw"], UnsafeImageError,
-                   "declared as raw but its data is a vmdk image", declared_format="raw")
+    assert_refused(
+        hostile_images["qemu-probes-as-vmdk.raw"],
+        UnsafeImageError,
+        "declared as raw but its data is a vmdk image",
+        declared_format="raw",
+    )
 
 
 def test_declared_format_that_differs_names_both_formats(real_images):
-    assert_refused(real_images["v3.qcow2"].path, UnsafeImageError,
-                   "The image was declared as vmdk but its data is a qcow2 image", declared_format="vmdk")
+    assert_refused(
+        real_images["v3.qcow2"].path,
+        UnsafeImageError,
+        "The image was declared as vmdk but its data is a qcow2 image",
+        declared_format="vmdk",
+    )
 
 
 def test_raw_data_declared_as_qcow2_says_it_has_no_header(real_images):
-    assert_refused(real_images["disk.raw"].path, UnsafeImageError,
-                   "declared as qcow2 but its data is raw data with no disk-format header",
-                   declared_format="qcow2")
+    assert_refused(
+        real_images["disk.raw"].path,
+        UnsafeImageError,
+        "declared as qcow2 but its data is raw data with no disk-format header",
+        declared_format="qcow2",
+    )
 
 
 def test_unknown_declared_format_is_refused_naming_it(real_images):
@@ -169,8 +222,13 @@ def test_unknown_declared_format_is_refused_naming_it(real_images):
 
 
 def test_virtual_size_above_the_cap_is_refused_naming_size_and_cap(hostile_images):
-    assert_refused(hostile_images["one-tebibyte.qcow2"], UnsafeImageError,
-                   "1 TiB (1099511627776 bytes)", "100 GiB", max_virtual_size=100 * GiB)
+    assert_refused(
+        hostile_images["one-tebibyte.qcow2"],
+        UnsafeImageError,
+        "1 TiB (1099511627776 bytes)",
+        "100 GiB",
+        max_virtual_size=100 * GiB,
+    )
 
 
 def test_virtual_size_equal_to_the_cap_passes(hostile_images):
@@ -182,40 +240,43 @@ def test_raw_file_size_counts_against_the_cap(real_images):
 
 
 def test_stream_optimized_vmdk_takes_its_capacity_from_the_footer(hostile_images):
-    assert inspect_image(hostile_images["gd-at-end.vmdk"]) == \
-        Inspection("vmdk", IMAGE_SIZE, {"subformat": "streamOptimized"})
+    assert inspect_image(hostile_images["gd-at-end.vmdk"]) == Inspection(
+        "vmdk", IMAGE_SIZE, {"subformat": "streamOptimized"}
+    )
 
 
 def test_stream_optimized_vmdk_footer_capacity_counts_against_the_cap(hostile_images):
     # qemu takes the capacity from the footer's header copy, not from the first header.
-    assert_refused(hostile_images["footer-capacity-512t.vmdk"], UnsafeImageError,
-                   "512 TiB", max_virtual_size=TiB)
+    assert_refused(hostile_images["footer-capacity-512t.vmdk"], UnsafeImageError, "512 TiB", max_virtual_size=TiB)
 
 
 # -- hostile qcow2 ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, error_class, fragments", [
-    ("backing-passwd.qcow2", UnsafeImageError, ["backing file ('/etc/passwd')"]),
-    ("data-file.qcow2", UnsafeImageError, ["external data file", "data-file.raw"]),
-    ("data-file-bit-only.qcow2", UnsafeImageError, ["external data file"]),
-    ("data-file-extension-only.qcow2", UnsafeImageError, ["external data file", "data-file.raw"]),
-    ("unknown-feature-bit-5.qcow2", UnsafeImageError, ["incompatible features", "bits 5"]),
-    ("unknown-feature-bit-63.qcow2", UnsafeImageError, ["incompatible features", "bits 63"]),
-    ("corrupt.qcow2", MalformedImageError, ["marked corrupt"]),
-    ("luks-encrypted.qcow2", UnsafeImageError, ["encrypted (LUKS)"]),
-    ("aes-encrypted.qcow2", UnsafeImageError, ["encrypted (AES)"]),
-    ("crypto-extension-only.qcow2", UnsafeImageError, ["is encrypted"]),
-    ("cluster-bits-8.qcow2", MalformedImageError, ["cluster_bits 8"]),
-    ("cluster-bits-22.qcow2", MalformedImageError, ["cluster_bits 22"]),
-    ("header-length-100.qcow2", MalformedImageError, ["header_length is 100"]),
-    ("header-length-1m.qcow2", MalformedImageError, ["header_length is 1048576"]),
-    ("size-2-63.qcow2", MalformedImageError, ["beyond 2^63"]),
-    ("l1-beyond-file.qcow2", MalformedImageError, ["L1 table", "beyond the end of the file"]),
-    ("refcount-unaligned.qcow2", MalformedImageError, ["reference count table offset 65537"]),
-    ("version-7.qcow2", MalformedImageError, ["version 7"]),
-    ("qcow-version-1.qcow2", UnsafeImageError, ["qcow format (version 1)"]),
-])
+@pytest.mark.parametrize(
+    ("name", "error_class", "fragments"),
+    [
+        ("backing-passwd.qcow2", UnsafeImageError, ["backing file ('/etc/passwd')"]),
+        ("data-file.qcow2", UnsafeImageError, ["external data file", "data-file.raw"]),
+        ("data-file-bit-only.qcow2", UnsafeImageError, ["external data file"]),
+        ("data-file-extension-only.qcow2", UnsafeImageError, ["external data file", "data-file.raw"]),
+        ("unknown-feature-bit-5.qcow2", UnsafeImageError, ["incompatible features", "bits 5"]),
+        ("unknown-feature-bit-63.qcow2", UnsafeImageError, ["incompatible features", "bits 63"]),
+        ("corrupt.qcow2", MalformedImageError, ["marked corrupt"]),
+        ("luks-encrypted.qcow2", UnsafeImageError, ["encrypted (LUKS)"]),
+        ("aes-encrypted.qcow2", UnsafeImageError, ["encrypted (AES)"]),
+        ("crypto-extension-only.qcow2", UnsafeImageError, ["is encrypted"]),
+        ("cluster-bits-8.qcow2", MalformedImageError, ["cluster_bits 8"]),
+        ("cluster-bits-22.qcow2", MalformedImageError, ["cluster_bits 22"]),
+        ("header-length-100.qcow2", MalformedImageError, ["header_length is 100"]),
+        ("header-length-1m.qcow2", MalformedImageError, ["header_length is 1048576"]),
+        ("size-2-63.qcow2", MalformedImageError, ["beyond 2^63"]),
+        ("l1-beyond-file.qcow2", MalformedImageError, ["L1 table", "beyond the end of the file"]),
+        ("refcount-unaligned.qcow2", MalformedImageError, ["reference count table offset 65537"]),
+        ("version-7.qcow2", MalformedImageError, ["version 7"]),
+        ("qcow-version-1.qcow2", UnsafeImageError, ["qcow format (version 1)"]),
+    ],
+)
 def test_hostile_qcow2_is_refused_naming_the_problem(hostile_images, name, error_class, fragments):
     assert_refused(hostile_images[name], error_class, *fragments)
 
@@ -235,37 +296,47 @@ def test_control_characters_in_a_backing_file_name_are_escaped_in_the_message(ho
 # -- hostile vmdk -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, error_class, fragments", [
-    ("descriptor-shadow.vmdk", UnsafeImageError, ["descriptor file", "'/etc/shadow'"]),
-    ("second-extent.vmdk", UnsafeImageError, ["2 extents", "'/etc/shadow'"]),
-    ("extent-elsewhere.vmdk", UnsafeImageError, ["SPARSE '/etc/shadow'"]),
-    ("flat-extent.vmdk", UnsafeImageError, ["FLAT 'disk-flat.vmdk'"]),
-    ("parent-hint.vmdk", UnsafeImageError, ["parent image ('/etc/shadow')"]),
-    ("two-gb-extents.vmdk", UnsafeImageError, ["createType 'twoGbMaxExtentSparse'"]),
-    ("garbage-line.vmdk", MalformedImageError, ["'this is not a descriptor line'"]),
-    ("capacity-0.vmdk", UnsafeImageError, ["capacity of 0"]),
-    ("cowd.vmdk", UnsafeImageError, ["COWD"]),
-    ("qemu-probes-as-vmdk.raw", UnsafeImageError, ["descriptor file"]),
-])
+@pytest.mark.parametrize(
+    ("name", "error_class", "fragments"),
+    [
+        ("descriptor-shadow.vmdk", UnsafeImageError, ["descriptor file", "'/etc/shadow'"]),
+        ("second-extent.vmdk", UnsafeImageError, ["2 extents", "'/etc/shadow'"]),
+        ("extent-elsewhere.vmdk", UnsafeImageError, ["SPARSE '/etc/shadow'"]),
+        ("flat-extent.vmdk", UnsafeImageError, ["FLAT 'disk-flat.vmdk'"]),
+        ("parent-hint.vmdk", UnsafeImageError, ["parent image ('/etc/shadow')"]),
+        ("two-gb-extents.vmdk", UnsafeImageError, ["createType 'twoGbMaxExtentSparse'"]),
+        ("garbage-line.vmdk", MalformedImageError, ["'this is not a descriptor line'"]),
+        ("capacity-0.vmdk", UnsafeImageError, ["capacity of 0"]),
+        ("cowd.vmdk", UnsafeImageError, ["COWD"]),
+        ("qemu-probes-as-vmdk.raw", UnsafeImageError, ["descriptor file"]),
+    ],
+)
 def test_hostile_vmdk_is_refused_naming_the_problem(hostile_images, name, error_class, fragments):
     assert_refused(hostile_images[name], error_class, *fragments)
 
 
 def test_vmdk_descriptor_file_is_refused_whatever_the_declared_format(hostile_images):
     assert_refused(hostile_images["descriptor-shadow.vmdk"], UnsafeImageError, "/etc/shadow", declared_format="vmdk")
-    assert_refused(hostile_images["descriptor-shadow.vmdk"], UnsafeImageError,
-                   "declared as raw but its data is a vmdk image", declared_format="raw")
+    assert_refused(
+        hostile_images["descriptor-shadow.vmdk"],
+        UnsafeImageError,
+        "declared as raw but its data is a vmdk image",
+        declared_format="raw",
+    )
 
 
 # -- hostile vpc, vhdx, vdi ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, fragments", [
-    ("differencing.vhd", ["differencing disk", "'C:\\disks\\parent.vhd'"]),
-    ("differencing.vhdx", ["differencing disk"]),
-    ("linked.vdi", ["differencing image"]),
-    ("differencing.vdi", ["differencing image"]),
-])
+@pytest.mark.parametrize(
+    ("name", "fragments"),
+    [
+        ("differencing.vhd", ["differencing disk", "'C:\\disks\\parent.vhd'"]),
+        ("differencing.vhdx", ["differencing disk"]),
+        ("linked.vdi", ["differencing image"]),
+        ("differencing.vdi", ["differencing image"]),
+    ],
+)
 def test_disks_that_need_a_parent_are_refused(hostile_images, name, fragments):
     assert_refused(hostile_images[name], UnsafeImageError, *fragments)
 
@@ -273,21 +344,24 @@ def test_disks_that_need_a_parent_are_refused(hostile_images, name, fragments):
 # -- truncated uploads --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, what", [
-    ("truncated-50.qcow2", "qcow2 header"),
-    ("truncated-90.qcow2", "qcow2 version 3 header"),
-    ("truncated-64k.qcow2", "qcow2 reference count table"),
-    ("truncated-300.vmdk", "vmdk sparse extent header"),
-    ("truncated-16k.vmdk", "vmdk file is truncated"),
-    ("truncated-footer.vmdk", "streamOptimized vmdk has no valid footer"),
-    ("truncated-700.vhd", "VHD dynamic disk header"),
-    ("truncated-100k.vhdx", "VHDX header"),
-    ("truncated-2m.vhdx", "VHDX region"),
-    ("truncated-200.vdi", "VDI header"),
-    ("truncated-1m.vdi", "VDI image"),
-    ("truncated-0x8100.iso", "ISO image"),
-    ("truncated-64k.iso", "ISO image"),
-])
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [
+        ("truncated-50.qcow2", "qcow2 header"),
+        ("truncated-90.qcow2", "qcow2 version 3 header"),
+        ("truncated-64k.qcow2", "qcow2 reference count table"),
+        ("truncated-300.vmdk", "vmdk sparse extent header"),
+        ("truncated-16k.vmdk", "vmdk file is truncated"),
+        ("truncated-footer.vmdk", "streamOptimized vmdk has no valid footer"),
+        ("truncated-700.vhd", "VHD dynamic disk header"),
+        ("truncated-100k.vhdx", "VHDX header"),
+        ("truncated-2m.vhdx", "VHDX region"),
+        ("truncated-200.vdi", "VDI header"),
+        ("truncated-1m.vdi", "VDI image"),
+        ("truncated-0x8100.iso", "ISO image"),
+        ("truncated-64k.iso", "ISO image"),
+    ],
+)
 def test_truncated_images_are_malformed_and_say_the_upload_may_be_incomplete(hostile_images, name, what):
     assert_refused(hostile_images[name], MalformedImageError, what, "incomplete")
 
@@ -296,17 +370,22 @@ def test_truncated_images_are_malformed_and_say_the_upload_may_be_incomplete(hos
 
 
 def test_iso_with_a_qcow2_header_in_its_system_area_is_refused(hostile_images):
-    assert_refused(hostile_images["iso-with-qcow2-header.iso"], UnsafeImageError,
-                   "several disk formats (iso and qcow2)")
+    assert_refused(
+        hostile_images["iso-with-qcow2-header.iso"], UnsafeImageError, "several disk formats (iso and qcow2)"
+    )
 
 
 def test_qcow2_ending_with_a_vhd_footer_is_refused(hostile_images):
     assert_refused(hostile_images["qcow2-with-vhd-footer.qcow2"], UnsafeImageError, "(qcow2 and vpc)")
 
 
-@pytest.mark.parametrize("name, fragment", [
-    ("disk.qed", "QED disk image"), ("disk.luks", "LUKS-encrypted disk image"),
-])
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("disk.qed", "QED disk image"),
+        ("disk.luks", "LUKS-encrypted disk image"),
+    ],
+)
 def test_disk_formats_that_are_not_accepted_are_refused_naming_them(hostile_images, name, fragment):
     assert_refused(hostile_images[name], UnsafeImageError, fragment, "not accepted")
 
@@ -332,24 +411,27 @@ def test_filesystem_boot_sector_is_not_taken_for_an_mbr(image_dir):
 # -- data that is not a disk image ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, message", [
-    ("video.mp4", "The data looks like an MP4 video, not a disk image."),
-    ("video.mov", "The data looks like a QuickTime video, not a disk image."),
-    ("video.webm", "The data looks like a Matroska/WebM video, not a disk image."),
-    ("document.pdf", "The data looks like a PDF document, not a disk image."),
-    ("picture.png", "The data looks like a PNG image, not a disk image."),
-    ("picture.jpg", "The data looks like a JPEG image, not a disk image."),
-    ("picture.gif", "The data looks like a GIF image, not a disk image."),
-    ("program.elf", "The data looks like an ELF executable, not a disk image."),
-    ("archive.zip", "The data looks like a ZIP archive"),
-    ("data.gz", "The data is gzip-compressed; "),
-    ("data.xz", "The data is xz-compressed; "),
-    ("data.bz2", "The data is bzip2-compressed; "),
-    ("data.zst", "The data is zstd-compressed; "),
-    ("notes.txt", "The data looks like text, not a disk image. (It starts with 'Meeting notes'.)"),
-    ("error.html", "The data looks like an HTML page, not a disk image. (It starts with '<!DOCTYPE html>'.)"),
-    ("empty.img", "The image is empty"),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("video.mp4", "The data looks like an MP4 video, not a disk image."),
+        ("video.mov", "The data looks like a QuickTime video, not a disk image."),
+        ("video.webm", "The data looks like a Matroska/WebM video, not a disk image."),
+        ("document.pdf", "The data looks like a PDF document, not a disk image."),
+        ("picture.png", "The data looks like a PNG image, not a disk image."),
+        ("picture.jpg", "The data looks like a JPEG image, not a disk image."),
+        ("picture.gif", "The data looks like a GIF image, not a disk image."),
+        ("program.elf", "The data looks like an ELF executable, not a disk image."),
+        ("archive.zip", "The data looks like a ZIP archive"),
+        ("data.gz", "The data is gzip-compressed; "),
+        ("data.xz", "The data is xz-compressed; "),
+        ("data.bz2", "The data is bzip2-compressed; "),
+        ("data.zst", "The data is zstd-compressed; "),
+        ("notes.txt", "The data looks like text, not a disk image. (It starts with 'Meeting notes'.)"),
+        ("error.html", "The data looks like an HTML page, not a disk image. (It starts with '<!DOCTYPE html>'.)"),
+        ("empty.img", "The image is empty"),
+    ],
+)
 def test_data_that_is_not_a_disk_image_is_refused_saying_what_it_looks_like(non_images, name, message):
     assert_refused(non_images[name], NotADiskImageError, message)
     assert str(refusal(non_images[name])).startswith(message)
@@ -376,7 +458,7 @@ def test_reader_tail_is_the_last_bytes_of_the_file_whatever_its_size(image_dir, 
     data = bytes((index * 7) % 256 for index in range(size))
     path.write_bytes(data)
     with ImageReader.open(path) as reader:
-        assert reader.head == data[:64 * 1024]
+        assert reader.head == data[: 64 * 1024]
         assert reader.tail == data[-1536:]
 
 

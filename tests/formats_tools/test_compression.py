@@ -85,14 +85,17 @@ def test_detect_compression_sees_a_zstd_stream_starting_with_a_skippable_frame()
     assert detect_compression(struct.pack("<II", 0x184D2A50, 4) + b"pzst") == "zstd"
 
 
-@pytest.mark.parametrize("head", [
-    b"QFI\xfb\x00\x00\x00\x03",  # qcow2
-    b"KDMV\x01\x00\x00\x00",  # vmdk
-    b"\xebc\x90\x10\x8e\xd0\xbc\x00",  # an MBR boot sector
-    b"BZhx....",  # 'BZh' without a block-size digit
-    bytes(8),
-    b"",
-])
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"QFI\xfb\x00\x00\x00\x03",  # qcow2
+        b"KDMV\x01\x00\x00\x00",  # vmdk
+        b"\xebc\x90\x10\x8e\xd0\xbc\x00",  # an MBR boot sector
+        b"BZhx....",  # 'BZh' without a block-size digit
+        bytes(8),
+        b"",
+    ],
+)
 def test_detect_compression_returns_none_for_uncompressed_data(head):
     assert detect_compression(head) is None
 
@@ -110,8 +113,10 @@ def test_round_trip_through_the_streaming_reader(algo, disk_like_data):
 @pytest.mark.parametrize("algo", COMPRESSION_ALGORITHMS)
 def test_round_trip_of_data_compressed_in_chunks(algo, disk_like_data):
     compressor = streaming_compressor(algo)
-    compressed = b"".join(compressor.compress(disk_like_data[i:i + 100_000])
-                          for i in range(0, len(disk_like_data), 100_000)) + compressor.flush()
+    compressed = (
+        b"".join(compressor.compress(disk_like_data[i : i + 100_000]) for i in range(0, len(disk_like_data), 100_000))
+        + compressor.flush()
+    )
     assert read_all(open_decompressed(io.BytesIO(compressed), algo, **NO_CAP)) == disk_like_data
 
 
@@ -146,8 +151,15 @@ def test_decompress_file_writes_the_image_and_reports_progress(algo, disk_like_d
     src, dst = tmp_path / f"disk.{algo}", tmp_path / "disk.raw"
     src.write_bytes(compress(algo, disk_like_data))
     calls = []
-    size = decompress_file(src, dst, algo, max_output=GiB, max_ratio=1000, chunk_size=MiB,
-                           progress=lambda done, total: calls.append((done, total)))
+    size = decompress_file(
+        src,
+        dst,
+        algo,
+        max_output=GiB,
+        max_ratio=1000,
+        chunk_size=MiB,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert size == len(disk_like_data) == dst.stat().st_size
     assert dst.read_bytes() == disk_like_data
     assert calls[-1] == (src.stat().st_size, src.stat().st_size)
@@ -189,7 +201,7 @@ def test_corrupted_bytes_raise_decompression_error(algo, disk_like_data):
     # Every format checks a CRC or checksum; zstd only when the frame carries one (the CLI's default).
     compressed = bytearray(compress(algo, disk_like_data))
     middle = len(compressed) // 2
-    compressed[middle:middle + 64] = bytes(b ^ 0x5A for b in compressed[middle:middle + 64])
+    compressed[middle : middle + 64] = bytes(b ^ 0x5A for b in compressed[middle : middle + 64])
     with pytest.raises(DecompressionError, match=f"The {algo} data is corrupt"):
         read_all(open_decompressed(io.BytesIO(bytes(compressed)), algo, **NO_CAP))
 
@@ -313,9 +325,14 @@ def test_reader_never_hands_out_bytes_beyond_the_output_cap(bombs):
     delivered = 0
     with open(bombs["zstd"], "rb") as raw:
         reader = open_decompressed(raw, "zstd", max_output=10 * MiB + 123, max_ratio=float("inf"))
-        with pytest.raises(DecompressionError, match="beyond the 10.0 MiB limit"):
+
+        def read_all():
+            nonlocal delivered
             while chunk := reader.read(MiB):
                 delivered += len(chunk)
+
+        with pytest.raises(DecompressionError, match="beyond the 10.0 MiB limit"):
+            read_all()
     assert delivered <= 10 * MiB + 123
 
 

@@ -111,8 +111,9 @@ def test_backing_file_named_by_a_qcow2_is_never_read(tmp_path):
     secret = tmp_path / "secret.raw"
     secret.write_bytes(b"another tenant's data " * 100_000)
     overlay = tmp_path / "overlay.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(secret), "-F", "raw", str(overlay)],
-                   check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(secret), "-F", "raw", str(overlay)], check=True
+    )
     target = tmp_path / "out.raw"
     convert_image(overlay, target, src_format="qcow2", dst_format="raw", **LIMITS)
     assert b"another tenant" not in target.read_bytes()
@@ -121,8 +122,9 @@ def test_backing_file_named_by_a_qcow2_is_never_read(tmp_path):
 
 def test_progress_is_reported_in_percent_up_to_100(raw_disk, tmp_path):
     percents = []
-    convert_image(raw_disk, tmp_path / "disk.vmdk", src_format="raw", dst_format="vmdk",
-                  progress=percents.append, **LIMITS)
+    convert_image(
+        raw_disk, tmp_path / "disk.vmdk", src_format="raw", dst_format="vmdk", progress=percents.append, **LIMITS
+    )
     assert percents and percents == sorted(percents)
     assert percents[-1] == 100.0
 
@@ -145,8 +147,9 @@ def test_timeout_kills_qemu_img_and_removes_the_partial_output(raw_disk, tmp_pat
     target = tmp_path / "disk.vdi"
     started = time.monotonic()
     with pytest.raises(ConversionError, match=r"qemu-img took longer than the 0.001 s limit"):
-        convert_image(raw_disk, target, src_format="raw", dst_format="vdi",
-                      timeout=0.001, max_memory=GiB, max_cpu_seconds=30)
+        convert_image(
+            raw_disk, target, src_format="raw", dst_format="vdi", timeout=0.001, max_memory=GiB, max_cpu_seconds=30
+        )
     assert time.monotonic() - started < 5
     assert not target.exists()
     assert child_qemu_img_processes() == []
@@ -155,8 +158,9 @@ def test_timeout_kills_qemu_img_and_removes_the_partial_output(raw_disk, tmp_pat
 def test_memory_limit_applies_to_qemu_img(raw_disk, tmp_path):
     target = tmp_path / "disk.qcow2"
     with pytest.raises(ConversionError, match="memory limit") as error:
-        convert_image(raw_disk, target, src_format="raw", dst_format="qcow2",
-                      timeout=60, max_memory=16 * MiB, max_cpu_seconds=30)
+        convert_image(
+            raw_disk, target, src_format="raw", dst_format="qcow2", timeout=60, max_memory=16 * MiB, max_cpu_seconds=30
+        )
     assert str(tmp_path) not in str(error.value)
     assert not target.exists()
 
@@ -165,8 +169,7 @@ def test_missing_source_fails_without_naming_host_paths(tmp_path):
     scratch = tmp_path / "scratch" / "action-1234"
     scratch.mkdir(parents=True)
     with pytest.raises(ConversionError) as error:
-        convert_image(scratch / "staged.img", scratch / "converted.img", src_format="qcow2",
-                      dst_format="raw", **LIMITS)
+        convert_image(scratch / "staged.img", scratch / "converted.img", src_format="qcow2", dst_format="raw", **LIMITS)
     message = str(error.value)
     assert message.startswith("Could not convert the image from qcow2 to raw: ")
     assert "'source'" in message and "No such file or directory" in message
@@ -203,15 +206,20 @@ def test_vhd_is_qemu_vpc():
 def test_output_option_values_cannot_smuggle_other_options(raw_disk, tmp_path):
     target = tmp_path / "out.qcow2"
     with pytest.raises(ConversionError, match="Invalid output option"):
-        convert_image(raw_disk, target, src_format="raw", dst_format="qcow2",
-                      output_options={"compat": "1.1,backing_file=/etc/passwd"}, **LIMITS)
+        convert_image(
+            raw_disk,
+            target,
+            src_format="raw",
+            dst_format="qcow2",
+            output_options={"compat": "1.1,backing_file=/etc/passwd"},
+            **LIMITS,
+        )
     assert not target.exists()
 
 
 def test_output_options_override_the_defaults(raw_disk, tmp_path):
     target = tmp_path / "out.qcow2"
-    convert_image(raw_disk, target, src_format="raw", dst_format="qcow2",
-                  output_options={"compat": "0.10"}, **LIMITS)
+    convert_image(raw_disk, target, src_format="raw", dst_format="qcow2", output_options={"compat": "0.10"}, **LIMITS)
     assert qemu_img_info(target, "qcow2")["format-specific"]["data"]["compat"] == "0.10"
 
 
@@ -224,12 +232,21 @@ def test_missing_qemu_img_is_named_with_the_package_to_install(monkeypatch, tmp_
 # -- conversion followed by inspection (needs the format inspector) --------------------
 
 
-@pytest.mark.parametrize("target_format, inspected_as", [
-    ("qcow2", "qcow2"), ("vmdk", "vmdk"), ("vhd", "vpc"), ("vhdx", "vhdx"), ("vdi", "vdi"), ("raw", "raw"),
-])
+@pytest.mark.parametrize(
+    ("target_format", "inspected_as"),
+    [
+        ("qcow2", "qcow2"),
+        ("vmdk", "vmdk"),
+        ("vhd", "vpc"),
+        ("vhdx", "vhdx"),
+        ("vdi", "vdi"),
+        ("raw", "raw"),
+    ],
+)
 def test_convert_and_reinspect_finds_the_target_format(raw_disk, tmp_path, target_format, inspected_as):
-    inspection = convert_and_reinspect(raw_disk, tmp_path / f"out.{target_format}", src_format="raw",
-                                       dst_format=target_format, **LIMITS)
+    inspection = convert_and_reinspect(
+        raw_disk, tmp_path / f"out.{target_format}", src_format="raw", dst_format=target_format, **LIMITS
+    )
     assert inspection.format == inspected_as
     assert inspection.virtual_size == IMAGE_SIZE
 

@@ -160,15 +160,20 @@ def test_allowed_formats_with_an_explicit_list_ignores_the_setting(settings, qco
 
 
 def test_shipped_verifiers_load_from_their_dotted_paths():
-    loaded = load_verifiers([
-        "imageactions.formats.verifiers.max_virtual_size",
-        "imageactions.formats.verifiers.allowed_formats",
-    ])
+    loaded = load_verifiers(
+        [
+            "imageactions.formats.verifiers.max_virtual_size",
+            "imageactions.formats.verifiers.allowed_formats",
+        ]
+    )
     assert loaded == [max_virtual_size, allowed_formats]
 
 
 def test_configured_verifiers_come_from_the_setting(settings, qcow2_1_gib, qcow2_2_gib):
-    settings.IMAGE_VERIFIERS = ["imageactions.formats.verifiers.allowed_formats", f"{__name__}.refuse_images_under_2_gib"]
+    settings.IMAGE_VERIFIERS = [
+        "imageactions.formats.verifiers.allowed_formats",
+        f"{__name__}.refuse_images_under_2_gib",
+    ]
     settings.IMAGE_ALLOWED_FORMATS = ["qcow2"]
     assert configured_verifiers() == [allowed_formats, refuse_images_under_2_gib]
     run_verifiers(*qcow2_2_gib, configured_verifiers())
@@ -178,7 +183,9 @@ def test_configured_verifiers_come_from_the_setting(settings, qcow2_1_gib, qcow2
 
 def test_operator_verifier_defined_elsewhere_refuses_through_load_verifiers(settings, qcow2_1_gib):
     settings.IMAGE_MAX_VIRTUAL_SIZE = 10 * GiB
-    loaded = load_verifiers(["imageactions.formats.verifiers.max_virtual_size", f"{__name__}.refuse_images_under_2_gib"])
+    loaded = load_verifiers(
+        ["imageactions.formats.verifiers.max_virtual_size", f"{__name__}.refuse_images_under_2_gib"]
+    )
     with pytest.raises(VerificationFailed, match="^Images must be at least 2 GiB; disk.qcow2 is smaller$"):
         run_verifiers(*qcow2_1_gib, loaded)
 
@@ -199,11 +206,14 @@ def test_run_verifiers_stops_at_the_first_refusal(settings, vmdk_image):
     assert RecordingVerifier.calls == [("disk.vmdk", "vmdk")]
 
 
-@pytest.mark.parametrize("bad_path", [
-    "imageactions.formats.no_such_module.verifier",
-    "imageactions.formats.verifiers.no_such_verifier",
-    "not_a_dotted_path",
-])
+@pytest.mark.parametrize(
+    "bad_path",
+    [
+        "imageactions.formats.no_such_module.verifier",
+        "imageactions.formats.verifiers.no_such_verifier",
+        "not_a_dotted_path",
+    ],
+)
 def test_load_verifiers_names_a_path_that_cannot_be_imported(bad_path):
     with pytest.raises(ImproperlyConfigured, match=f"IMAGE_VERIFIERS: cannot import '{bad_path}'"):
         load_verifiers(["imageactions.formats.verifiers.max_virtual_size", bad_path])

@@ -17,7 +17,9 @@ from imageactions.wsgi import application
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 FUZZ_SETTINGS = settings(
-    max_examples=25, derandomize=True, deadline=None,
+    max_examples=25,
+    derandomize=True,
+    deadline=None,
     suppress_health_check=list(HealthCheck),
 )
 
@@ -34,8 +36,6 @@ def keep_test_connection(db):
     yield
     signals.request_started.connect(close_old_connections)
     signals.request_finished.connect(close_old_connections)
-
-
 
 
 @pytest.fixture

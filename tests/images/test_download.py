@@ -55,7 +55,7 @@ def test_download_of_a_larger_image_comes_in_several_chunks(alice, make_image):
 
 
 @pytest.mark.parametrize(
-    "range_header, start, end",
+    ("range_header", "start", "end"),
     [
         ("bytes=0-99", 0, 100),
         ("bytes=100-", 100, 1000),
@@ -137,7 +137,7 @@ def test_download_ignores_an_accept_header_asking_for_binary(alice, image):
 
 
 @pytest.mark.parametrize(
-    "name, filename",
+    ("name", "filename"),
     [
         ("../../etc/passwd", "etc_passwd.raw"),
         ('evil"\r\nSet-Cookie: x=1', "evil_Set-Cookie_x_1.raw"),

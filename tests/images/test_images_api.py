@@ -17,9 +17,26 @@ from imageactions.validators import (
 )
 
 IMAGE_FIELDS = {
-    "id", "name", "status", "disk_format", "container_format", "size", "virtual_size", "checksum", "os_hash_algo",
-    "os_hash_value", "tags", "properties", "owner", "visibility", "min_disk", "min_ram", "created_at", "updated_at",
-    "store", "file",
+    "id",
+    "name",
+    "status",
+    "disk_format",
+    "container_format",
+    "size",
+    "virtual_size",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "tags",
+    "properties",
+    "owner",
+    "visibility",
+    "min_disk",
+    "min_ram",
+    "created_at",
+    "updated_at",
+    "store",
+    "file",
 }
 
 
@@ -48,13 +65,22 @@ def test_staff_list_every_projects_images_with_their_owner(alice, operator, make
     body = operator.get("/v2/images").json()
 
     assert {(image["name"], image["owner"]) for image in body["results"]} == {
-        ("alices", "project-a"), ("bobs", "project-b")
+        ("alices", "project-a"),
+        ("bobs", "project-b"),
     }
 
 
 def test_image_detail_has_every_documented_field(alice, make_image):
-    image = make_image("project-a", b"x" * 1000, name="ubuntu", tags=["b", "a"], properties={"os_distro": "ubuntu"},
-                       virtual_size=4096, min_disk=2, min_ram=512)
+    image = make_image(
+        "project-a",
+        b"x" * 1000,
+        name="ubuntu",
+        tags=["b", "a"],
+        properties={"os_distro": "ubuntu"},
+        virtual_size=4096,
+        min_disk=2,
+        min_ram=512,
+    )
 
     response = alice.get(f"/v2/images/{image.pk}")
 
@@ -72,7 +98,7 @@ def test_image_detail_has_every_documented_field(alice, make_image):
 
 
 @pytest.mark.parametrize(
-    "query, expected",
+    ("query", "expected"),
     [
         ("name=web", ["web"]),
         ("name=WEB", []),
@@ -115,7 +141,7 @@ def test_created_after_and_before_select_a_time_range(alice, make_image):
 
 
 @pytest.mark.parametrize(
-    "query, field",
+    ("query", "field"),
     [("visibility=public", "visibility"), ("status=gone", "status"), ("created_after=yesterday", "created_after")],
 )
 def test_invalid_filter_is_a_400_naming_the_filter(alice, query, field):
@@ -143,7 +169,7 @@ def test_list_pages_with_a_cursor_and_next_link(alice, make_image):
 
 
 @pytest.mark.parametrize(
-    "method, suffix, body",
+    ("method", "suffix", "body"),
     [("get", "", None), ("patch", "", {"name": "mine now"}), ("delete", "", None), ("get", "/file", None)],
 )
 def test_another_projects_image_answers_exactly_like_a_missing_one(alice, bob, make_image, method, suffix, body):
@@ -154,7 +180,9 @@ def test_another_projects_image_answers_exactly_like_a_missing_one(alice, bob, m
     missing = getattr(bob, method)(f"/v2/images/{missing_id}{suffix}", body, format="json")
 
     assert foreign.status_code == missing.status_code == 404
-    assert foreign.json()["detail"].replace(str(image.pk), "ID") == missing.json()["detail"].replace(str(missing_id), "ID")
+    assert foreign.json()["detail"].replace(str(image.pk), "ID") == missing.json()["detail"].replace(
+        str(missing_id), "ID"
+    )
     assert foreign.json()["code"] == missing.json()["code"] == "not_found"
     image.refresh_from_db()
     assert image.name == "alices"
@@ -182,8 +210,12 @@ def test_patch_changes_name_visibility_minimums_and_replaces_tags_and_properties
     image = make_image("project-a", name="old", tags=["keep", "drop"], properties={"a": "1", "b": "2"})
     before = alice.get(f"/v2/images/{image.pk}").json()
     change = {
-        "name": "new", "tags": ["keep", "added", "added"], "properties": {"c": "3"}, "visibility": "shared",
-        "min_disk": 10, "min_ram": 2048,
+        "name": "new",
+        "tags": ["keep", "added", "added"],
+        "properties": {"c": "3"},
+        "visibility": "shared",
+        "min_disk": 10,
+        "min_ram": 2048,
     }
 
     response = alice.patch(f"/v2/images/{image.pk}", change, format="json")
@@ -208,8 +240,14 @@ def test_patch_changes_only_the_fields_given(alice, make_image):
 
 def test_patch_of_read_only_fields_is_a_400_naming_each_and_changes_nothing(alice, make_image):
     image = make_image("project-a", name="original")
-    change = {"name": "sneaky", "size": 1, "checksum": "0" * 32, "owner": "project-b", "status": "deleted",
-              "disk_format": "qcow2"}
+    change = {
+        "name": "sneaky",
+        "size": 1,
+        "checksum": "0" * 32,
+        "owner": "project-b",
+        "status": "deleted",
+        "disk_format": "qcow2",
+    }
 
     response = alice.patch(f"/v2/images/{image.pk}", change, format="json")
 
@@ -231,7 +269,7 @@ def test_patch_with_an_unknown_field_is_a_400_naming_it(alice, make_image):
 
 
 @pytest.mark.parametrize(
-    "change, field, words",
+    ("change", "field", "words"),
     [
         ({"properties": {f"k{n}": "v" for n in range(MAX_IMAGE_PROPERTIES + 1)}}, "properties", "at most 64"),
         ({"properties": {"k" * (MAX_PROPERTY_KEY_LENGTH + 1): "v"}}, "properties", "1 to 255 characters"),

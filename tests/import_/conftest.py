@@ -210,9 +210,23 @@ def api_server(transactional_db, tmp_path):
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", IMAGEACTIONS_DATABASE_URL=database_url())
     log = open(log_path, "ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "120",
-         "imageactions.wsgi:application"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--timeout",
+            "120",
+            "imageactions.wsgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     server = ApiServer(port, process, log_path)
     deadline = time.monotonic() + 30

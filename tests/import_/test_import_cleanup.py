@@ -15,7 +15,9 @@ def stored_action(tmp_path, *, owner="project-a") -> ImageAction:
     staged.write_bytes(b"image bytes")
     store.put_file(key, staged, size=11)
     return ImageAction.objects.create(
-        action_type="import", owner=owner, status="failure",
+        action_type="import",
+        owner=owner,
+        status="failure",
         input={"source": "upload", "image_properties": {"name": "x"}},
         state={"store": store.name, "store_key": key, "size": 11},
     )
@@ -30,8 +32,15 @@ def test_clean_up_after_a_failure_past_storing_removes_the_stored_object(db, tmp
 def test_clean_up_on_purge_of_a_successful_import_keeps_the_image_bytes(db, tmp_path):
     action = stored_action(tmp_path)
     Image.objects.create(
-        name="kept", disk_format="raw", size=11, checksum="0" * 32, os_hash_value="0" * 128, owner="project-a",
-        store=action.state["store"], store_key=action.state["store_key"], created_by_action=action.pk,
+        name="kept",
+        disk_format="raw",
+        size=11,
+        checksum="0" * 32,
+        os_hash_value="0" * 128,
+        owner="project-a",
+        store=action.state["store"],
+        store_key=action.state["store_key"],
+        created_by_action=action.pk,
     )
     clean_up(action)
     assert default_store().exists(action.state["store_key"])

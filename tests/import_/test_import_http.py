@@ -18,12 +18,24 @@ def test_http_import_creates_an_active_image_with_its_hashes_and_properties(alic
     data = random_image(3 * MiB + 17)
     url = image_server.add("plain.img", data)
     action = run_import(
-        alice, workers, {"location": url}, name="plain", tags=["a", "b"], min_disk=1, visibility="shared",
+        alice,
+        workers,
+        {"location": url},
+        name="plain",
+        tags=["a", "b"],
+        min_disk=1,
+        visibility="shared",
         properties={"os_distro": "debian"},
     )
     image = assert_image_of(
-        action, data, name="plain", min_disk=1, visibility="shared", properties={"os_distro": "debian"},
-        created_by_action=action.pk, status="active",
+        action,
+        data,
+        name="plain",
+        min_disk=1,
+        visibility="shared",
+        properties={"os_distro": "debian"},
+        created_by_action=action.pk,
+        status="active",
     )
     assert sorted(image.tag_set.values_list("name", flat=True)) == ["a", "b"]
     body = alice.get(f"/v2/image-actions/{action.pk}").json()
@@ -44,7 +56,10 @@ def test_http_import_fails_after_too_many_redirects(alice, workers, image_server
     url = image_server.url("/redirect/6/far.img")
     action = run_import(alice, workers, {"location": url})
     assert action.status == "failure"
-    assert action.message == f"Could not retrieve image. '{url}' redirected more than 5 times; give the final URL of the image"
+    assert (
+        action.message
+        == f"Could not retrieve image. '{url}' redirected more than 5 times; give the final URL of the image"
+    )
     assert_left_nothing(action)
 
 
@@ -113,9 +128,7 @@ def test_http_import_that_stalls_mid_body_fails_after_the_read_timeout(alice, st
     assert_left_nothing(action)
 
 
-def test_http_import_whose_connection_closes_mid_body_fails_when_the_server_cannot_resume(
-    alice, workers, image_server
-):
+def test_http_import_whose_connection_closes_mid_body_fails_when_the_server_cannot_resume(alice, workers, image_server):
     # /truncated/ offers no Accept-Ranges (tests/faults/ covers the resume with Range).
     image_server.add("truncated.img", random_image(MiB))
     url = image_server.url(f"/truncated/truncated.img?after={MiB // 4}")

@@ -12,22 +12,44 @@ def post(client, source, **kwargs):
 
 
 @pytest.mark.parametrize(
-    "source, field, message",
+    ("source", "field", "message"),
     [
-        ({"location": "file:///etc/passwd"}, "input.location",
-         "Only http, https, s3 and swift locations are accepted; got 'file'"),
-        ({"location": "ftp://example.com/x.img"}, "input.location",
-         "Only http, https, s3 and swift locations are accepted; got 'ftp'"),
-        ({"location": "http://169.254.169.254/latest/meta-data/"}, "input.location",
-         "The url 'http://169.254.169.254/latest/meta-data/' is not allowed: link-local/metadata addresses are refused."),
-        ({"location": "http://user:pw@example.com/x.img"}, "input.location",
-         "The url 'http://user:pw@example.com/x.img' is not allowed: URLs with a user name or password are not accepted."),
-        ({"location": "s3://bucket-only"}, "input.location", "An s3 location is s3://BUCKET/KEY; got 's3://bucket-only'"),
-        ({"location": "swift://host/account/container"}, "input.location",
-         "A swift location is swift://HOST[:PORT]/ACCOUNT/CONTAINER/OBJECT; got 'swift://host/account/container'"),
+        (
+            {"location": "file:///etc/passwd"},
+            "input.location",
+            "Only http, https, s3 and swift locations are accepted; got 'file'",
+        ),
+        (
+            {"location": "ftp://example.com/x.img"},
+            "input.location",
+            "Only http, https, s3 and swift locations are accepted; got 'ftp'",
+        ),
+        (
+            {"location": "http://169.254.169.254/latest/meta-data/"},
+            "input.location",
+            "The url 'http://169.254.169.254/latest/meta-data/' is not allowed: link-local/metadata addresses are refused.",
+        ),
+        (
+            {"location": "http://user:pw@example.com/x.img"},
+            "input.location",
+            "The url 'http://user:pw@example.com/x.img' is not allowed: URLs with a user name or password are not accepted.",
+        ),
+        (
+            {"location": "s3://bucket-only"},
+            "input.location",
+            "An s3 location is s3://BUCKET/KEY; got 's3://bucket-only'",
+        ),
+        (
+            {"location": "swift://host/account/container"},
+            "input.location",
+            "A swift location is swift://HOST[:PORT]/ACCOUNT/CONTAINER/OBJECT; got 'swift://host/account/container'",
+        ),
         ({}, "input.location", 'Give exactly one source: a "location" URL, or "source": "upload".'),
-        ({"location": "http://example.com/x.img", "source": "upload"}, "input.location",
-         'Give exactly one source: a "location" URL, or "source": "upload".'),
+        (
+            {"location": "http://example.com/x.img", "source": "upload"},
+            "input.location",
+            'Give exactly one source: a "location" URL, or "source": "upload".',
+        ),
         ({"source": "somewhere"}, "input.source", '"somewhere" is not a valid choice.'),
     ],
 )
@@ -41,11 +63,14 @@ def test_import_with_a_bad_source_is_refused_naming_the_field(alice, source, fie
 def test_import_from_an_unconfigured_swift_host_is_refused(alice):
     response = post(alice, {"location": "swift://swift.example.com:8080/AUTH_a/c/o"})
     assert response.status_code == 400
-    assert "No Swift credentials are configured for 'swift.example.com:8080'" in response.json()["errors"]["input.location"][0]
+    assert (
+        "No Swift credentials are configured for 'swift.example.com:8080'"
+        in response.json()["errors"]["input.location"][0]
+    )
 
 
 @pytest.mark.parametrize(
-    "checksum, field",
+    ("checksum", "field"),
     [
         ({"algo": "sha256", "value": "abc"}, "input.checksum.value"),
         ({"algo": "sha1", "value": "a" * 40}, "input.checksum.algo"),
@@ -59,7 +84,7 @@ def test_import_with_a_malformed_checksum_is_refused(alice, checksum, field):
 
 
 @pytest.mark.parametrize(
-    "properties, field",
+    ("properties", "field"),
     [
         ({"name": ""}, "input.image_properties.name"),
         ({"name": "n" * 256}, "input.image_properties.name"),

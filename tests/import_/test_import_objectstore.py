@@ -17,8 +17,11 @@ MiB = 1024 * 1024
 
 def s3_source(store) -> dict:
     return {
-        "endpoint_url": store.s3_endpoint, "access_key": store.s3_access_key, "secret_key": store.s3_secret_key,
-        "region_name": store.s3_region, "addressing_style": "path",
+        "endpoint_url": store.s3_endpoint,
+        "access_key": store.s3_access_key,
+        "secret_key": store.s3_secret_key,
+        "region_name": store.s3_region,
+        "addressing_style": "path",
     }
 
 

@@ -15,9 +15,7 @@ UPLOAD = {"source": "upload"}
 
 
 def put_data(client, action_id, data: bytes):
-    return client.generic(
-        "PUT", f"/v2/image-actions/{action_id}/data", data, content_type="application/octet-stream"
-    )
+    return client.generic("PUT", f"/v2/image-actions/{action_id}/data", data, content_type="application/octet-stream")
 
 
 def test_upload_import_waits_for_data_then_creates_the_image(alice, workers):

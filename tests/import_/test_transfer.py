@@ -74,7 +74,7 @@ def test_an_error_from_the_source_removes_the_partial_file(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "size, text", [(0, "0 bytes"), (1023, "1023 bytes"), (12 * 1024**2, "12.0 MiB"), (100 * 1024**3, "100.0 GiB")]
+    ("size", "text"), [(0, "0 bytes"), (1023, "1023 bytes"), (12 * 1024**2, "12.0 MiB"), (100 * 1024**3, "100.0 GiB")]
 )
 def test_sizes_read_in_binary_units(size, text):
     assert format_size(size) == text

@@ -10,7 +10,7 @@ DEFAULT = UrlPolicy()
 
 
 @pytest.mark.parametrize(
-    "address, kind",
+    ("address", "kind"),
     [
         ("127.0.0.1", "loopback"),
         ("::1", "loopback"),
@@ -46,7 +46,7 @@ def test_allowed_networks_open_a_private_range_but_not_the_metadata_address_outs
 
 
 @pytest.mark.parametrize(
-    "url, reason",
+    ("url", "reason"),
     [
         ("file:///etc/passwd", "the scheme 'file' is not allowed (allowed: http, https)"),
         ("gopher://example.com/", "the scheme 'gopher' is not allowed (allowed: http, https)"),

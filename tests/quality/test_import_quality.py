@@ -16,8 +16,17 @@ from tests.import_.conftest import start_import
 from .conftest import COMPRESSORS, MiB, assert_refused_cleanly, gzip_bomb, import_file
 
 REAL_IMAGES = [
-    "v2.qcow2", "v3.qcow2", "monolithic-sparse.vmdk", "stream-optimized.vmdk", "fixed.vhd", "dynamic.vhd",
-    "disk.vhdx", "dynamic.vdi", "disk.raw", "gpt.raw", "plain.iso",
+    "v2.qcow2",
+    "v3.qcow2",
+    "monolithic-sparse.vmdk",
+    "stream-optimized.vmdk",
+    "fixed.vhd",
+    "dynamic.vhd",
+    "disk.vhdx",
+    "dynamic.vdi",
+    "disk.raw",
+    "gpt.raw",
+    "plain.iso",
 ]
 
 
@@ -44,8 +53,7 @@ def downloaded(client, image: Image, path):
 
 
 @pytest.mark.parametrize("name", REAL_IMAGES)
-def test_real_image_imports_with_its_detected_format_and_virtual_size(name, alice, workers, image_server,
-                                                                      real_images):
+def test_real_image_imports_with_its_detected_format_and_virtual_size(name, alice, workers, image_server, real_images):
     real = real_images[name]
     action = import_file(alice, image_server, workers, real.path)
     assert_imported_as(action, real.path.read_bytes(), real.format, real.virtual_size)
@@ -59,34 +67,40 @@ def test_image_declared_as_vhd_imports_as_vpc(alice, workers, image_server, real
 
 @pytest.mark.parametrize("compression", sorted(COMPRESSORS))
 def test_compressed_qcow2_is_decompressed_during_the_fetch_and_stored_as_qcow2(
-        compression, alice, workers, image_server, data_qcow2):
+    compression, alice, workers, image_server, data_qcow2
+):
     image_bytes = data_qcow2[0].read_bytes()
     compressed = COMPRESSORS[compression](image_bytes)
     checksum = {"algo": "sha256", "value": hashlib.sha256(compressed).hexdigest()}
-    action = import_file(alice, image_server, workers, compressed, name=f"disk.qcow2.{compression}",
-                         checksum=checksum)
+    action = import_file(alice, image_server, workers, compressed, name=f"disk.qcow2.{compression}", checksum=checksum)
     assert_imported_as(action, image_bytes, "qcow2", 64 * MiB)
     assert action.state["compression"] == compression
     assert action.state["received_size"] == len(compressed)
 
 
-def test_checksum_of_a_compressed_import_is_compared_with_the_bytes_received(alice, workers, image_server,
-                                                                            data_qcow2):
+def test_checksum_of_a_compressed_import_is_compared_with_the_bytes_received(alice, workers, image_server, data_qcow2):
     image_bytes = data_qcow2[0].read_bytes()
     compressed = COMPRESSORS["gzip"](image_bytes)
     of_decompressed = hashlib.sha256(image_bytes).hexdigest()
-    action = import_file(alice, image_server, workers, compressed, checksum={"algo": "sha256", "value": of_decompressed})
+    action = import_file(
+        alice, image_server, workers, compressed, checksum={"algo": "sha256", "value": of_decompressed}
+    )
     assert_refused_cleanly(
-        action, f"Checksum mismatch of the gzip-compressed data received: expected sha256 {of_decompressed}, "
-                f"got {hashlib.sha256(compressed).hexdigest()}",
+        action,
+        f"Checksum mismatch of the gzip-compressed data received: expected sha256 {of_decompressed}, "
+        f"got {hashlib.sha256(compressed).hexdigest()}",
     )
 
 
 def test_uploaded_compressed_image_is_decompressed_too(alice, workers, data_qcow2):
     image_bytes = data_qcow2[0].read_bytes()
     action_id = start_import(alice, {"source": "upload"}, disk_format="qcow2")
-    response = alice.generic("PUT", f"/v2/image-actions/{action_id}/data", COMPRESSORS["zstd"](image_bytes),
-                             content_type="application/octet-stream")
+    response = alice.generic(
+        "PUT",
+        f"/v2/image-actions/{action_id}/data",
+        COMPRESSORS["zstd"](image_bytes),
+        content_type="application/octet-stream",
+    )
     assert response.status_code == 200, response.json()
     action = wait_for_action(action_id, workers=workers)
     assert_imported_as(action, image_bytes, "qcow2", 64 * MiB)
@@ -112,8 +126,9 @@ def test_qcow2_is_stored_raw_when_the_service_stores_raw(alice, start_workers, i
     assert action.state["converted_from"] == "qcow2"
 
 
-def test_vmdk_is_stored_as_qcow2_when_the_service_stores_qcow2(alice, start_workers, image_server, real_images,
-                                                               tmp_path):
+def test_vmdk_is_stored_as_qcow2_when_the_service_stores_qcow2(
+    alice, start_workers, image_server, real_images, tmp_path
+):
     workers = start_workers(env={"IMAGEACTIONS_IMAGE_STORE_FORMAT": "qcow2"})
     vmdk = real_images["stream-optimized.vmdk"]
     action = import_file(alice, image_server, workers, vmdk.path)
@@ -139,17 +154,21 @@ def test_iso_is_kept_as_it_is_when_the_service_stores_raw(alice, start_workers, 
 # -- the hostile corpus --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, declared, fragments", [
-    ("backing-passwd.qcow2", None, ["backing file", "/etc/passwd"]),
-    ("data-file.qcow2", None, ["external data file"]),
-    ("descriptor-shadow.vmdk", None, ["/etc/shadow"]),
-    ("second-extent.vmdk", None, ["/etc/shadow"]),
-    ("truncated-90.qcow2", None, ["header is truncated", "upload the whole image"]),
-    ("truncated-16k.vmdk", None, ["truncated"]),
-    ("raw-with-qcow2-header.raw", "raw", ["declared as raw but its data is a qcow2 image"]),
-])
-def test_hostile_image_fails_naming_the_problem_and_leaves_nothing(name, declared, fragments, alice, workers,
-                                                                  image_server, hostile_images):
+@pytest.mark.parametrize(
+    ("name", "declared", "fragments"),
+    [
+        ("backing-passwd.qcow2", None, ["backing file", "/etc/passwd"]),
+        ("data-file.qcow2", None, ["external data file"]),
+        ("descriptor-shadow.vmdk", None, ["/etc/shadow"]),
+        ("second-extent.vmdk", None, ["/etc/shadow"]),
+        ("truncated-90.qcow2", None, ["header is truncated", "upload the whole image"]),
+        ("truncated-16k.vmdk", None, ["truncated"]),
+        ("raw-with-qcow2-header.raw", "raw", ["declared as raw but its data is a qcow2 image"]),
+    ],
+)
+def test_hostile_image_fails_naming_the_problem_and_leaves_nothing(
+    name, declared, fragments, alice, workers, image_server, hostile_images
+):
     properties = {"disk_format": declared} if declared else {}
     action = import_file(alice, image_server, workers, hostile_images[name], **properties)
     assert_refused_cleanly(action, *fragments)
@@ -167,8 +186,12 @@ def test_mp4_video_fails_saying_it_is_a_video(alice, workers, image_server, non_
 
 def test_uploaded_mp4_video_fails_saying_it_is_a_video(alice, workers, non_images):
     action_id = start_import(alice, {"source": "upload"})
-    alice.generic("PUT", f"/v2/image-actions/{action_id}/data", non_images["video.mp4"].read_bytes(),
-                  content_type="application/octet-stream")
+    alice.generic(
+        "PUT",
+        f"/v2/image-actions/{action_id}/data",
+        non_images["video.mp4"].read_bytes(),
+        content_type="application/octet-stream",
+    )
     assert_refused_cleanly(wait_for_action(action_id, workers=workers), "looks like an MP4 video")
 
 
@@ -222,8 +245,9 @@ def test_virtual_size_beyond_the_cap_fails_naming_both_sizes(alice, start_worker
     assert_refused_cleanly(action, "64 MiB (67108864 bytes)", "32 MiB (33554432 bytes)")
 
 
-def test_format_outside_the_allowed_formats_fails_listing_the_accepted_ones(alice, start_workers, image_server,
-                                                                            real_images):
+def test_format_outside_the_allowed_formats_fails_listing_the_accepted_ones(
+    alice, start_workers, image_server, real_images
+):
     workers = start_workers(env={"IMAGEACTIONS_IMAGE_ALLOWED_FORMATS": "qcow2,raw"})
     action = import_file(alice, image_server, workers, real_images["dynamic.vdi"].path)
     assert_refused_cleanly(action, "Images in vdi format are not accepted here; accepted formats: qcow2, raw")

@@ -40,9 +40,9 @@ def test_duplicate_tasks_for_a_step_on_several_clusters_run_the_step_once(alice,
 
     def duplicate_queued_steps():
         """Send 3 more tasks for each step the moment the runner queues it."""
-        for action_id, index in ImageAction.objects.filter(
-            pk__in=action_ids, step_state=StepState.QUEUED
-        ).values_list("pk", "step_index"):
+        for action_id, index in ImageAction.objects.filter(pk__in=action_ids, step_state=StepState.QUEUED).values_list(
+            "pk", "step_index"
+        ):
             if (action_id, index) not in duplicated:
                 duplicated.add((action_id, index))
                 for _ in range(3):
@@ -101,5 +101,7 @@ def test_200_concurrent_creates_are_all_accepted_and_each_action_runs_once(alice
     for action_id in action_ids:
         runs[tuple(sorted(step_run_counts(action_id).items()))] += 1
     assert runs == {tuple(sorted(ONCE_EACH.items())): count}
-    print(f"{count} creates in {created_in:.1f}s; all {count} actions succeeded after {ran_in:.1f}s "
-          f"({settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[1]})")
+    print(
+        f"{count} creates in {created_in:.1f}s; all {count} actions succeeded after {ran_in:.1f}s "
+        f"({settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[1]})"
+    )

@@ -11,7 +11,9 @@ class Command(BaseCommand):
     help = "Run the workers of one pool (a django-q2 cluster); also ensures the reaper and purge schedules."
 
     def add_arguments(self, parser):
-        parser.add_argument("--pool", default=settings.DEFAULT_POOL, help=f"One of: {', '.join(settings.WORKER_POOLS)}.")
+        parser.add_argument(
+            "--pool", default=settings.DEFAULT_POOL, help=f"One of: {', '.join(settings.WORKER_POOLS)}."
+        )
         parser.add_argument("--workers", type=int, help="Worker processes (default IMAGEACTIONS_WORKERS).")
 
     def handle(self, pool, workers, **options):
