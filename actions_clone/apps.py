@@ -17,8 +17,11 @@ class ActionsCloneConfig(AppConfig):
             ActionType(
                 name="clone",
                 description="Copy an image to other stores or regions; each copy becomes a new image.",
+                alias="image-clones",
                 input_serializer=CloneInputSerializer,
                 result_serializer=CloneResultSerializer,
+                images_read=lambda data: [data["image_id"]],
+                images_made=lambda result: result["image_refs"],
                 steps=(
                     Step("copy", "copying", steps.copy_image, timeout=6 * 3600, retries=2, backoff=5),
                     Step("verify", "verifying", steps.verify, timeout=6 * 3600, retries=2, backoff=5),

@@ -3,11 +3,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from imageactions.api.permissions import visible_to
-from imageactions.choices import ImageStatus
-from imageactions.models import Image
-from imageactions.stores import all_stores
-from imageactions.validators import MAX_IMAGE_NAME_LENGTH
+from imageactions.pipeline import MAX_IMAGE_NAME_LENGTH, Image, ImageStatus, all_stores, visible_to
 
 
 def _quoted(names) -> str:

@@ -13,27 +13,31 @@ import uuid
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from imageactions.choices import ImageStatus
-from imageactions.images import create_image, image_facts
-from imageactions.models import Image, ImageAction
-from imageactions.pipeline import RetryableStepError, StepError
-from imageactions.stores import (
+from imageactions.pipeline import (
+    CHUNK_SIZE,
+    Image,
+    ImageAction,
+    ImageStatus,
     ImageStore,
     ObjectNotFound,
+    ParallelHasher,
+    RetryableStepError,
+    StepContext,
+    StepError,
     StoreError,
     StoreUnavailable,
-    get_store,
+    create_image,
+    image_facts,
 )
-from imageactions.transfer import CHUNK_SIZE, ParallelHasher
 
 log = logging.getLogger(__name__)
 
 NOTHING_CLONED = "nothing was cloned"
 
 
-def _store(name: str) -> ImageStore:
+def _store(ctx: StepContext, name: str) -> ImageStore:
     try:
-        return get_store(name)
+        return ctx.store(name)
     except StoreError as error:  # the store was removed from the configuration after the request
         raise StepError(f"{error}; {NOTHING_CLONED}. Choose a store listed by GET /v2/stores.") from None
 
@@ -41,17 +45,17 @@ def _store(name: str) -> ImageStore:
 # -- copying -----------------------------------------------------------------------------
 
 
-def copy_image(action: ImageAction, ctx) -> None:
+def copy_image(action: ImageAction, ctx: StepContext) -> None:
     """Copy the source's bytes into every target store (status `copying`)."""
     source = _source_image(action)
     action.state["source"] = {**image_facts(source), "store": source.store, "key": source.store_key}
     targets = plan_targets(action, ctx)
-    source_store = _store(source.store)
+    source_store = _store(ctx, source.store)
     size = source.size
     total = size * len(targets)
     ctx.progress(0, total, force=True)
     for index, (name, target) in enumerate(targets.items()):
-        target_store = _store(name)
+        target_store = _store(ctx, name)
         target["region"] = target_store.region
 
         def report(done, _size, offset=index * size):
@@ -82,7 +86,7 @@ def _source_image(action: ImageAction) -> Image:
     return image
 
 
-def plan_targets(action: ImageAction, ctx) -> dict[str, dict]:
+def plan_targets(action: ImageAction, ctx: StepContext) -> dict[str, dict]:
     """The new image id and key in each target store, chosen on the first run and kept after."""
     targets = action.state.setdefault("targets", {})
     for name in action.input["stores"]:
@@ -90,7 +94,7 @@ def plan_targets(action: ImageAction, ctx) -> dict[str, dict]:
             image_id = str(uuid.uuid4())
             targets[name] = {"image_id": image_id, "key": f"images/{image_id}"}
     # Persisted before any byte moves, so a worker that dies mid-copy leaves keys clean-up can find.
-    ImageAction.objects.filter(pk=action.pk, run_token=ctx.token).update(state=action.state)
+    ctx.save_state()
     return targets
 
 
@@ -114,17 +118,19 @@ def copies_server_side(target_store: ImageStore) -> bool:
 
 
 def stream_filter():
-    """The fault-injection point for tests (settings.CLONE_STREAM_FILTER): wraps the source reader
-    of a streamed copy, e.g. to change a byte in flight. The identity when unset, as in production."""
-    if not settings.CLONE_STREAM_FILTER:
+    """The fault-injection point of the test settings (CLONE_STREAM_FILTER): wraps the source reader
+    of a streamed copy, e.g. to change a byte in flight. The identity elsewhere: the product's
+    settings have no such knob."""
+    dotted_path = getattr(settings, "CLONE_STREAM_FILTER", "")
+    if not dotted_path:
         return lambda reader: reader
-    return import_string(settings.CLONE_STREAM_FILTER)
+    return import_string(dotted_path)
 
 
 # -- verifying ---------------------------------------------------------------------------
 
 
-def verify(action: ImageAction, ctx) -> None:
+def verify(action: ImageAction, ctx: StepContext) -> None:
     """Read every copy back and compare its size and sha512 with the source's (status `verifying`).
 
     A hash over the bytes the copy step sent would prove nothing about what the store holds (a
@@ -135,7 +141,7 @@ def verify(action: ImageAction, ctx) -> None:
     total = size * len(targets)
     ctx.progress(0, total, force=True)
     for index, (name, target) in enumerate(targets.items()):
-        target_store = _store(name)
+        target_store = _store(ctx, name)
 
         def report(done, offset=index * size):
             ctx.progress(offset + done, total)
@@ -155,7 +161,7 @@ def verify(action: ImageAction, ctx) -> None:
         except StoreError as error:
             raise StepError(f"The copy in store '{name}' could not be read back: {error}; {NOTHING_CLONED}.") from None
         if got != expected:
-            raise StepError(_mismatch_message(name, source, got))
+            raise StepError(_mismatch_message(ctx, name, source, got))
     ctx.progress(total, total, force=True)
 
 
@@ -170,10 +176,10 @@ def sha512_of(store: ImageStore, key: str, progress=None) -> str:
         return hasher.hexdigests()["sha512"]
 
 
-def _mismatch_message(name: str, source: dict, got: str) -> str:
+def _mismatch_message(ctx: StepContext, name: str, source: dict, got: str) -> str:
     """Whose bytes are wrong: the copy's, or (checked only now, on this rare path) the source's."""
     try:
-        source_now = sha512_of(get_store(source["store"]), source["key"])
+        source_now = sha512_of(ctx.store(source["store"]), source["key"])
     except StoreError:
         source_now = source["os_hash_value"]  # unreadable now: say what is certain, the copy differs
     if source_now != source["os_hash_value"]:
@@ -191,7 +197,7 @@ def _mismatch_message(name: str, source: dict, got: str) -> str:
 # -- finishing and cleaning up -----------------------------------------------------------
 
 
-def finish(action: ImageAction, ctx) -> None:
+def finish(action: ImageAction, ctx: StepContext) -> None:
     """Create the new Images (in the runner's success transaction) and list them in the result."""
     source = action.state["source"]
     shared = {
@@ -226,13 +232,13 @@ def finish(action: ImageAction, ctx) -> None:
     action.result = {"image_refs": [image["id"] for image in images], "images": images}
 
 
-def clean_up(action: ImageAction) -> None:
+def clean_up(action: ImageAction, ctx: StepContext) -> None:
     """Remove every copy no Image owns (after failure or cancel; on purge the Images own them)."""
     for name, target in action.state.get("targets", {}).items():
         if Image.objects.filter(store=name, store_key=target["key"]).exists():
             continue
         try:
-            get_store(name).delete(target["key"])
+            ctx.store(name).delete(target["key"])
         except StoreError:
             log.warning(
                 "could not remove %s from store %s after action %s", target["key"], name, action.pk, exc_info=True

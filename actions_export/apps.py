@@ -17,8 +17,11 @@ class ActionsExportConfig(AppConfig):
             ActionType(
                 name="export",
                 description="Export an image, optionally converted, to a download link, an image store or a URL.",
+                alias="image-exports",
                 input_serializer=ExportInputSerializer,
                 result_serializer=ExportResultSerializer,
+                images_read=lambda data: [data["image_id"]],
+                present_result=steps.present_result,
                 steps=(
                     Step("convert", "converting", steps.convert, applies=steps.convert_applies, timeout=6 * 3600),
                     Step("upload", "uploading", steps.upload, timeout=6 * 3600),

@@ -9,17 +9,24 @@ from typing import BinaryIO
 import requests
 from django.conf import settings
 
-from imageactions.http import pinned_session, translated_request_errors
-from imageactions.pipeline import StepError
-from imageactions.stores import ImageStore, StoreError
-from imageactions.transfer import CHUNK_SIZE, ParallelHasher
-from imageactions.urlpolicy import UnresolvableHost, UrlPolicy, UrlRefused
+from imageactions.pipeline import (
+    CHUNK_SIZE,
+    IMAGE_HASHES,
+    ImageStore,
+    ParallelHasher,
+    StepError,
+    StoreError,
+    UnresolvableHost,
+    UrlPolicy,
+    UrlRefused,
+    pinned_session,
+    translated_request_errors,
+)
 
 from .serializers import without_query
 
 USER_AGENT = "ImageActions-export/1"
 FAILED = "Could not upload the export."
-EXPORT_HASHES = ("md5", "sha512")  # Glance's pair: md5 as `checksum`, sha512 as `os_hash_value`
 
 Progress = Callable[[int, int | None], None]
 
@@ -30,7 +37,7 @@ class ExportedBytes:
     Readable as read(n) (image stores) and as an iterator of chunks (an HTTP PUT body).
     """
 
-    def __init__(self, source: BinaryIO, size: int, algorithms: tuple[str, ...] = EXPORT_HASHES):
+    def __init__(self, source: BinaryIO, size: int, algorithms: tuple[str, ...] = IMAGE_HASHES):
         self.source, self.size = source, size
         self.bytes_read = 0
         self.hasher = ParallelHasher(algorithms)
@@ -92,13 +99,6 @@ def write_to_store(store: ImageStore, key: str, exported: ExportedBytes, progres
         store.put_stream(key, exported, size=exported.size, progress=progress)
     except StoreError as error:
         raise StepError(f"{FAILED} {error}") from None
-
-
-def store_location(store: ImageStore, key: str) -> str:
-    """How the result names an object in a store: s3://BUCKET/KEY for S3, store://NAME/KEY otherwise."""
-    if store.kind == "s3":
-        return f"s3://{store.bucket}/{store.prefix}{key}"
-    return f"store://{store.name}/{key}"
 
 
 # -- http(s) PUT ------------------------------------------------------------------------------

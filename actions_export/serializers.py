@@ -3,14 +3,17 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from imageactions.api.permissions import owner_of
-from imageactions.choices import ImageStatus
-from imageactions.models import Image
-from imageactions.stores import InvalidKey
-from imageactions.stores.base import validate_key
-from imageactions.urlpolicy import UrlPolicy, UrlRefused
+from imageactions.pipeline import (
+    CONVERSION_FORMATS,
+    Image,
+    ImageStatus,
+    InvalidKey,
+    UrlPolicy,
+    UrlRefused,
+    owner_of,
+    validate_key,
+)
 
-EXPORT_FORMATS = ["raw", "qcow2", "vmdk", "vpc", "vhd", "vhdx"]
 DOWNLOAD, STORE, URL = "download", "store", "url"
 # Keys the service writes itself in its stores; an export must never overwrite an image's bytes.
 RESERVED_KEY_PREFIXES = ("images/", "exports/")
@@ -81,7 +84,7 @@ class ExportInputSerializer(serializers.Serializer):
 
     image_id = serializers.UUIDField()
     disk_format = serializers.ChoiceField(
-        choices=EXPORT_FORMATS,
+        choices=CONVERSION_FORMATS,
         required=False,
         help_text="Convert to this format first; left out: the image's own format, byte for byte.",
     )

@@ -8,26 +8,29 @@ clean-up finds them after a failure, a cancel or the purge of the action.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from django.conf import settings
+from imageactions.pipeline import (
+    IMAGE_HASHES,
+    ActionStatus,
+    Image,
+    ImageAction,
+    ImageStore,
+    StepContext,
+    StepError,
+    StoredFile,
+    StoreError,
+    convert_image_file,
+    image_file,
+    qemu_format_name,
+    safe_filename,
+)
 
-from imageactions.api.streaming import safe_filename
-from imageactions.choices import ActionStatus
-from imageactions.formats import ImageFormatError
-from imageactions.formats.convert import convert_and_reinspect, qemu_format_name
-from imageactions.models import Image, ImageAction
-from imageactions.pipeline import StepError, StoredFile
-from imageactions.stores import ImageStore, StoreError, get_store
-from imageactions.transfer import TransferError, copy_to_file
-
-from .destinations import EXPORT_HASHES, FAILED, ExportedBytes, put_to_url, store_location, write_to_store
+from .destinations import FAILED, ExportedBytes, put_to_url, write_to_store
 from .serializers import DOWNLOAD, STORE, URL, ImageNotExportable, exportable_image, without_query
 
 log = logging.getLogger(__name__)
 
 CONVERTED = "converted"
-SOURCE_COPY = "source"
 
 
 def exported_image(action: ImageAction) -> Image:
@@ -40,11 +43,6 @@ def exported_image(action: ImageAction) -> Image:
 
 def target_format(action: ImageAction, image: Image) -> str:
     return action.input.get("disk_format") or image.disk_format
-
-
-def _persist_state(action: ImageAction, ctx) -> None:
-    # Written before bytes move, so a worker that dies mid-write leaves something clean-up can find.
-    ImageAction.objects.filter(pk=action.pk, run_token=ctx.token).update(state=action.state)
 
 
 # -- converting ------------------------------------------------------------------------------
@@ -60,52 +58,24 @@ def convert_applies(action: ImageAction) -> bool:
     return qemu_format_name(wanted, target=True) != qemu_format_name(image.disk_format)
 
 
-def convert(action: ImageAction, ctx) -> None:
+def convert(action: ImageAction, ctx: StepContext) -> None:
     """Convert the image's bytes into the scratch directory with qemu-img (`converting`)."""
     image = exported_image(action)
-    target = action.input["disk_format"]
-    source = _local_source(image, ctx)
-    output = ctx.scratch / CONVERTED
-    total = image.virtual_size or image.size
-    ctx.progress(0, total, force=True)
-    try:
-        convert_and_reinspect(
-            source,
-            output,
-            src_format=image.disk_format,
-            dst_format=target,
-            timeout=settings.QEMU_TIMEOUT,
-            max_memory=settings.QEMU_MAX_MEMORY,
-            max_cpu_seconds=settings.QEMU_MAX_CPU_SECONDS,
-            progress=lambda percent: ctx.progress(int(total * percent / 100), total),
-        )
-    except ImageFormatError as error:
-        raise StepError(f"Image {image.pk} could not be converted to {target}: {error}") from None
-    finally:
-        (ctx.scratch / SOURCE_COPY).unlink(missing_ok=True)
-    ctx.progress(total, total, force=True)
+    convert_image_file(
+        ctx,
+        image_file(ctx, image),
+        ctx.scratch / CONVERTED,
+        src_format=image.disk_format,
+        dst_format=action.input["disk_format"],
+        total=image.virtual_size or image.size,
+        what=f"Image {image.pk}",
+    )
     action.state.update(converted=CONVERTED)
 
 
-def _local_source(image: Image, ctx) -> Path:
-    """A file qemu-img can read: the store's own file when it is local, else a copy in scratch."""
-    store = _image_store(image)
-    path = store.local_path(image.store_key)
-    if path is not None:
-        return path
-    copy = ctx.scratch / SOURCE_COPY
-    ctx.progress(0, image.size, force=True)
+def _image_store(ctx: StepContext, image: Image) -> ImageStore:
     try:
-        with store.open_read(image.store_key) as reader:
-            copy_to_file(reader, copy, hash_algorithms=(), total=image.size, progress=ctx.progress)
-    except (StoreError, TransferError) as error:
-        raise StepError(f"The bytes of image {image.pk} could not be read: {error}") from None
-    return copy
-
-
-def _image_store(image: Image) -> ImageStore:
-    try:
-        return get_store(image.store)
+        return ctx.store(image.store)
     except StoreError as error:
         raise StepError(f"The bytes of image {image.pk} cannot be reached: {error}; tell an operator") from None
 
@@ -113,7 +83,7 @@ def _image_store(image: Image) -> ImageStore:
 # -- uploading -------------------------------------------------------------------------------
 
 
-def upload(action: ImageAction, ctx) -> None:
+def upload(action: ImageAction, ctx: StepContext) -> None:
     """Stream the (converted or original) bytes to the destination (`uploading`)."""
     image = exported_image(action)
     disk_format = target_format(action, image)
@@ -158,31 +128,33 @@ def _as_recorded(image: Image, hashes: dict[str, str]) -> dict[str, str]:
     return {"md5": image.checksum, "sha512": hashes["sha512"]}
 
 
-def _open_export(action: ImageAction, image: Image, ctx) -> ExportedBytes:
+def _open_export(action: ImageAction, image: Image, ctx: StepContext) -> ExportedBytes:
     if action.state.get("converted"):
         path = ctx.scratch / action.state["converted"]
         if not path.exists():
             raise StepError("The converted image was lost (its worker's scratch space is gone); start the export again")
         return ExportedBytes(open(path, "rb"), path.stat().st_size)
     try:
-        reader = _image_store(image).open_read(image.store_key)
+        reader = _image_store(ctx, image).open_read(image.store_key)
     except StoreError as error:
         raise StepError(f"The bytes of image {image.pk} could not be read: {error}; tell an operator") from None
-    algorithms = ("sha512",) if image.os_hash_algo == "sha512" else EXPORT_HASHES
+    algorithms = ("sha512",) if image.os_hash_algo == "sha512" else IMAGE_HASHES
     return ExportedBytes(reader, image.size, algorithms)
 
 
-def _write_to_a_store(action: ImageAction, ctx, image: Image, disk_format: str, exported: ExportedBytes) -> str:
+def _write_to_a_store(
+    action: ImageAction, ctx: StepContext, image: Image, disk_format: str, exported: ExportedBytes
+) -> str:
     destination = action.input["destination"]
     if destination["type"] == DOWNLOAD:
-        store = ctx.store(None)
+        store = ctx.store()
         filename = safe_filename(image.name, disk_format, str(image.pk))
         key = f"exports/{action.pk}/{filename}"
         action.state.update(written_store=store.name, written_key=key, filename=filename)
-        _persist_state(action, ctx)
+        ctx.save_state()  # before bytes move: clean-up must find them after a crash
         _write_or_copy(action, ctx, image, store, key, exported)
         return f"/v2/image-actions/{action.pk}/file"
-    store = _destination_store(destination["store"])
+    store = _destination_store(ctx, destination["store"])
     key = destination["key"]
     ours = (action.state.get("written_store"), action.state.get("written_key")) == (store.name, key)
     if not ours and _exists(store, key):
@@ -192,19 +164,19 @@ def _write_to_a_store(action: ImageAction, ctx, image: Image, disk_format: str, 
             f"or have it removed first"
         )
     action.state.update(written_store=store.name, written_key=key)
-    _persist_state(action, ctx)
+    ctx.save_state()
     _write_or_copy(action, ctx, image, store, key, exported)
-    return store_location(store, key)
+    return store.location(key)
 
 
 def _write_or_copy(
-    action: ImageAction, ctx, image: Image, store: ImageStore, key: str, exported: ExportedBytes
+    action: ImageAction, ctx: StepContext, image: Image, store: ImageStore, key: str, exported: ExportedBytes
 ) -> None:
     """Stream the bytes to `store`; unconverted bytes the store can copy itself (a hard link, an
     S3 server-side copy) are copied that way, then read back once so their hashes are the copy's."""
     if not action.state.get("converted"):
         try:
-            copied = store.server_side_copy(_image_store(image), image.store_key, key)
+            copied = store.server_side_copy(_image_store(ctx, image), image.store_key, key)
         except StoreError as error:
             raise StepError(f"{FAILED} {error}") from None
         if copied:
@@ -218,9 +190,9 @@ def _write_or_copy(
     write_to_store(store, key, exported, ctx.progress)
 
 
-def _destination_store(name: str) -> ImageStore:
+def _destination_store(ctx: StepContext, name: str) -> ImageStore:
     try:
-        return get_store(name)
+        return ctx.store(name)
     except StoreError as error:  # the store was removed from the configuration since the action was created
         raise StepError(f"{FAILED} {error}") from None
 
@@ -235,10 +207,19 @@ def _exists(store: ImageStore, key: str) -> bool:
 # -- the runner's hooks ------------------------------------------------------------------------
 
 
-def finish(action: ImageAction, ctx) -> None:
+def finish(action: ImageAction, ctx: StepContext) -> None:
     """A download link lives as long as the action: its expiry is the action's."""
     if action.input["destination"]["type"] == DOWNLOAD:
         action.result["expires_at"] = action.expires_at.isoformat().replace("+00:00", "Z")
+
+
+def present_result(result: dict, absolute_uri) -> dict:
+    """A download link is stored as a path under this API (the worker that made it cannot know
+    the host name clients reach the API by) and shown as an absolute URL."""
+    location = result.get("location")
+    if isinstance(location, str) and location.startswith("/v2/"):
+        return {**result, "location": absolute_uri(location)}
+    return result
 
 
 def result_file(action: ImageAction) -> StoredFile | None:
@@ -255,7 +236,7 @@ def result_file(action: ImageAction) -> StoredFile | None:
     )
 
 
-def clean_up(action: ImageAction) -> None:
+def clean_up(action: ImageAction, ctx: StepContext) -> None:
     """Remove exported bytes the export no longer offers.
 
     A download's bytes go when the action failed, was cancelled or is purged; a store
@@ -269,6 +250,6 @@ def clean_up(action: ImageAction) -> None:
     if kind == STORE and action.status == ActionStatus.SUCCESS:
         return
     try:
-        get_store(name).delete(key)
+        ctx.store(name).delete(key)
     except StoreError:
         log.warning("could not remove %s from store %s after export %s", key, name, action.pk, exc_info=True)

@@ -17,8 +17,11 @@ class ActionsImportConfig(AppConfig):
             ActionType(
                 name="import",
                 description="Import an image from a URL, an s3:// or swift:// object, or an upload.",
+                alias="image-imports",
                 input_serializer=ImportInputSerializer,
                 result_serializer=ImportResultSerializer,
+                images_made=lambda result: [result["image_ref"]],
+                admin_search_fields=("input__location",),
                 steps=(
                     Step("fetch", "uploading", steps.fetch, applies=steps.fetch_applies, timeout=6 * 3600),
                     Step("verify", "verifying", steps.verify, timeout=3600),

@@ -5,16 +5,15 @@ import re
 from django.conf import settings
 from rest_framework import serializers
 
-from imageactions.choices import Visibility
-from imageactions.transfer import HEX_LENGTHS
-from imageactions.urlpolicy import UrlPolicy, UrlRefused
-from imageactions.validators import (
+from imageactions.pipeline import (
+    HEX_LENGTHS,
     MAX_IMAGE_NAME_LENGTH,
-    MAX_IMAGE_PROPERTIES,
     MAX_IMAGE_TAGS,
-    MAX_PROPERTY_KEY_LENGTH,
-    MAX_PROPERTY_VALUE_LENGTH,
     MAX_TAG_LENGTH,
+    UrlPolicy,
+    UrlRefused,
+    Visibility,
+    validate_image_properties,
 )
 
 from .sources import parse_location
@@ -26,8 +25,8 @@ UPLOAD = "upload"
 
 
 class ImagePropertiesSerializer(serializers.Serializer):
-    # The limits are imageactions.validators'; the fields stay typed (not ImageTagsField /
-    # ImagePropertiesField) so an error names the offending item, e.g. `tags.0`.
+    # The limits are the core's (as for PATCH /v2/images/{id}); the fields stay typed so that an
+    # error names the offending item, e.g. `tags.0`.
     name = serializers.CharField(max_length=MAX_IMAGE_NAME_LENGTH)
     tags = serializers.ListField(
         child=serializers.CharField(max_length=MAX_TAG_LENGTH), max_length=MAX_IMAGE_TAGS, required=False, default=list
@@ -48,20 +47,7 @@ class ImagePropertiesSerializer(serializers.Serializer):
         return list(dict.fromkeys(tags))  # a tag given twice is one tag
 
     def validate_properties(self, properties):
-        if len(properties) > MAX_IMAGE_PROPERTIES:
-            raise serializers.ValidationError(
-                f"At most {MAX_IMAGE_PROPERTIES} properties are allowed; got {len(properties)}."
-            )
-        for key, value in properties.items():
-            if not key or len(key) > MAX_PROPERTY_KEY_LENGTH:
-                raise serializers.ValidationError(
-                    f"Property names must have 1 to {MAX_PROPERTY_KEY_LENGTH} characters; got one of {len(key)}."
-                )
-            if len(value) > MAX_PROPERTY_VALUE_LENGTH:
-                raise serializers.ValidationError(
-                    f"The value of property '{key}' has {len(value)} characters; at most {MAX_PROPERTY_VALUE_LENGTH} are allowed."
-                )
-        return properties
+        return validate_image_properties(properties)  # the same limits as PATCH /v2/images/{id}
 
 
 class ChecksumSerializer(serializers.Serializer):

@@ -18,10 +18,18 @@ import requests
 import urllib3
 from django.conf import settings
 
-from imageactions.formats.errors import format_size
-from imageactions.http import pinned_session, translated_request_errors
-from imageactions.pipeline import StepError
-from imageactions.urlpolicy import UnresolvableHost, UrlPolicy, UrlRefused
+from imageactions.pipeline import (
+    StepError,
+    SwiftError,
+    UnresolvableHost,
+    UrlPolicy,
+    UrlRefused,
+    build_s3_client,
+    client_for_host,
+    human_size,
+    pinned_session,
+    translated_request_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +110,7 @@ class GuardedReader:
         if _is_timeout(error):
             return StepError(
                 f"{FAILED} The download from '{self.what}' stalled for {self.stall_seconds:g} s "
-                f"after {format_size(self.bytes_read)}"
+                f"after {human_size(self.bytes_read)}"
             )
         announced = f" of the {self.size} announced" if self.size is not None else ""
         return StepError(
@@ -236,8 +244,8 @@ class ResumableHttpBody(GuardedReader):
         self._response = response
 
     def _closed(self, then: str) -> str:
-        of = f" of {format_size(self.size)}" if self.size is not None else ""
-        return f"{FAILED} The connection to '{self.url}' closed after {format_size(self.bytes_read)}{of}, {then}"
+        of = f" of {human_size(self.size)}" if self.size is not None else ""
+        return f"{FAILED} The connection to '{self.url}' closed after {human_size(self.bytes_read)}{of}, {then}"
 
 
 RESUME_ADVICE = "; try again, or serve the image from a server that supports Range requests"
@@ -296,7 +304,6 @@ def open_s3(location: Location) -> OpenedSource:
 
 
 def s3_source_client():
-    from imageactions.stores.s3 import build_s3_client
 
     config = settings.S3_SOURCE
     if not config:
@@ -329,7 +336,6 @@ def _s3_error_text(error, location: Location) -> str:
 
 
 def open_swift(location: Location) -> OpenedSource:
-    from imageactions.swift import SwiftError, client_for_host
 
     try:
         client = client_for_host(location.host)

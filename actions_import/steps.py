@@ -8,31 +8,33 @@ and inspection from step to step, and the key it was stored under, so clean-up c
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import uuid
 from pathlib import Path
 
 from django.conf import settings
 
-from imageactions.formats import ImageFormatError, Inspection, inspect_image
-from imageactions.formats.compression import detect_compression, open_decompressed
-from imageactions.formats.convert import convert_and_reinspect, qemu_format_name
-from imageactions.formats.verifiers import (
-    configured_verifiers,
-    format_gib,
-    run_verifiers,
-)
-from imageactions.images import create_image
-from imageactions.models import Image, ImageAction
-from imageactions.pipeline import RetryableStepError, StepError
-from imageactions.stores import StoreError, StoreUnavailable, get_store
-from imageactions.transfer import (
-    CHUNK_SIZE,
-    ParallelHasher,
+from imageactions.pipeline import (
+    IMAGE_HASHES,
+    Image,
+    ImageAction,
+    ImageFormatError,
+    RetryableStepError,
+    StepContext,
+    StepError,
+    StoreError,
+    StoreUnavailable,
     TransferError,
     check_announced_size,
+    convert_image_file,
     copy_to_file,
+    create_image,
+    detect_compression,
+    hash_file,
+    inspect_and_verify,
+    inspection_state,
+    open_decompressed,
+    qemu_format_name,
 )
 
 from .serializers import UPLOAD
@@ -44,20 +46,18 @@ STAGED = "staged"
 CONVERTED = "converted"
 # detect_compression needs the first 6 bytes (the xz magic); a few more cost nothing.
 COMPRESSION_HEAD_SIZE = 16
-# Glance's pair: md5 as `checksum`, sha512 as `os_hash_value`.
-ALWAYS_HASHED = ("md5", "sha512")
 
 
-def staged_path(ctx) -> Path:
+def staged_path(ctx: StepContext) -> Path:
     return ctx.scratch / STAGED
 
 
 def _hash_algorithms(action: ImageAction) -> tuple[str, ...]:
     requested = _requested_algorithm(action)
-    return tuple(dict.fromkeys((*ALWAYS_HASHED, *([requested] if requested else []))))
+    return tuple(dict.fromkeys((*IMAGE_HASHES, *([requested] if requested else []))))
 
 
-def stage(action: ImageAction, ctx, source, *, size: int | None) -> None:
+def stage(action: ImageAction, ctx: StepContext, source, *, size: int | None) -> None:
     """Copy `source` into the staged file, decompressing, hashing, capping and reporting progress.
 
     Compressed data (gzip, xz, bzip2, zstd) is decompressed on the way when DECOMPRESS_IMPORTS
@@ -74,7 +74,7 @@ def stage(action: ImageAction, ctx, source, *, size: int | None) -> None:
         )
         # The user's checksum is of the bytes they have, the compressed ones: hashed as received.
         received.hash_with(_requested_algorithm(action))
-        hashed = ALWAYS_HASHED
+        hashed = IMAGE_HASHES
     else:
         compression = None
     try:
@@ -143,7 +143,7 @@ class ReceivedBytes:
 # -- uploading ---------------------------------------------------------------------------
 
 
-def fetch(action: ImageAction, ctx) -> None:
+def fetch(action: ImageAction, ctx: StepContext) -> None:
     """Stream the location's bytes into staging (status `uploading`)."""
     opened = open_source(parse_location(action.input["location"]))
     try:
@@ -158,7 +158,7 @@ def fetch_applies(action: ImageAction) -> bool:
     return action.input.get("source") != UPLOAD
 
 
-def receive_upload(action: ImageAction, stream, ctx) -> None:
+def receive_upload(action: ImageAction, stream, ctx: StepContext) -> None:
     """Stage the body of PUT /v2/image-actions/{id}/data (Content-Length or chunked)."""
     body, announced = _request_body(stream)
     reader = _UploadReader(body, announced)
@@ -214,7 +214,7 @@ class _UploadReader:
 # -- verifying ---------------------------------------------------------------------------
 
 
-def verify(action: ImageAction, ctx) -> None:
+def verify(action: ImageAction, ctx: StepContext) -> None:
     """Check size and checksum of the received bytes, then inspect and verify the image (`verifying`)."""
     size = action.state.get("size", 0)
     if not size:
@@ -228,33 +228,8 @@ def verify(action: ImageAction, ctx) -> None:
             what = f" of the {compression}-compressed data received" if compression else ""
             raise StepError(f"Checksum mismatch{what}: expected {algo} {expected['value']}, got {got}")
     ctx.progress(size, size, force=True)
-    inspection = inspect_staged_image(action, staged_path(ctx))
-    record_inspection(action, inspection)
-
-
-def inspect_staged_image(action: ImageAction, path: Path) -> Inspection:
-    """Inspect the staged bytes as hostile data, then run the operator's verifiers on them.
-
-    Any refusal becomes the action's message, in the inspector's or the verifier's own words.
-    """
     declared = action.input["image_properties"].get("disk_format")
-    try:
-        inspection = inspect_image(path, declared_format=declared, max_virtual_size=settings.IMAGE_MAX_VIRTUAL_SIZE)
-        run_verifiers(path, inspection, configured_verifiers())
-    except ImageFormatError as error:
-        raise StepError(str(error)) from None
-    return inspection
-
-
-def record_inspection(action: ImageAction, inspection: Inspection) -> None:
-    """The Image's disk_format and virtual_size are those of the bytes it will have."""
-    # Details come from hostile headers; keep them JSON-safe for action.state.
-    details = json.loads(json.dumps(inspection.details, default=str))
-    action.state.update(
-        disk_format=inspection.format,
-        virtual_size=inspection.virtual_size,
-        inspection={"format": inspection.format, "virtual_size": inspection.virtual_size, "details": details},
-    )
+    action.state.update(inspection_state(inspect_and_verify(staged_path(ctx), declared_format=declared)))
 
 
 # -- converting --------------------------------------------------------------------------
@@ -268,7 +243,7 @@ def convert_applies(action: ImageAction) -> bool:
     return qemu_format_name(target, target=True) != qemu_format_name(detected)
 
 
-def convert(action: ImageAction, ctx) -> None:
+def convert(action: ImageAction, ctx: StepContext) -> None:
     """Convert the verified staged image into IMAGE_STORE_FORMAT with qemu-img (`converting`).
 
     The source format is the inspected one, passed explicitly; the output is inspected again and
@@ -280,63 +255,36 @@ def convert(action: ImageAction, ctx) -> None:
         return
     source_format, target = action.state["disk_format"], settings.IMAGE_STORE_FORMAT
     virtual_size = action.state.get("virtual_size") or action.state["size"]
-    if qemu_format_name(target, target=True) == "raw" and virtual_size > settings.IMAGE_MAX_SIZE:
-        raise StepError(
-            f"The image would be {format_gib(virtual_size)} stored as raw, more than the "
-            f"{format_gib(settings.IMAGE_MAX_SIZE)} limit on image size; import a smaller disk"
-        )
-    staged, converted = staged_path(ctx), ctx.scratch / CONVERTED
-    ctx.progress(0, virtual_size, force=True)
-    try:
-        inspection = convert_and_reinspect(
-            staged,
-            converted,
-            src_format=source_format,
-            dst_format=target,
-            timeout=min(settings.QEMU_TIMEOUT, ctx.step.timeout if ctx.step else settings.QEMU_TIMEOUT),
-            max_memory=settings.QEMU_MAX_MEMORY,
-            max_cpu_seconds=settings.QEMU_MAX_CPU_SECONDS,
-            max_virtual_size=settings.IMAGE_MAX_VIRTUAL_SIZE,
-            progress=lambda percent: ctx.progress(int(virtual_size * percent / 100), virtual_size),
-        )
-        # The unavoidable second pass: the stored bytes are new, so are their size and hashes.
-        size, hashes = hash_file(converted, progress=lambda: ctx.progress(virtual_size, virtual_size))
-    except ImageFormatError as error:
-        raise StepError(f"The {source_format} image could not be converted to {target}: {error}") from None
-    if size > settings.IMAGE_MAX_SIZE:
-        raise StepError(
-            f"The image converted to {target} is {format_gib(size)}, more than the "
-            f"{format_gib(settings.IMAGE_MAX_SIZE)} limit on image size"
-        )
+    converted = ctx.scratch / CONVERTED
+    inspection = convert_image_file(
+        ctx,
+        staged_path(ctx),
+        converted,
+        src_format=source_format,
+        dst_format=target,
+        total=virtual_size,
+        what=f"The {source_format} image",
+        max_size=settings.IMAGE_MAX_SIZE,
+    )
+    # The unavoidable second pass: the stored bytes are new, so are their size and hashes.
+    hashed = hash_file(converted, progress=lambda: ctx.progress(virtual_size, virtual_size))
     # The staged file stays until `store`: a step run again after a lost worker starts from it,
     # and the state (saved when this step ends) is what says the converted file is the one to store.
-    record_inspection(action, inspection)
-    action.state.update(size=size, hashes=hashes, converted_from=source_format, stored_file=CONVERTED)
-    ctx.progress(virtual_size, virtual_size, force=True)
-
-
-def hash_file(path: Path, *, progress) -> tuple[int, dict[str, str]]:
-    """Size, md5 and sha512 of a file, in one streaming pass; `progress()` after each chunk."""
-    size = 0
-    with open(path, "rb") as file, ParallelHasher(ALWAYS_HASHED) as hasher:
-        while chunk := file.read(CHUNK_SIZE):
-            hasher.update(chunk)
-            size += len(chunk)
-            progress()
-        return size, hasher.hexdigests()
+    action.state.update(inspection_state(inspection))
+    action.state.update(size=hashed.size, hashes=hashed.hashes, converted_from=source_format, stored_file=CONVERTED)
 
 
 # -- storing -----------------------------------------------------------------------------
 
 
-def store(action: ImageAction, ctx) -> None:
+def store(action: ImageAction, ctx: StepContext) -> None:
     """Move the staged file into the default image store under a new image id (`storing`)."""
     image_id = action.state.setdefault("image_id", str(uuid.uuid4()))
-    image_store = ctx.store(None)
+    image_store = ctx.store()
     key = f"images/{image_id}"
     action.state.update(store=image_store.name, store_key=key)
     # Persisted before the bytes move, so a worker that dies mid-store leaves a findable key.
-    ImageAction.objects.filter(pk=action.pk, run_token=ctx.token).update(state=action.state)
+    ctx.save_state()
     path = ctx.scratch / action.state.get("stored_file", STAGED)
     size = action.state["size"]
     if not path.exists() and image_store.exists(key) and image_store.size(key) == size:
@@ -351,7 +299,7 @@ def store(action: ImageAction, ctx) -> None:
     staged_path(ctx).unlink(missing_ok=True)
 
 
-def finish(action: ImageAction, ctx) -> None:
+def finish(action: ImageAction, ctx: StepContext) -> None:
     """Create the Image (in the runner's success transaction) and point the result at it."""
     state, props = action.state, action.input["image_properties"]
     image = create_image(
@@ -377,7 +325,7 @@ def finish(action: ImageAction, ctx) -> None:
     action.result = {"image_ref": str(image.pk)}
 
 
-def clean_up(action: ImageAction) -> None:
+def clean_up(action: ImageAction, ctx: StepContext) -> None:
     """Remove stored bytes that no Image owns (failure or cancel after `storing`).
 
     Also runs when a successful action is purged: its Image owns the object then, so it stays.
@@ -387,6 +335,6 @@ def clean_up(action: ImageAction) -> None:
     if not (name and key) or Image.objects.filter(store=name, store_key=key).exists():
         return
     try:
-        get_store(name).delete(key)
+        ctx.store(name).delete(key)
     except StoreError:
         log.warning("could not remove %s from store %s after action %s", key, name, action.pk, exc_info=True)

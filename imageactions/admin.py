@@ -6,6 +6,7 @@ from django.utils import timezone
 from . import runner
 from .dashboard import store_location
 from .models import ActionEvent, Image, ImageAction, ImageTag, ProjectMember
+from .pipeline import action_types
 
 # The index links to the dashboard (imageactions/urls.py serves it at /admin/dashboard/).
 admin.site.index_template = "admin/imageactions/index.html"
@@ -28,9 +29,19 @@ class ActionEventInline(admin.TabularInline):
 class ImageActionAdmin(admin.ModelAdmin):
     list_display = ["id", "action_type", "status", "owner", "percent_done", "created_at", "updated_at", "short_message"]
     list_filter = ["action_type", "status", "owner", "created_at", "finished_at"]
-    search_fields = ["id", "owner", "input__location", "input__image_id", "message"]
+    # Ids of the images an action read or made (as its type declares), plus what each type adds.
+    search_fields = ["id", "owner", "message", "image_links__image_id"]
     date_hierarchy = "created_at"
     inlines = [ActionEventInline]
+
+    def get_search_fields(self, request):
+        added = (field for action_type in action_types().values() for field in action_type.admin_search_fields)
+        return [*self.search_fields, *dict.fromkeys(added)]
+
+    def get_search_results(self, request, queryset, search_term):
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        return queryset, True  # image_links is a join: an action may match once per link
+
     actions = ["cancel_actions", "retry_failed_actions", "purge_expired_actions"]
     readonly_fields = [f.name for f in ImageAction._meta.get_fields() if f.concrete]
     fieldsets = [
@@ -127,7 +138,7 @@ class ImageAdmin(admin.ModelAdmin):
         return store_location(image.store, image.store_key)
 
     def has_add_permission(self, request):
-        # An Image exists only once an action has verified and stored its bytes (DESIGN section 4);
+        # An Image exists only once an action has verified and stored its bytes;
         # a hand-made record would point at no data.
         return False
 

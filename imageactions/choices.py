@@ -25,6 +25,34 @@ class StepState(models.TextChoices):
     DONE = "done"  # the action is terminal
 
 
+# Every change of an action's step state, by name: the states it may start from and the state it
+# leaves. ImageActionQuerySet has one method per name, each a conditional UPDATE that matches only
+# rows in a starting state, so a transition not in this table cannot happen.
+STEP_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    # A worker takes the queued step, or an upload takes the step held for its data.
+    "claim": (frozenset({StepState.QUEUED, StepState.HELD}), StepState.RUNNING),
+    # The queued step does not apply to the action: the next one that does is queued instead.
+    "skip_to": (frozenset({StepState.QUEUED}), StepState.QUEUED),
+    # The running step is done (or its data arrived): the action's next step is queued.
+    "hand_over": (frozenset({StepState.RUNNING}), StepState.QUEUED),
+    # The worker running the step died: the same step is queued again.
+    "requeue_lost_run": (frozenset({StepState.RUNNING}), StepState.QUEUED),
+    # The action ends (success, failure or cancelled), whatever its step was doing.
+    "end": (frozenset({StepState.HELD, StepState.QUEUED, StepState.RUNNING}), StepState.DONE),
+    # The action ends while no worker holds it (a cancel, an upload that never came).
+    "end_unclaimed": (frozenset({StepState.HELD, StepState.QUEUED}), StepState.DONE),
+    # An operator starts a failed action again from its first step.
+    "restart": (frozenset({StepState.DONE}), StepState.QUEUED),
+}
+
+
+class ImageRole(models.TextChoices):
+    """How an action relates to an image."""
+
+    READ = "read"  # the action reads the image (export, clone, convert)
+    MADE = "made"  # the action created the image (import, clone, convert)
+
+
 class ImageStatus(models.TextChoices):
     ACTIVE = "active"
     DELETED = "deleted"

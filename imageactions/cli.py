@@ -15,6 +15,8 @@ from pathlib import Path
 
 import requests
 
+from imageactions.formats.errors import human_size
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL_STATUSES = ("success", "failure", "cancelled")
 POLL_INTERVAL = 0.5  # seconds between polls of an action while waiting
@@ -124,16 +126,6 @@ def error_text(response: requests.Response) -> str:
 # -- progress --------------------------------------------------------------------------
 
 
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "?"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-
-
 class ProgressBar:
     """A one-line bar on stderr, redrawn in place: `label [#####.....]  45%  1.2 MiB / 2.7 MiB`.
 
@@ -164,7 +156,7 @@ class ProgressBar:
         else:
             filled = int(self.WIDTH * percent / 100)
             bar = "#" * filled + "." * (self.WIDTH - filled)
-            line = f"{label:<10} [{bar}] {percent:3.0f}%  {human_size(done)} / {human_size(total)}"
+            line = f"{label:<10} [{bar}] {percent:3.0f}%  {human_size(done)} / {human_size(total) if total is not None else '?'}"
         self.stream.write("\r" + line.ljust(self.shown_width))
         self.stream.flush()
         self.shown_width = len(line)
@@ -467,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command = add("actions", list_actions, "List your actions, newest first.")
     command.add_argument("--pending", action="store_true", help="only those that have not ended")
-    command.add_argument("--type", help="only this action type (import, export, clone)")
+    command.add_argument("--type", help="only actions of this type, e.g. import")
     command.add_argument("--limit", type=int, default=50, help="at most this many (default %(default)s)")
 
     command = add("show", show_action, "Show one action.")

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from .choices import TERMINAL_STATUSES, ActionStatus
 from .models import Image, ImageAction
+from .stores import StoreError, get_store
 
 LATEST_FAILURES = 20
 
@@ -147,14 +148,10 @@ def images_per_store() -> list[dict]:
 
 def store_location(store: str, key: str = "") -> str:
     """Where a store (or one object in it) lives: a directory or an s3:// URL, never credentials."""
-    config = settings.IMAGE_STORES.get(store)
-    if config is None:
+    try:
+        return get_store(store).operator_location(key)
+    except StoreError:
         return f"{store} (store no longer configured): {key}" if key else f"{store} (store no longer configured)"
-    if config.get("type") == "s3":
-        base = f"s3://{config.get('bucket', '')}/{config.get('prefix', '')}"
-        return base + key
-    base = str(config.get("path", ""))
-    return f"{base.rstrip('/')}/{key}" if key else base
 
 
 def build_dashboard(now: datetime | None = None) -> Dashboard:

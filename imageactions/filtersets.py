@@ -5,7 +5,7 @@ from django.db.models import Exists, OuterRef, Q
 from rest_framework.exceptions import ValidationError
 
 from .choices import PENDING, TERMINAL_STATUSES, ImageStatus, Visibility
-from .models import Image, ImageAction, ImageTag
+from .models import ActionImage, Image, ImageAction, ImageTag
 
 ORDERINGS = ("created_at", "-created_at", "updated_at", "-updated_at")
 
@@ -53,8 +53,7 @@ class ImageActionFilterSet(django_filters.FilterSet):
         return queryset.filter(wanted)
 
     def filter_image_id(self, queryset, name, value):
-        text = str(value)
-        return queryset.filter(Q(input__image_id=text) | Q(result__image_ref=text))
+        return queryset.filter(Exists(ActionImage.objects.filter(action=OuterRef("pk"), image_id=value)))
 
     @property
     def qs(self):

@@ -1,6 +1,7 @@
 """Recording Images: the one way an action type turns verified, stored bytes into an Image row.
 
-Part of the plugin surface: import and clone call create_image() from their `finish`.
+Part of the plugin surface (imageactions.pipeline): action types call create_image() from their
+`finish`, in the runner's success transaction.
 """
 
 from __future__ import annotations

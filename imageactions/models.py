@@ -1,13 +1,15 @@
 """The ImageAction resource with its step log, the Image it produces, and project membership."""
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .choices import TERMINAL_STATUSES, ActionStatus, ImageStatus, StepState, Visibility
+from .choices import STEP_TRANSITIONS, TERMINAL_STATUSES, ActionStatus, ImageRole, ImageStatus, StepState, Visibility
 
 
 class ProjectMember(models.Model):
@@ -21,15 +23,124 @@ class ProjectMember(models.Model):
 
 
 class ImageActionQuerySet(models.QuerySet):
+    """Every change of an action's status or step state is one of the named methods below: a
+    conditional UPDATE that matches only rows in a starting state of choices.STEP_TRANSITIONS
+    (and, where a run does it, only rows that run still owns). Each answers how many rows changed."""
+
     def pending(self):
         # Written exactly like the partial index's condition so PostgreSQL can use it.
         return self.filter(~Q(status__in=TERMINAL_STATUSES))
+
+    def owned_by(self, token):
+        """The rows the run holding `token` still owns."""
+        return self.filter(run_token=token)
 
     def update(self, **fields):
         # The runner changes actions with conditional UPDATEs, which bypass auto_now:
         # stamp updated_at here so `updated_after` and `ordering=updated_at` see every change.
         fields.setdefault("updated_at", timezone.now())
         return super().update(**fields)
+
+    def _transition(self, name: str, **fields) -> int:
+        sources, target = STEP_TRANSITIONS[name]
+        return self.filter(step_state__in=sources).update(step_state=target, **fields)
+
+    # -- the transitions ------------------------------------------------------------------
+
+    def claim(self, *, step_index, attempt, from_state, step_name, status, token, worker) -> int:
+        """Give the step to the run holding `token`, if it is still due and not cancelled."""
+        now = timezone.now()
+        return (
+            self.pending()
+            .filter(step_index=step_index, attempt=attempt, step_state=from_state, cancel_requested=False)
+            ._transition(
+                "claim",
+                status=status,
+                run_token=token,
+                worker=worker,
+                heartbeat_at=now,
+                started_at=Coalesce("started_at", now),
+                progress_step=step_name,
+                progress_done=0,
+                progress_total=None,
+            )
+        )
+
+    def skip_to(self, *, from_index, step_index) -> int:
+        """Queue step `step_index` instead of the queued `from_index`, which does not apply."""
+        return self.filter(step_index=from_index)._transition("skip_to", step_index=step_index)
+
+    def hand_over(self, *, token, step_index, **saved) -> int:
+        """The run ends well: queue `step_index` (the next step, or the same one once its data is
+        in) with what the run recorded (`saved`: state, result, image_properties)."""
+        return (
+            self.pending()
+            .owned_by(token)
+            .filter(cancel_requested=False)
+            ._transition(
+                "hand_over", step_index=step_index, attempt=1, run_token=None, queued_at=timezone.now(), **saved
+            )
+        )
+
+    def requeue_lost_run(self, *, token, restarts) -> int:
+        """The worker of the run holding `token` died: queue its step again, unless it was cancelled."""
+        return (
+            self.owned_by(token)
+            .filter(cancel_requested=False)
+            ._transition("requeue_lost_run", run_token=None, restarts=restarts, queued_at=timezone.now())
+        )
+
+    def end(self, status, message="", **saved) -> int:
+        """End the actions, whatever their step was doing, with `status`; they expire after ACTION_TTL."""
+        return self.pending()._transition("end", **_ended_fields(status, message), **saved)
+
+    def end_unclaimed(self, status, message) -> int:
+        """End the actions that no worker holds (queued or held for data)."""
+        return self.pending()._transition("end_unclaimed", **_ended_fields(status, message))
+
+    def restart(self) -> int:
+        """Start failed actions again from their first step."""
+        return self.filter(status=ActionStatus.FAILURE)._transition(
+            "restart",
+            status=ActionStatus.WAITING,
+            step_index=0,
+            attempt=1,
+            restarts=0,
+            run_token=None,
+            cancel_requested=False,
+            message="",
+            state={},
+            result={},
+            finished_at=None,
+            expires_at=None,
+            queued_at=timezone.now(),
+            progress_step="",
+            progress_done=0,
+            progress_total=None,
+        )
+
+    # -- what a run records while it owns the action ----------------------------------------
+
+    def save_state(self, state: dict) -> int:
+        return self.update(state=state)
+
+    def report_progress(self, done: int, total: int | None) -> int:
+        """Progress and a heartbeat, on rows not cancelled (0 rows: ask why)."""
+        fields = {"progress_done": done, "heartbeat_at": timezone.now()}
+        if total is not None:
+            fields["progress_total"] = total
+        return self.filter(cancel_requested=False).update(**fields)
+
+
+def _ended_fields(status, message) -> dict:
+    now = timezone.now()
+    return dict(
+        status=status,
+        run_token=None,
+        message=message,
+        finished_at=now,
+        expires_at=now + timedelta(seconds=settings.ACTION_TTL),
+    )
 
 
 class ImageAction(models.Model):
@@ -125,6 +236,24 @@ class ActionEvent(models.Model):
 
     def __str__(self):
         return f"{self.step} #{self.attempt}: {self.outcome or 'running'}"
+
+
+class ActionImage(models.Model):
+    """An image an action reads (from its input) or made (in its result), as its action type
+    declares: what `?image_id=`, the delete guard and the operators' search look up."""
+
+    action = models.ForeignKey(ImageAction, on_delete=models.CASCADE, related_name="image_links")
+    image_id = models.UUIDField()
+    role = models.CharField(max_length=8, choices=ImageRole.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["action", "image_id", "role"], name="action_image_unique"),
+        ]
+        indexes = [models.Index(fields=["image_id", "role"], name="action_image_idx")]
+
+    def __str__(self):
+        return f"{self.action_id} {self.role} {self.image_id}"
 
 
 class Image(models.Model):

@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .formats.errors import format_size
+from .formats.errors import human_size
 
 CHUNK_SIZE = 1024 * 1024
 # Chunks a hasher may lag behind the copy; bounds memory at this many MiB per hash algorithm.
 HASH_QUEUE_CHUNKS = 4
-HASH_ALGORITHMS = ("md5", "sha256", "sha512")
 HEX_LENGTHS = {"md5": 32, "sha256": 64, "sha512": 128}
+# What every image's bytes are hashed with, as Glance records them: md5 as `checksum`, sha512 as
+# `os_hash_value`.
+IMAGE_HASHES = ("md5", "sha512")
 
 Progress = Callable[[int, int | None], None]
 
@@ -33,7 +35,7 @@ class SizeLimitExceeded(TransferError):
     """More bytes arrived (or were announced) than the cap allows."""
 
     def __init__(self, limit: int):
-        super().__init__(f"The image is larger than the {format_size(limit)} limit")
+        super().__init__(f"The image is larger than the {human_size(limit)} limit")
         self.limit = limit
 
 
@@ -93,7 +95,7 @@ def copy_to_file(
     source: BinaryIO,
     path: Path,
     *,
-    hash_algorithms: Iterable[str] = ("md5", "sha512"),
+    hash_algorithms: Iterable[str] = IMAGE_HASHES,
     max_size: int | None = None,
     total: int | None = None,
     progress: Progress | None = None,
@@ -129,3 +131,15 @@ def _remove(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def hash_file(path: Path, *, progress: Callable[[], None] | None = None) -> TransferResult:
+    """Size and IMAGE_HASHES of a file, in one streaming pass; `progress()` after each chunk."""
+    size = 0
+    with open(path, "rb") as file, ParallelHasher(IMAGE_HASHES) as hasher:
+        while chunk := file.read(CHUNK_SIZE):
+            hasher.update(chunk)
+            size += len(chunk)
+            if progress:
+                progress()
+        return TransferResult(size=size, hashes=hasher.hexdigests())

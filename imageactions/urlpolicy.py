@@ -1,4 +1,5 @@
-"""Which URLs the service may fetch from or send to (DESIGN section 6).
+"""Which URLs the service may fetch from or send to: schemes, hosts and ports, and never a
+private, loopback or link-local address unless the operator allows its network.
 
 Checked twice: cheaply on the literal URL when an action is created, and on the resolved
 address right before connecting (and again on every redirect), so DNS cannot smuggle in a

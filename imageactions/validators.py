@@ -1,7 +1,7 @@
 """Limits on what users may attach to an image (tags, free-form properties), checked in one place.
 
-PATCH /v2/images/{id} validates through these functions; the import input serializer uses the
-same limits with per-item fields, so its errors name the offending tag or property.
+PATCH /v2/images/{id} validates through these functions; action types reach them (and the limits,
+for inputs that name each offending item) through imageactions.pipeline.
 """
 
 from drf_spectacular.utils import extend_schema_field

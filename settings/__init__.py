@@ -3,7 +3,6 @@
 The README's settings table documents each variable; code reads `django.conf.settings`.
 """
 
-import secrets
 from pathlib import Path
 
 from .env import env_bool, env_float, env_int, env_json, env_list, env_str, parse_database_url
@@ -11,33 +10,32 @@ from .env import env_bool, env_float, env_int, env_json, env_list, env_str, pars
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # -- Where state lives -------------------------------------------------------------------
+# Created, with the generated secret key, by the start-up step every entry point runs
+# (imageactions.startup), never by importing this module.
 DATA_DIR = Path(env_str("IMAGEACTIONS_DATA_DIR", str(BASE_DIR / "var"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
 SCRATCH_DIR = DATA_DIR / "scratch"
 
 DEBUG = env_bool("IMAGEACTIONS_DEBUG", False)
 
 
-def _secret_key() -> str:
-    """The environment's key; otherwise one generated once and kept in the data directory.
+def _secret_key() -> tuple[str, Path | None]:
+    """The environment's key, or the one generated once into the data directory (and the file
+    it is kept in, which the start-up step creates when it is missing).
 
     Production mode (IMAGEACTIONS_PRODUCTION=1) refuses to start without an explicit key.
     """
     key = env_str("IMAGEACTIONS_SECRET_KEY", "")
     if key:
-        return key
+        return key, None
     if env_bool("IMAGEACTIONS_PRODUCTION", False):
         from django.core.exceptions import ImproperlyConfigured
 
         raise ImproperlyConfigured("IMAGEACTIONS_SECRET_KEY must be set when IMAGEACTIONS_PRODUCTION=1")
     key_file = DATA_DIR / "secret_key"
-    if not key_file.exists():
-        key_file.touch(mode=0o600)
-        key_file.write_text(secrets.token_urlsafe(50))
-    return key_file.read_text().strip()
+    return (key_file.read_text().strip() if key_file.exists() else ""), key_file
 
 
-SECRET_KEY = _secret_key()
+SECRET_KEY, SECRET_KEY_FILE = _secret_key()
 ALLOWED_HOSTS = env_list("IMAGEACTIONS_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("IMAGEACTIONS_CSRF_TRUSTED_ORIGINS", [])
 
@@ -109,7 +107,6 @@ STATIC_ROOT = DATA_DIR / "static"
 # Served by WhiteNoise straight from the apps (admin, Swagger UI and Redoc from the sidecar):
 # the docs work offline and no collectstatic step is needed.
 WHITENOISE_USE_FINDERS = True
-(DATA_DIR / "static").mkdir(exist_ok=True)
 
 # Request bodies other than image data stay small; image bytes are streamed, never buffered.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("IMAGEACTIONS_MAX_REQUEST_BODY", 256 * 1024)
@@ -173,11 +170,7 @@ DEFAULT_IMAGE_STORE = env_str("IMAGEACTIONS_DEFAULT_STORE", next(iter(IMAGE_STOR
 # {"host:port": {"auth_url": ..., "user": ..., "key": ..., "timeout": ...}} for swift:// sources.
 SWIFT_CREDENTIALS = env_json("IMAGEACTIONS_SWIFT_CREDENTIALS", {})
 
-# Fault injection for tests only: a dotted path to `f(reader) -> reader` that the clone's copy
-# step wraps around the source's bytes (e.g. to change one in flight). Empty in production.
-CLONE_STREAM_FILTER = env_str("IMAGEACTIONS_CLONE_STREAM_FILTER", "")
-
-# -- URL policy for sources and destinations (DESIGN section 6) -------------------------
+# -- URL policy for sources and destinations --------------------------------------------
 URL_ALLOWED_SCHEMES = env_list("IMAGEACTIONS_URL_ALLOWED_SCHEMES", ["http", "https"])
 URL_ALLOWED_HOSTS = env_list("IMAGEACTIONS_URL_ALLOWED_HOSTS", [])  # empty: any public host
 URL_ALLOWED_PORTS = [int(p) for p in env_list("IMAGEACTIONS_URL_ALLOWED_PORTS", [])]  # empty: any
@@ -250,7 +243,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["imageactions.api.schema.document_paths_without_trailing_slash"],
-    "ENUM_NAME_OVERRIDES": {},
+    # Every action type that converts offers the same formats: one enum, not one per input.
+    "ENUM_NAME_OVERRIDES": {"ConversionFormatEnum": "imageactions.pipeline.CONVERSION_FORMATS"},
 }
 
 LOGGING = {

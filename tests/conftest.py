@@ -14,10 +14,13 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from imageactions.models import ImageAction
+from imageactions.startup import prepare_data_dir
 from tests.objectstore import object_store  # noqa: F401  (a real Swift + s3api on 127.0.0.1)
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = os.environ.get("IMAGEACTIONS_TEST_PROFILE", "embedded")
+
+prepare_data_dir()  # the start-up step of every entry point; the test run is one
 
 
 def _reachable(host: str, port: int) -> bool:

@@ -29,5 +29,9 @@ if PROFILE == "scaleout":
 
 from settings import *  # noqa: E402,F403
 
+# Fault injection: a dotted path to `f(reader) -> reader` that the clone's copy step wraps around
+# the source's bytes (e.g. to change one in flight); set per worker pool by the clone tests.
+CLONE_STREAM_FILTER = os.environ.get("IMAGEACTIONS_CLONE_STREAM_FILTER", "")
+
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": f"test_{RUN_NAME}"}  # noqa: F405

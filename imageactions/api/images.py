@@ -9,22 +9,21 @@ from rest_framework.decorators import action as route
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from ..choices import Visibility
+from ..choices import ImageRole, Visibility
 from ..filtersets import ImageFilterSet
 from ..models import Image, ImageAction, ImageTag
-from ..pipeline import StoredFile
+from ..pipeline import StoredFile, safe_filename
+from ..projects import visible_to
 from ..stores import StoreError, get_store
 from ..validators import MAX_IMAGE_NAME_LENGTH, ImagePropertiesField, ImageTagsField
 from .errors import Conflict
 from .parsers import BoundedJSONParser
-from .permissions import visible_to
 from .serializers import ErrorSerializer
 from .streaming import (
     IgnoreAcceptHeader,
     StoreUnavailable,
     download_parameters,
     download_responses,
-    safe_filename,
     stored_file_response,
 )
 from .views import NewestFirstCursorPagination, error_responses
@@ -212,7 +211,11 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     def destroy(self, request, pk=None):
         image = self.get_object()
-        reader = ImageAction.objects.pending().filter(input__image_id=str(image.pk)).first()
+        reader = (
+            ImageAction.objects.pending()
+            .filter(image_links__image_id=image.pk, image_links__role=ImageRole.READ)
+            .first()
+        )
         if reader is not None:
             raise Conflict(
                 f"Image {image.pk} is being read by {reader.action_type} action {reader.pk} "

@@ -137,11 +137,9 @@ class ImageActionSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         if not (request and request.user.is_staff):
             data.pop("owner", None)
-        location = data.get("result", {}).get("location")
-        if request and isinstance(location, str) and location.startswith("/v2/"):
-            # A result under this API (an export's download link) is stored as a path, because
-            # the worker that made it cannot know which host name the client reaches us by.
-            data["result"] = {**data["result"], "location": request.build_absolute_uri(location)}
+        action_type = get_action_type(instance.action_type)
+        if request and action_type and action_type.present_result and data.get("result"):
+            data["result"] = action_type.present_result(data["result"], request.build_absolute_uri)
         return data
 
 

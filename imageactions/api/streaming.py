@@ -70,18 +70,6 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-# Path separators, quotes, control characters and anything a file system or header may mangle.
-_UNSAFE_IN_FILENAMES = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_filename(stem: str, disk_format: str, fallback: str) -> str:
-    """`stem` plus the format's suffix, safe on every file system and in a header; `fallback`
-    when nothing of `stem` is left."""
-    stem = _UNSAFE_IN_FILENAMES.sub("_", stem).strip("._")[:200] or fallback
-    suffix = "." + _UNSAFE_IN_FILENAMES.sub("_", disk_format) if disk_format else ""
-    return stem if stem.lower().endswith(suffix.lower()) else stem + suffix
-
-
 class IgnoreAcceptHeader(BaseContentNegotiation):
     """Downloads answer whatever the client accepts (e.g. application/octet-stream); errors stay JSON."""
 

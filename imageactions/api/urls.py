@@ -4,7 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from ..pipeline import get_action_type
+from ..pipeline import action_types
 from .images import ImageViewSet
 from .stores import ImageStoreViewSet
 from .views import ImageActionViewSet, OfflineRedocView, alias_viewset
@@ -20,9 +20,11 @@ class OptionalSlashRouter(SimpleRouter):
 
 router = OptionalSlashRouter()
 router.register("image-actions", ImageActionViewSet, basename="image-action")
-for alias, action_type in (("image-imports", "import"), ("image-exports", "export"), ("image-clones", "clone")):
-    if get_action_type(action_type):
-        router.register(alias, alias_viewset(action_type), basename=alias.removesuffix("s"))
+for action_type in action_types().values():
+    if action_type.alias:
+        router.register(
+            action_type.alias, alias_viewset(action_type.name), basename=action_type.alias.removesuffix("s")
+        )
 router.register("images", ImageViewSet, basename="image")
 router.register("stores", ImageStoreViewSet, basename="store")
 

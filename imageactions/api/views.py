@@ -23,9 +23,9 @@ from ..choices import ActionStatus
 from ..filtersets import ImageActionFilterSet
 from ..models import ImageAction
 from ..pipeline import get_action_type
+from ..projects import owner_of, visible_to
 from .errors import Conflict, LengthRequired
 from .parsers import BoundedJSONParser
-from .permissions import owner_of, visible_to
 from .serializers import ErrorSerializer, ImageActionCreateSerializer, ImageActionSerializer, create_request_schema
 from .streaming import (
     DownloadExpired,

@@ -17,7 +17,7 @@ from typing import BinaryIO
 import zstandard
 
 from imageactions.formats import ImageFormatError
-from imageactions.formats.errors import format_size
+from imageactions.formats.errors import human_size
 
 COMPRESSION_MAGIC = {
     # RFC 1952 2.3.1: ID1=0x1f ID2=0x8b, then CM=8 (deflate), the only method defined.
@@ -61,7 +61,7 @@ def detect_compression(head: bytes) -> str | None:
 
 def _needs_too_much_memory(algo: str, limit: int) -> DecompressionError:
     return DecompressionError(
-        f"The {algo} data was compressed with a window larger than {format_size(limit)}, more memory than "
+        f"The {algo} data was compressed with a window larger than {human_size(limit)}, more memory than "
         f"decompressing is allowed; compress it again with default settings"
     )
 
@@ -314,7 +314,7 @@ class DecompressingReader(io.RawIOBase):
     def _check_limits(self) -> None:
         if self.bytes_out > self.max_output:
             raise DecompressionError(
-                f"The {self.algo} data expands beyond the {format_size(self.max_output)} limit on decompressed images"
+                f"The {self.algo} data expands beyond the {human_size(self.max_output)} limit on decompressed images"
             )
         if self.bytes_out > self.ratio_grace and self.bytes_out > self.max_ratio * self.bytes_in:
             raise DecompressionError(

@@ -27,15 +27,6 @@ _SIZE_UNITS = (
 )
 
 
-def format_size(n: float) -> str:
-    """A byte count in binary units with one decimal, e.g. '100.0 GiB'."""
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
 def human_size(size: int) -> str:
     """'64 MiB', '1.5 TiB', '512 bytes': sizes as people read them."""
     for unit, factor in _SIZE_UNITS:

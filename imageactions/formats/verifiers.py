@@ -37,6 +37,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from imageactions.formats import ImageFormatError, Inspection
+from imageactions.formats.errors import describe_size
 
 Verifier = Callable[[Path, Inspection], None]
 
@@ -46,12 +47,6 @@ FORMAT_ALIASES = {"vhd": "vpc"}
 
 class VerificationFailed(ImageFormatError):
     """A verifier refused the image; the message is shown to the user."""
-
-
-def format_gib(size: int) -> str:
-    """'2 GiB (2,147,483,648 bytes)': readable, and exact when two sizes are close."""
-    gib = f"{size / (1 << 30):,.2f}".rstrip("0").rstrip(".")
-    return f"{gib} GiB ({size:,} bytes)"
 
 
 class MaxVirtualSize:
@@ -72,7 +67,7 @@ class MaxVirtualSize:
         size = inspection.virtual_size if inspection.virtual_size is not None else Path(path).stat().st_size
         if size > limit:
             raise VerificationFailed(
-                f"The image's virtual size is {format_gib(size)}, more than the {format_gib(limit)} "
+                f"The image's virtual size is {describe_size(size)}, more than the {describe_size(limit)} "
                 f"this service accepts"
             )
 

@@ -11,7 +11,6 @@ from .reader import ImageReader
 FOOTER_COOKIE = b"conectix"  # Hard Disk Footer "Cookie", bytes 0-7
 DYNAMIC_HEADER_COOKIE = b"cxsparse"  # Dynamic Disk Header "Cookie", bytes 0-7
 FOOTER_SIZE = 512
-DYNAMIC_HEADER_SIZE = 1024
 
 # Hard Disk Footer, big-endian: Cookie, Features, File Format Version, Data Offset, Time Stamp,
 # Creator Application, Creator Version, Creator Host OS, Original Size, Current Size,

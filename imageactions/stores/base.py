@@ -86,6 +86,14 @@ class ImageStore(ABC):
         this process; False when the two stores cannot do that, and the caller streams instead."""
         return False
 
+    def location(self, key: str) -> str:
+        """How users are told where an object is: store://NAME/KEY (S3 stores: s3://BUCKET/KEY)."""
+        return f"store://{self.name}/{key}"
+
+    def operator_location(self, key: str = "") -> str:
+        """Where the store (or one object in it) really lives, for operators; never credentials."""
+        return self.location(key)
+
     def describe(self) -> dict:
         """What the API may show about the store; never credentials or endpoints."""
         return {"name": self.name, "region": self.region, "kind": self.kind}

@@ -34,6 +34,9 @@ class FilesystemStore(ImageStore):
         check_config(name, config, required=["path"], optional=["region"])
         return cls(name, path=config["path"], region=config.get("region"))
 
+    def operator_location(self, key: str = "") -> str:
+        return str(self.root / key) if key else str(self.root)
+
     # -- writing: always a complete file renamed into place, so readers never see half an image
 
     def put_file(self, key: str, path: Path, *, size: int, progress: ProgressCallback | None = None) -> None:

@@ -287,6 +287,9 @@ class S3Store(ImageStore):
                 if _error_code(error) not in NOT_FOUND_CODES:
                     raise
 
+    def location(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
     # -- helpers
 
     def _object_key(self, key: str) -> str:

@@ -210,7 +210,6 @@ def test_an_alias_exists_exactly_when_its_action_type_is_installed(alice, action
         assert response.status_code == 404
 
 
-@pytest.mark.urls("tests.api.alias_urls")
 def test_posting_to_an_alias_fixes_the_action_type(alice):
     response = alice.post("/v2/image-tests", {"input": {"skip_wrap": True}}, format="json")
     assert response.status_code == 201, response.content
@@ -220,13 +219,11 @@ def test_posting_to_an_alias_fixes_the_action_type(alice):
     assert alice.post("/v2/image-tests", {"action_type": "test", "input": {}}, format="json").status_code == 201
 
 
-@pytest.mark.urls("tests.api.alias_urls")
 def test_an_alias_refuses_another_action_type_with_a_400(alice):
     body = assert_error_shape(alice.post("/v2/image-tests", {"action_type": "import", "input": {}}, format="json"), 400)
     assert "'test'" in body["errors"]["action_type"][0]
 
 
-@pytest.mark.urls("tests.api.alias_urls")
 def test_an_alias_lists_and_shows_only_its_own_type(alice):
     own = create(alice)
     other = ImageAction.objects.create(action_type="other", owner="project-a")
@@ -309,12 +306,9 @@ def test_a_bad_date_filter_is_a_400_naming_the_parameter(alice, param, value):
     assert list(body["errors"]) == [param]
 
 
-def test_list_filters_by_image_id(alice):
-    made = create(alice)["id"]
-    create(alice)  # an action about no image
-    image_id = str(uuid.uuid4())
-    ImageAction.objects.filter(pk=made).update(result={"image_ref": image_id})
-    assert ids(alice.get(ACTIONS, {"image_id": image_id})) == [made]
+def test_image_id_filter_needs_an_image_the_action_touched(alice):
+    # The test action type declares no images; clone, export and convert tests filter real ones.
+    create(alice)
     assert ids(alice.get(ACTIONS, {"image_id": str(uuid.uuid4())})) == []
     assert list(assert_error_shape(alice.get(ACTIONS, {"image_id": "nope"}), 400)["errors"]) == ["image_id"]
 

@@ -68,7 +68,6 @@ def test_owner_is_optional_in_the_action_schema(anonymous):
     assert "status" in action["required"]
 
 
-@pytest.mark.urls("tests.api.alias_urls")
 def test_an_alias_create_endpoint_shows_only_its_own_types_input(anonymous):
     document = schema(anonymous)
     body = document["paths"]["/v2/image-tests"]["post"]["requestBody"]["content"]["application/json"]["schema"]
@@ -106,7 +105,6 @@ def test_manage_py_spectacular_validates_without_warnings():
     assert "Warning" not in result.stderr and "Error" not in result.stderr, result.stderr
 
 
-@pytest.mark.urls("tests.api.alias_urls")
 def test_the_schema_with_an_alias_validates_without_warnings(db):
     out = StringIO()
     call_command("spectacular", "--validate", "--fail-on-warn", stdout=out)

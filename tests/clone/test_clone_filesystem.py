@@ -161,3 +161,16 @@ def test_a_clone_whose_source_was_deleted_meanwhile_fails_and_says_so(alice, clo
     assert action.status == "failure"
     assert action.message == f"The image {source.pk} was deleted before it could be copied; nothing was cloned."
     assert files_under(tmp_path / "away") == []
+
+
+def test_image_id_lists_the_clone_by_its_source_and_by_each_copy(alice, clone_setup):
+    workers = clone_setup.workers()
+    source = clone_setup.image(store="home")
+    other = clone_setup.image(store="home")
+    action, body = run_clone(alice, workers, image_id=str(source.pk), stores=["away", "far"])
+    assert body["status"] == "success", body["message"]
+    run_clone(alice, workers, image_id=str(other.pk), stores=["away"])  # another image's clone
+
+    for image_id in (source.pk, *body["result"]["image_refs"]):
+        listed = alice.get("/v2/image-actions", {"image_id": str(image_id)}).json()["results"]
+        assert [item["id"] for item in listed] == [str(action.pk)]

@@ -35,7 +35,7 @@ def test_import_from_a_server_without_range_support_fails_saying_it_cannot_resum
     action = import_from(alice, workers, url)
     assert action.status == "failure"
     assert action.message == (
-        f"Could not retrieve image. The connection to '{url}' closed after 12.0 MiB of 50.0 MiB, and the server "
+        f"Could not retrieve image. The connection to '{url}' closed after 12 MiB of 50 MiB, and the server "
         "does not support resuming; try again, or serve the image from a server that supports Range requests"
     )
     assert len(faulty_server.files["no-ranges.img"].requests) == 1
@@ -51,7 +51,7 @@ def test_import_whose_server_answers_200_to_the_range_request_fails_instead_of_m
     action = import_from(alice, workers, url)
     assert action.status == "failure"
     assert action.message.startswith(
-        f"Could not retrieve image. The connection to '{url}' closed after 5.0 MiB of 20.0 MiB, and the server "
+        f"Could not retrieve image. The connection to '{url}' closed after 5 MiB of 20 MiB, and the server "
         f"does not support resuming (it answered 200 to 'Range: bytes={5 * MiB}-'"
     )
     assert_left_nothing(action)
@@ -65,7 +65,7 @@ def test_import_whose_connection_keeps_closing_gives_up_after_the_configured_res
     action = import_from(alice, workers, url)
     assert action.status == "failure"
     assert action.message == (
-        f"Could not retrieve image. The connection to '{url}' closed after 6.0 MiB of 20.0 MiB, "
+        f"Could not retrieve image. The connection to '{url}' closed after 6 MiB of 20 MiB, "
         "and it closed again after 2 resumed downloads; try again later"
     )
     assert len(faulty_server.files["flapping.img"].requests) == 3

@@ -90,15 +90,15 @@ def test_max_virtual_size_refuses_a_larger_image_naming_both_sizes_in_gib(settin
     with pytest.raises(VerificationFailed) as error:
         max_virtual_size(*qcow2_2_gib)
     assert str(error.value) == (
-        "The image's virtual size is 2 GiB (2,147,483,648 bytes), "
-        "more than the 1 GiB (1,073,741,824 bytes) this service accepts"
+        "The image's virtual size is 2 GiB (2147483648 bytes), "
+        "more than the 1 GiB (1073741824 bytes) this service accepts"
     )
 
 
 def test_max_virtual_size_refuses_one_sector_over_the_limit(settings, tmp_path):
     settings.IMAGE_MAX_VIRTUAL_SIZE = GiB
     path, inspection = inspected(create_image(tmp_path / "disk.qcow2", "qcow2", GiB + 512))
-    with pytest.raises(VerificationFailed, match=r"is 1 GiB \(1,073,742,336 bytes\), more than the 1 GiB"):
+    with pytest.raises(VerificationFailed, match=r"is 1 GiB \(1073742336 bytes\), more than the 1 GiB"):
         max_virtual_size(path, inspection)
 
 
@@ -112,7 +112,7 @@ def test_max_virtual_size_reads_the_setting_at_each_call(settings, qcow2_2_gib):
 
 def test_max_virtual_size_with_an_explicit_limit_ignores_the_setting(settings, qcow2_2_gib):
     settings.IMAGE_MAX_VIRTUAL_SIZE = 10 * GiB
-    with pytest.raises(VerificationFailed, match=r"more than the 1.5 GiB \(1,610,612,736 bytes\)"):
+    with pytest.raises(VerificationFailed, match=r"more than the 1.5 GiB \(1610612736 bytes\)"):
         MaxVirtualSize(limit=3 * GiB // 2)(*qcow2_2_gib)
 
 
@@ -126,7 +126,7 @@ def test_max_virtual_size_of_a_raw_image_is_its_file_size(settings, tmp_path):
     with open(raw, "wb") as disk:
         disk.truncate(GiB + 4096)
     settings.IMAGE_MAX_VIRTUAL_SIZE = GiB
-    with pytest.raises(VerificationFailed, match=r"\(1,073,745,920 bytes\)"):
+    with pytest.raises(VerificationFailed, match=r"\(1073745920 bytes\)"):
         max_virtual_size(*inspected(raw))
 
 

@@ -348,13 +348,18 @@ def test_delete_that_the_store_cannot_do_is_a_503_and_the_image_stays(alice, mak
 
 def test_delete_of_an_image_that_a_pending_action_reads_is_a_409(alice, make_image):
     image = make_image("project-a")
-    action = ImageAction.objects.create(action_type="export", owner="project-a", input={"image_id": str(image.pk)})
+    # No worker runs here: the export stays pending, reading the image.
+    export = {"image_id": str(image.pk), "destination": {"type": "download"}}
+    action = alice.post("/v2/image-actions", {"action_type": "export", "input": export}, format="json").json()
 
     response = alice.delete(f"/v2/images/{image.pk}")
 
     assert response.status_code == 409
-    assert str(action.pk) in response.json()["detail"]
+    assert action["id"] in response.json()["detail"]
     assert default_store().exists(image.store_key)
+
+    ImageAction.objects.filter(pk=action["id"]).update(status="cancelled")  # ended: it reads nothing now
+    assert alice.delete(f"/v2/images/{image.pk}").status_code == 204
 
 
 def test_delete_keeps_bytes_that_another_image_still_uses(alice, make_image):

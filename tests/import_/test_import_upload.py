@@ -61,7 +61,7 @@ def test_upload_announcing_more_than_the_size_cap_fails_with_the_cap(alice, work
     response = put_data(alice, action_id, random_image(MiB + 1))
     assert response.status_code == 200
     assert response.json()["status"] == "failure"
-    assert response.json()["message"] == "The image is larger than the 1.0 MiB limit"
+    assert response.json()["message"] == "The image is larger than the 1 MiB limit"
     assert_left_nothing(ImageAction.objects.get(pk=action_id))
 
 

@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from imageactions.transfer import CHUNK_SIZE, SizeLimitExceeded, copy_to_file, format_size
+from imageactions.transfer import CHUNK_SIZE, SizeLimitExceeded, copy_to_file, human_size
 
 
 class TrickleReader(io.RawIOBase):
@@ -45,7 +45,7 @@ def test_copy_stops_at_the_cap_and_removes_the_partial_file(tmp_path):
             Endless.reads += 1
             return b"x" * n
 
-    with pytest.raises(SizeLimitExceeded, match=r"^The image is larger than the 2.0 MiB limit$"):
+    with pytest.raises(SizeLimitExceeded, match=r"^The image is larger than the 2 MiB limit$"):
         copy_to_file(Endless(), tmp_path / "out", max_size=2 * CHUNK_SIZE)
     assert Endless.reads == 3
     assert not (tmp_path / "out").exists()
@@ -74,7 +74,7 @@ def test_an_error_from_the_source_removes_the_partial_file(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("size", "text"), [(0, "0 bytes"), (1023, "1023 bytes"), (12 * 1024**2, "12.0 MiB"), (100 * 1024**3, "100.0 GiB")]
+    ("size", "text"), [(0, "0 bytes"), (1023, "1023 bytes"), (12 * 1024**2, "12 MiB"), (100 * 1024**3, "100 GiB")]
 )
 def test_sizes_read_in_binary_units(size, text):
-    assert format_size(size) == text
+    assert human_size(size) == text

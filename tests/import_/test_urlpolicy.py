@@ -1,4 +1,4 @@
-"""UrlPolicy: which URLs and addresses sources may use (DESIGN section 6)."""
+"""UrlPolicy: which URLs and addresses sources may use."""
 
 import ipaddress
 

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from imageactions.choices import StepState
 from imageactions.models import ImageAction
 from imageactions.pipeline import get_action_type
-from imageactions.runner import _send_task
+from imageactions.runner import send_task
 
 from .conftest import create_test_action, step_run_counts
 
@@ -46,7 +46,7 @@ def test_duplicate_tasks_for_a_step_on_several_clusters_run_the_step_once(alice,
             if (action_id, index) not in duplicated:
                 duplicated.add((action_id, index))
                 for _ in range(3):
-                    _send_task(test_type, "test", action_id, index, 1)
+                    send_task(test_type, action_id, index, 1)
 
     duplicate_queued_steps()
     pools = [start_workers(workers=2), start_workers(workers=2)]

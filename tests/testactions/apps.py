@@ -16,6 +16,7 @@ class TestActionsConfig(AppConfig):
             ActionType(
                 name="test",
                 description="Test-only action whose steps behave as its input says.",
+                alias="image-tests",
                 input_serializer=steps.TestInputSerializer,
                 steps=(
                     Step("prepare", "preparing", steps.run_behaviour),

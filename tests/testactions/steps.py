@@ -80,5 +80,5 @@ def finish(action, ctx):
     action.result["received"] = action.state.get("received")
 
 
-def clean_up(action):
+def clean_up(action, ctx):
     (runs_dir() / f"{action.pk}.cleaned").write_text("cleaned")

@@ -1,32 +1,17 @@
-"""The plugin surface: action types declare their steps here, and steps report through it.
-
-An action type's app calls `register(ActionType(...))` in its AppConfig.ready(); everything
-an action type needs from the core is importable from this module.
-"""
+"""What an action type declares (its input, steps and hooks) and the registry that holds them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 if TYPE_CHECKING:
-    from .models import ImageAction
-    from .runner import StepContext
-
-
-class StepError(Exception):
-    """A step failed for a reason the user can act on; str(error) becomes the action's message."""
-
-
-class RetryableStepError(StepError):
-    """A passing fault (network, store busy): the runner retries the step with backoff."""
-
-
-class ActionCancelled(Exception):
-    """Raised inside a step (by ctx.progress) when the user cancelled the action."""
+    from ..models import ImageAction
+    from .context import StepContext
 
 
 @dataclass(frozen=True)
@@ -58,21 +43,50 @@ class StoredFile:
     md5: str  # hex; the ETag and Content-MD5
 
 
+# Path separators, quotes, control characters and anything a file system or header may mangle.
+_UNSAFE_IN_FILENAMES = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_filename(stem: str, disk_format: str, fallback: str) -> str:
+    """`stem` plus the format's suffix, safe on every file system and in a header; `fallback`
+    when nothing of `stem` is left."""
+    stem = _UNSAFE_IN_FILENAMES.sub("_", stem).strip("._")[:200] or fallback
+    suffix = "." + _UNSAFE_IN_FILENAMES.sub("_", disk_format) if disk_format else ""
+    return stem if stem.lower().endswith(suffix.lower()) else stem + suffix
+
+
+def _nothing(_data: dict) -> Iterable[str]:
+    return ()
+
+
 @dataclass(frozen=True)
 class ActionType:
-    """What an action type declares: its input, its steps and its hooks into the runner."""
+    """What an action type declares: its input, its steps, its hooks into the runner, and what
+    the core needs to know to serve it without naming it (its alias, the images it touches)."""
 
     name: str
     input_serializer: type
     steps: tuple[Step, ...]
     description: str = ""
+    # The same resource at /v2/<alias> with the type fixed (e.g. "image-imports"); None: no alias.
+    alias: str | None = None
     # Describes `result` on success, for the schema (the stored dict is shown as it is).
     result_serializer: type | None = None
+    # Ids of the images an action reads, from its validated input, and of those it made, from
+    # its result: `?image_id=`, the guard that keeps an image being read from deletion, and the
+    # operators' search use them.
+    images_read: Callable[[dict], Iterable[str]] = _nothing
+    images_made: Callable[[dict], Iterable[str]] = _nothing
+    # The result as users see it; gets the result and a function that turns a path under this
+    # API into an absolute URL (a worker cannot know the host name clients use).
+    present_result: Callable[[dict, Callable[[str], str]], dict] | None = None
+    # Extra admin search fields, e.g. "input__location".
+    admin_search_fields: tuple[str, ...] = ()
     # Called by the runner in the same transaction that marks the action `success`
     # (e.g. create the Image record), so a cancel can never race a half-finished result.
     finish: Callable[[ImageAction, StepContext], None] | None = None
     # Called after failure or cancel, and on purge: remove what the steps left behind.
-    clean_up: Callable[[ImageAction], None] | None = None
+    clean_up: Callable[[ImageAction, StepContext], None] | None = None
     # Given the validated input, whether the action waits for data before its first step.
     awaits_data: Callable[[dict], bool] = lambda data: False
     # Receives the body of PUT /v2/image-actions/{id}/data for an action that awaits data.
@@ -86,6 +100,13 @@ class ActionType:
 
     def __post_init__(self):
         object.__setattr__(self, "statuses", tuple(dict.fromkeys(step.status for step in self.steps)))
+
+    def next_step_index(self, action: ImageAction, start: int) -> int | None:
+        """The first step from `start` on that applies to `action`; None when none is left."""
+        for index in range(start, len(self.steps)):
+            if self.steps[index].applies(action):
+                return index
+        return None
 
 
 _registry: dict[str, ActionType] = {}

@@ -1,4 +1,4 @@
-"""Owner isolation: a user sees their project's objects; staff see everything."""
+"""Projects own actions and images: who owns what a user creates, and what a user may see (staff: all)."""
 
 from rest_framework.exceptions import PermissionDenied
 

@@ -1,0 +1,139 @@
+"""The plugin surface: everything an action type's app needs from the core, and nothing else.
+
+An action type's app registers itself in its AppConfig.ready() with `register(ActionType(...))`
+and imports only from this package (an import contract in pyproject.toml keeps it so): the
+declarations, the step context its steps receive, the errors that end a step, the stores, the
+byte-moving and image-inspecting helpers, the steps several types share, and the models it
+queries. The rest of `imageactions` is private to the core.
+"""
+
+from ..choices import ActionStatus, ImageStatus, Visibility
+from ..formats import ImageFormatError, Inspection
+from ..formats.compression import detect_compression, open_decompressed
+from ..formats.convert import qemu_format_name
+from ..formats.errors import describe_size, human_size
+from ..images import create_image, image_facts
+from ..models import Image, ImageAction
+from ..projects import owner_of, visible_to
+from ..stores import (
+    ImageStore,
+    InvalidKey,
+    ObjectNotFound,
+    StoreError,
+    StoreUnavailable,
+    all_stores,
+    build_s3_client,
+)
+from ..stores.base import validate_key
+from ..swift import SwiftError, client_for_host
+from ..transfer import (
+    CHUNK_SIZE,
+    HEX_LENGTHS,
+    IMAGE_HASHES,
+    ParallelHasher,
+    TransferError,
+    TransferResult,
+    check_announced_size,
+    copy_to_file,
+    hash_file,
+)
+from ..urlpolicy import UnresolvableHost, UrlPolicy, UrlRefused
+from ..validators import (
+    MAX_IMAGE_NAME_LENGTH,
+    MAX_IMAGE_PROPERTIES,
+    MAX_IMAGE_TAGS,
+    MAX_PROPERTY_KEY_LENGTH,
+    MAX_PROPERTY_VALUE_LENGTH,
+    MAX_TAG_LENGTH,
+    validate_image_properties,
+)
+from .context import StepContext
+from .disk_images import CONVERSION_FORMATS, convert_image_file, image_file, inspect_and_verify, inspection_state
+from .errors import ActionCancelled, RetryableStepError, StepError
+from .http import pinned_session, translated_request_errors
+from .registry import (
+    ActionType,
+    Step,
+    StoredFile,
+    action_types,
+    get_action_type,
+    register,
+    safe_filename,
+    step_statuses,
+)
+
+__all__ = [
+    # declaring an action type
+    "ActionType",
+    "Step",
+    "StoredFile",
+    "action_types",
+    "get_action_type",
+    "register",
+    "step_statuses",
+    # running a step
+    "ActionCancelled",
+    "RetryableStepError",
+    "StepContext",
+    "StepError",
+    # shared steps on image bytes
+    "CONVERSION_FORMATS",
+    "convert_image_file",
+    "image_file",
+    "inspect_and_verify",
+    "inspection_state",
+    "safe_filename",
+    # records
+    "ActionStatus",
+    "Image",
+    "ImageAction",
+    "ImageStatus",
+    "Visibility",
+    "create_image",
+    "image_facts",
+    "owner_of",
+    "visible_to",
+    # stores
+    "ImageStore",
+    "InvalidKey",
+    "ObjectNotFound",
+    "StoreError",
+    "StoreUnavailable",
+    "all_stores",
+    "build_s3_client",
+    "validate_key",
+    # moving and hashing bytes
+    "CHUNK_SIZE",
+    "HEX_LENGTHS",
+    "IMAGE_HASHES",
+    "ParallelHasher",
+    "TransferError",
+    "TransferResult",
+    "check_announced_size",
+    "copy_to_file",
+    "hash_file",
+    # disk formats
+    "ImageFormatError",
+    "Inspection",
+    "describe_size",
+    "detect_compression",
+    "human_size",
+    "open_decompressed",
+    "qemu_format_name",
+    # reaching other hosts
+    "SwiftError",
+    "UnresolvableHost",
+    "UrlPolicy",
+    "UrlRefused",
+    "client_for_host",
+    "pinned_session",
+    "translated_request_errors",
+    # limits on what users attach to images
+    "MAX_IMAGE_NAME_LENGTH",
+    "MAX_IMAGE_PROPERTIES",
+    "MAX_IMAGE_TAGS",
+    "MAX_PROPERTY_KEY_LENGTH",
+    "MAX_PROPERTY_VALUE_LENGTH",
+    "MAX_TAG_LENGTH",
+    "validate_image_properties",
+]

@@ -1,0 +1,70 @@
+"""StepContext: what a running step (or a hook) may use while the runner holds the action for it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+
+from ..models import ImageAction
+from ..stores import ImageStore, default_store, get_store
+from .errors import ActionCancelled, RunSuperseded
+from .registry import Step
+
+
+def scratch_dir(action_id) -> Path:
+    """The action's private working directory on this worker (removed when the action ends)."""
+    return settings.SCRATCH_DIR / str(action_id)
+
+
+class StepContext:
+    """Scratch space, stores, progress reporting with cancel checks, and saving the action's state.
+
+    Every write goes through the run's token: once the run no longer owns the action (the
+    reaper gave the step to another worker, or the action ended), nothing it writes lands.
+    Hooks that run outside a step (finish, clean_up) get a context with no step and no token,
+    for its stores and scratch space.
+    """
+
+    def __init__(self, action: ImageAction, step: Step | None, token: uuid.UUID | None):
+        self.action = action
+        self.step = step
+        self.token = token
+        self._last_write = 0.0
+
+    @property
+    def scratch(self) -> Path:
+        path = scratch_dir(self.action.pk)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def store(self, name: str | None = None) -> ImageStore:
+        """The image store called `name` (StoreError when none is), or the default store."""
+        return get_store(name) if name else default_store()
+
+    def save_state(self) -> None:
+        """Persist `action.state` now, before bytes move, so that whoever comes after a crash
+        (a re-run, the clean-up) finds what this run is about to write."""
+        if not self._owned().save_state(self.action.state):
+            raise RunSuperseded()
+
+    def progress(self, done: int, total: int | None = None, *, force: bool = False) -> None:
+        """Record progress (throttled) and stop the step if the action was cancelled."""
+        now = time.monotonic()
+        if not force and now - self._last_write < settings.PROGRESS_WRITE_INTERVAL:
+            return
+        self._last_write = now
+        # One UPDATE on the usual path; only when it matched nothing ask why.
+        if self._owned().report_progress(done, total):
+            return
+        self.check_cancelled()
+        raise RunSuperseded()
+
+    def check_cancelled(self) -> None:
+        if self._owned().filter(cancel_requested=True).exists():
+            raise ActionCancelled()
+
+    def _owned(self):
+        return ImageAction.objects.filter(pk=self.action.pk).owned_by(self.token)

@@ -1,0 +1,119 @@
+"""Work on image bytes that several action types share: inspecting and verifying a file as
+hostile data, reaching an Image's bytes as a local file, and converting with qemu-img."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.conf import settings
+
+from ..formats import ImageFormatError, Inspection, inspect_image
+from ..formats.convert import convert_and_reinspect, qemu_format_name
+from ..formats.errors import describe_size
+from ..formats.verifiers import configured_verifiers, run_verifiers
+from ..models import Image
+from ..stores import StoreError
+from ..transfer import TransferError, copy_to_file
+from .context import StepContext
+from .errors import StepError
+
+IMAGE_COPY = "image-copy"  # the scratch file holding an Image's bytes when its store is not local
+# The disk formats images are converted into (vhd is another name of vpc). One list, so the
+# schema shows one enum for every input that asks for a conversion (settings.SPECTACULAR_SETTINGS).
+CONVERSION_FORMATS = ["raw", "qcow2", "vmdk", "vpc", "vhd", "vhdx"]
+
+
+def inspect_and_verify(path: Path, *, declared_format: str | None = None) -> Inspection:
+    """Inspect the file as hostile data, then run the operator's verifiers on it.
+
+    Any refusal is a StepError in the inspector's or the verifier's own words.
+    """
+    try:
+        inspection = inspect_image(
+            path, declared_format=declared_format, max_virtual_size=settings.IMAGE_MAX_VIRTUAL_SIZE
+        )
+        run_verifiers(path, inspection, configured_verifiers())
+    except ImageFormatError as error:
+        raise StepError(str(error)) from None
+    return inspection
+
+
+def inspection_state(inspection: Inspection) -> dict:
+    """What `action.state` keeps of an inspection: an Image's disk_format and virtual_size are
+    those of the bytes it will have."""
+    # Details come from hostile headers; keep them JSON-safe.
+    details = json.loads(json.dumps(inspection.details, default=str))
+    return {
+        "disk_format": inspection.format,
+        "virtual_size": inspection.virtual_size,
+        "inspection": {"format": inspection.format, "virtual_size": inspection.virtual_size, "details": details},
+    }
+
+
+def image_file(ctx: StepContext, image: Image) -> Path:
+    """A file qemu-img can read with the image's bytes: the store's own file when it is local,
+    else a copy in the action's scratch space (removed with it)."""
+    try:
+        store = ctx.store(image.store)
+        path = store.local_path(image.store_key)
+        if path is not None:
+            return path
+        copy = ctx.scratch / IMAGE_COPY
+        ctx.progress(0, image.size, force=True)
+        with store.open_read(image.store_key) as reader:
+            copy_to_file(reader, copy, hash_algorithms=(), total=image.size, progress=ctx.progress)
+    except (StoreError, TransferError) as error:
+        raise StepError(f"The bytes of image {image.pk} could not be read: {error}; tell an operator") from None
+    return copy
+
+
+def convert_image_file(
+    ctx: StepContext,
+    source: Path,
+    output: Path,
+    *,
+    src_format: str,
+    dst_format: str,
+    total: int,
+    what: str,
+    max_size: int | None = None,
+) -> Inspection:
+    """Convert `source` (already inspected as `src_format`) into `output` with qemu-img, then
+    inspect the output again as hostile data; progress counts `total` bytes.
+
+    qemu-img runs for at most QEMU_TIMEOUT, and never past the step's own time limit (the worker
+    would be killed mid-conversion). `max_size` caps the output (a raw target is refused up front
+    when `total`, the virtual size, is already over it). Failures are StepErrors that start
+    with `what` ("The qcow2 image", "Image 1234...").
+    """
+    if max_size is not None and qemu_format_name(dst_format, target=True) == "raw" and total > max_size:
+        raise StepError(
+            f"The image would be {describe_size(total)} stored as raw, more than the "
+            f"{describe_size(max_size)} limit on image size; use a smaller disk"
+        )
+    timeout = settings.QEMU_TIMEOUT if ctx.step is None else min(settings.QEMU_TIMEOUT, ctx.step.timeout)
+    ctx.progress(0, total, force=True)
+    try:
+        inspection = convert_and_reinspect(
+            source,
+            output,
+            src_format=src_format,
+            dst_format=dst_format,
+            timeout=timeout,
+            max_memory=settings.QEMU_MAX_MEMORY,
+            max_cpu_seconds=settings.QEMU_MAX_CPU_SECONDS,
+            max_virtual_size=settings.IMAGE_MAX_VIRTUAL_SIZE,
+            progress=lambda percent: ctx.progress(int(total * percent / 100), total),
+        )
+    except ImageFormatError as error:
+        raise StepError(f"{what} could not be converted to {dst_format}: {error}") from None
+    if max_size is not None and output.stat().st_size > max_size:
+        size = output.stat().st_size
+        output.unlink(missing_ok=True)
+        raise StepError(
+            f"The image converted to {dst_format} is {describe_size(size)}, more than the "
+            f"{describe_size(max_size)} limit on image size"
+        )
+    ctx.progress(total, total, force=True)
+    return inspection

@@ -1,0 +1,32 @@
+"""Runs action pipelines on django-q2 workers; the one place that changes an action's status.
+
+queueing: creating actions, the "next step or finish" decision, cancel and retry requests;
+execution: the step task with its heartbeat and retries; ending: success, failure, cancel and
+clean-up; maintenance: the reaper, purge and their schedules. Every status change is one of
+ImageActionQuerySet's named transitions (see choices.STEP_TRANSITIONS).
+"""
+
+from ..pipeline.context import scratch_dir
+from .ending import clean_up
+from .execution import receive_data, run_step, worker_name
+from .maintenance import PURGE_SCHEDULE, REAPER_SCHEDULE, ensure_schedules, purge, reap
+from .queueing import RUN_STEP_TASK, cluster_of, create_action, request_cancel, retry_failed, send_task
+
+__all__ = [
+    "PURGE_SCHEDULE",
+    "REAPER_SCHEDULE",
+    "RUN_STEP_TASK",
+    "clean_up",
+    "cluster_of",
+    "create_action",
+    "ensure_schedules",
+    "purge",
+    "reap",
+    "receive_data",
+    "request_cancel",
+    "retry_failed",
+    "run_step",
+    "scratch_dir",
+    "send_task",
+    "worker_name",
+]

@@ -1,0 +1,208 @@
+"""Running one step on a worker (the django-q2 task): claim it, keep its heartbeat, retry passing
+faults, record each attempt in the timeline, then hand over to the next step or end the action."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.utils import timezone
+
+from ..choices import ActionStatus, StepState
+from ..models import ActionEvent, ImageAction
+from ..pipeline.context import StepContext
+from ..pipeline.errors import ActionCancelled, RetryableStepError, RunSuperseded, StepError
+from ..pipeline.registry import ActionType, Step, get_action_type
+from .ending import cancel_owned, end_owned
+from .queueing import queue_next_step
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_step(action_id: str, index: int, attempt: int) -> None:
+    """The django-q2 task: claim the step, run it with retries, then advance or end the action."""
+    close_old_connections()
+    token = claim_step(action_id, index, attempt, from_state=StepState.QUEUED)
+    if token is None:
+        return
+    action = ImageAction.objects.get(pk=action_id)
+    action_type = get_action_type(action.action_type)
+    execute_claimed_step(action, action_type, action_type.steps[index], token)
+
+
+def claim_step(action_id, index: int, attempt: int, *, from_state: str) -> uuid.UUID | None:
+    """Take the step for this process; None when another worker has it or it is no longer due."""
+    action = ImageAction.objects.filter(pk=action_id).only("action_type").first()
+    action_type = action and get_action_type(action.action_type)
+    if action_type is None or index >= len(action_type.steps):
+        return None
+    step = action_type.steps[index]
+    token = uuid.uuid4()
+    claimed = ImageAction.objects.filter(pk=action_id).claim(
+        step_index=index,
+        attempt=attempt,
+        from_state=from_state,
+        step_name=step.name,
+        status=step.status,
+        token=token,
+        worker=worker_name(),
+    )
+    if not claimed:
+        log.info("step %s of %s not claimed (taken, cancelled or no longer due)", index, action_id)
+        return None
+    return token
+
+
+def execute_claimed_step(action: ImageAction, action_type: ActionType, step: Step, token, *, run=None) -> bool:
+    """Run a claimed step (or `run`, e.g. receiving uploaded data in the API process), record how
+    it ended, and on success hand the action to its next step. Returns True on success."""
+    ctx = StepContext(action, step, token)
+    heartbeat = Heartbeat(action.pk, token)
+    heartbeat.start()
+    try:
+        succeeded = _run_with_retries(action, step, ctx, run or step.run)
+    finally:
+        heartbeat.stop()
+    if succeeded:
+        # The step that received data is the one held for it: it may run now, or not apply.
+        start = action.step_index if run else action.step_index + 1
+        queue_next_step(action, action_type, start=start, ctx=ctx)
+    return succeeded
+
+
+class Heartbeat(threading.Thread):
+    """Touches the action's heartbeat while its step runs, so the reaper knows the worker lives."""
+
+    def __init__(self, action_id, token):
+        super().__init__(daemon=True, name=f"heartbeat-{action_id}")
+        self.action_id, self.token = action_id, token
+        self.stopped = threading.Event()
+
+    def run(self):
+        try:
+            while not self.stopped.wait(settings.HEARTBEAT_INTERVAL):
+                try:
+                    ImageAction.objects.filter(pk=self.action_id).owned_by(self.token).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except Exception:  # a database blip must not kill the step; the next beat retries
+                    log.warning("heartbeat for %s failed", self.action_id, exc_info=True)
+                    close_old_connections()
+        finally:
+            connection.close()
+
+    def stop(self):
+        self.stopped.set()
+        self.join(timeout=5)
+
+
+def _run_with_retries(action: ImageAction, step: Step, ctx: StepContext, run) -> bool:
+    attempt = action.attempt
+    while True:
+        event = ActionEvent.objects.create(
+            action=action,
+            step=step.name,
+            status=step.status,
+            attempt=attempt,
+            worker=worker_name(),
+            started_at=timezone.now(),
+        )
+        try:
+            run(action, ctx)
+        except RunSuperseded:
+            _close_event(event, "superseded", "Another run took over this step.")
+            return False
+        except ActionCancelled:
+            _close_event(event, "cancelled", "Cancelled by the user.")
+            cancel_owned(action, ctx.token)
+            return False
+        except RetryableStepError as error:
+            if attempt > step.retries:
+                _close_event(event, "failure", str(error))
+                end_owned(action, ctx.token, ActionStatus.FAILURE, str(error))
+                return False
+            _close_event(event, "retry", str(error))
+            attempt += 1
+            if not _wait_before_retry(action, ctx, step.backoff * 2 ** (attempt - 2), attempt):
+                return False
+            continue
+        except StepError as error:
+            _close_event(event, "failure", str(error))
+            end_owned(action, ctx.token, ActionStatus.FAILURE, str(error))
+            return False
+        except (OperationalError, InterfaceError):
+            # The database went away mid-step (a restart, a failover): not the step's fault, and
+            # nothing can be recorded now. This run ends; its heartbeat goes stale and the reaper
+            # starts the step again once the database is back.
+            log.warning("step %s of action %s lost its database connection", step.name, action.pk, exc_info=True)
+            close_old_connections()
+            return False
+        except Exception as error:
+            log.exception("step %s of action %s raised", step.name, action.pk)
+            _close_event(event, "error", repr(error), traceback.format_exc())
+            end_owned(
+                action,
+                ctx.token,
+                ActionStatus.FAILURE,
+                f"An internal error stopped the {step.name} step. The operators have the details (action {action.pk}).",
+            )
+            return False
+        _close_event(event, "success", "")
+        return True
+
+
+def _wait_before_retry(action: ImageAction, ctx: StepContext, delay: float, attempt: int) -> bool:
+    """Sleep the backoff while still noticing a cancel; record the new attempt number."""
+    deadline = time.monotonic() + delay
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+            ctx.check_cancelled()
+    except ActionCancelled:
+        cancel_owned(action, ctx.token)
+        return False
+    if not ImageAction.objects.filter(pk=action.pk).owned_by(ctx.token).update(attempt=attempt):
+        return False  # superseded while waiting
+    action.attempt = attempt
+    return True
+
+
+def _close_event(event: ActionEvent, outcome: str, message: str, trace: str = "") -> None:
+    event.finished_at = timezone.now()
+    event.outcome = outcome
+    event.message = message[:4000]
+    event.traceback = trace
+    event.save(update_fields=["finished_at", "outcome", "message", "traceback"])
+
+
+def receive_data(action: ImageAction, stream) -> bool:
+    """Run the action type's data receiver for an action held for data, then queue its steps.
+
+    Returns False when the action is not awaiting data (it already has it, or it ended).
+    """
+    action_type = get_action_type(action.action_type)
+    if action_type is None or action_type.receive_data is None:
+        return False
+    token = claim_step(action.pk, action.step_index, action.attempt, from_state=StepState.HELD)
+    if token is None:
+        return False
+    action.refresh_from_db()
+    execute_claimed_step(
+        action,
+        action_type,
+        action_type.steps[action.step_index],
+        token,
+        run=lambda action, ctx: action_type.receive_data(action, stream, ctx),
+    )
+    return True

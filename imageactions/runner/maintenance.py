@@ -1,0 +1,166 @@
+"""Maintenance on django-q2 schedules: the reaper recovers actions whose worker died or whose
+task was lost, and fails uploads that never came; purge deletes expired actions."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from ..choices import ActionStatus, StepState
+from ..models import ActionEvent, ImageAction
+from ..pipeline.registry import get_action_type
+from .ending import CANCELLED_MESSAGE, clean_up, end_owned
+from .queueing import cluster_of, enqueue, send_task
+
+log = logging.getLogger(__name__)
+
+REAPER_SCHEDULE = "imageactions-reaper"
+PURGE_SCHEDULE = "imageactions-purge"
+
+
+def reap() -> dict:
+    """Recover actions whose worker died or whose task was lost; fail those held too long."""
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=max(settings.REAPER_INTERVAL, 3 * settings.HEARTBEAT_INTERVAL))
+    counts = {"restarted": 0, "failed": 0, "requeued": 0, "expired_holds": 0}
+    for action in ImageAction.objects.filter(step_state=StepState.RUNNING, heartbeat_at__lt=stale_before):
+        _recover_dead_run(action, counts)
+    lost_before = now - timedelta(seconds=settings.QUEUED_TASK_TIMEOUT)
+    for action in ImageAction.objects.pending().filter(step_state=StepState.QUEUED, queued_at__lt=lost_before):
+        # Only one reaper re-sends a lost task: the one whose UPDATE still sees the old queued_at.
+        if ImageAction.objects.filter(pk=action.pk, step_state=StepState.QUEUED, queued_at=action.queued_at).update(
+            queued_at=now
+        ):
+            counts["requeued"] += 1
+            enqueue(action.pk)
+    held_before = now - timedelta(seconds=settings.DATA_WAIT_TIMEOUT)
+    for action in ImageAction.objects.pending().filter(step_state=StepState.HELD, created_at__lt=held_before):
+        if ImageAction.objects.filter(pk=action.pk, step_state=StepState.HELD).end_unclaimed(
+            ActionStatus.FAILURE,
+            f"No data was uploaded within {_duration(settings.DATA_WAIT_TIMEOUT)} of creating the action; "
+            "create a new action and PUT the data to it promptly.",
+        ):
+            counts["expired_holds"] += 1
+            clean_up(action)
+    _schedule_next(REAPER_SCHEDULE, settings.REAPER_INTERVAL)
+    if any(counts.values()):
+        log.info("reaper: %s", counts)
+    return counts
+
+
+def _recover_dead_run(action: ImageAction, counts: dict) -> None:
+    action_type = get_action_type(action.action_type)
+    step = action_type.steps[action.step_index] if action_type else None
+    step_name = step.name if step else action.progress_step
+    open_run = ActionEvent.objects.filter(action=action, finished_at__isnull=True).order_by("-started_at").first()
+    # django-q2 kills a task that outlives its timeout; a restart would only be killed again.
+    timed_out = bool(step and open_run and (timezone.now() - open_run.started_at).total_seconds() >= step.timeout)
+    ActionEvent.objects.filter(action=action, finished_at__isnull=True).update(
+        finished_at=timezone.now(),
+        outcome="timed out" if timed_out else "worker lost",
+        message=f"The {step_name} step ran past its {_duration(step.timeout)} limit."
+        if timed_out
+        else f"The worker {action.worker} stopped sending heartbeats.",
+    )
+    if timed_out and not action.cancel_requested:
+        if end_owned(
+            action,
+            action.run_token,
+            ActionStatus.FAILURE,
+            f"The {step_name} step did not finish within its time limit of {_duration(step.timeout)}; "
+            "the action was stopped. Try again, or ask an operator about large images.",
+        ):
+            counts["failed"] += 1
+        return
+    if action.restarts < settings.MAX_STEP_RESTARTS and action_type is not None:
+        # Never re-queue a cancelled action: no worker would claim it, so it would stay pending forever.
+        rows = ImageAction.objects.filter(pk=action.pk)
+        if rows.requeue_lost_run(token=action.run_token, restarts=action.restarts + 1):
+            counts["restarted"] += 1
+            send_task(action_type, action.pk, action.step_index, action.attempt)
+            return
+        if not rows.owned_by(action.run_token).filter(cancel_requested=True).exists():
+            return  # another reaper run recovered it already
+        action.cancel_requested = True
+    message = (
+        f"The worker running the {step_name} step stopped responding "
+        f"({_times(action.restarts + 1)}); the action was stopped. Try again later."
+    )
+    if action.cancel_requested:
+        status, message = ActionStatus.CANCELLED, CANCELLED_MESSAGE
+    else:
+        status = ActionStatus.FAILURE
+    if end_owned(action, action.run_token, status, message):
+        counts["failed"] += 1
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} seconds"
+    if seconds < 7200:
+        return f"{seconds / 60:g} minutes"
+    return f"{seconds / 3600:g} hours"
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
+
+
+def purge() -> int:
+    """Delete expired actions with everything they left behind."""
+    expired = ImageAction.objects.filter(expires_at__lt=timezone.now())
+    count = 0
+    for action in expired.iterator(chunk_size=500):
+        clean_up(action)
+        action.delete()
+        count += 1
+    _schedule_next(PURGE_SCHEDULE, settings.PURGE_INTERVAL)
+    if count:
+        log.info("purged %d expired actions", count)
+    return count
+
+
+def _schedule_next(name: str, seconds: float) -> None:
+    """Bring the schedule's next run to `seconds` from now: django-q2's own types count in minutes."""
+    from django_q.models import Schedule
+
+    Schedule.objects.filter(name=name).update(next_run=timezone.now() + timedelta(seconds=seconds))
+
+
+def ensure_schedules() -> None:
+    """Create (or update) the reaper and purge schedules; run when a worker starts."""
+    from django_q.models import Schedule
+
+    with transaction.atomic():
+        # Workers of several pools often start together; Schedule.name is not unique, so without
+        # this lock two update_or_create calls both insert, and every later start fails with
+        # MultipleObjectsReturned. (SQLite's IMMEDIATE transactions already serialise this.)
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext('imageactions-schedules'))")
+        _ensure_schedules(Schedule)
+
+
+def _ensure_schedules(Schedule) -> None:
+    for name, func, seconds in (
+        (REAPER_SCHEDULE, "imageactions.runner.reap", settings.REAPER_INTERVAL),
+        (PURGE_SCHEDULE, "imageactions.runner.purge", settings.PURGE_INTERVAL),
+    ):
+        # Duplicates left by starts before the lock existed: keep the oldest.
+        for duplicate in Schedule.objects.filter(name=name).order_by("id")[1:]:
+            duplicate.delete()
+        Schedule.objects.update_or_create(
+            name=name,
+            defaults={
+                "func": func,
+                "schedule_type": Schedule.MINUTES,
+                "minutes": max(1, int(seconds // 60)),
+                "repeats": -1,
+                "cluster": cluster_of(settings.DEFAULT_POOL),
+                "next_run": timezone.now() + timedelta(seconds=min(seconds, 5)),
+            },
+        )
