@@ -53,7 +53,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "imageactions",
-    *env_list("IMAGEACTIONS_ACTION_APPS", ["actions_import", "actions_export", "actions_clone"]),
+    *env_list("IMAGEACTIONS_ACTION_APPS", ["actions_import", "actions_export", "actions_clone", "actions_convert"]),
 ]
 
 MIDDLEWARE = [

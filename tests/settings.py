@@ -18,7 +18,9 @@ os.environ.setdefault("IMAGEACTIONS_PROGRESS_WRITE_INTERVAL", "0.1")
 os.environ.setdefault("IMAGEACTIONS_API_RATE", "100000/min")
 # Test servers listen on loopback; the product refuses it unless allowlisted like this.
 os.environ.setdefault("IMAGEACTIONS_URL_ALLOWED_NETWORKS", "127.0.0.0/8")
-os.environ.setdefault("IMAGEACTIONS_ACTION_APPS", "actions_import,actions_export,actions_clone,tests.testactions")
+os.environ.setdefault(
+    "IMAGEACTIONS_ACTION_APPS", "actions_import,actions_export,actions_clone,actions_convert,tests.testactions"
+)
 # Each test run is named after its data directory, so parallel runs on one PostgreSQL and one
 # Redis database use their own test database and queues (workers inherit the prefix).
 RUN_NAME = re.sub(r"[^a-z0-9]+", "_", os.path.basename(os.environ["IMAGEACTIONS_DATA_DIR"]).lower())

@@ -12,7 +12,12 @@ from imageactions.models import ImageAction
 from imageactions.pipeline import action_types
 
 ACTIONS = "/v2/image-actions"
-TYPE_ALIASES = {"import": "image-imports", "export": "image-exports", "clone": "image-clones"}
+TYPE_ALIASES = {
+    "import": "image-imports",
+    "export": "image-exports",
+    "clone": "image-clones",
+    "convert": "image-conversions",
+}
 
 
 def create(client, input_data=None, *, path=ACTIONS, **body):

@@ -1,0 +1,135 @@
+"""The steps of a conversion: read the image's bytes, convert them with qemu-img, inspect and verify
+the output as hostile data exactly like an import's, hash it, store it; then record the new Image.
+
+`action.state` carries the converted file's size, hashes and inspection from step to step, and
+the key it was stored under, so clean-up can find it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.conf import settings
+
+from imageactions.pipeline import (
+    Image,
+    ImageAction,
+    RetryableStepError,
+    StepContext,
+    StepError,
+    StoreError,
+    StoreUnavailable,
+    convert_image_file,
+    create_image,
+    hash_file,
+    image_facts,
+    image_file,
+    inspect_and_verify,
+    inspection_state,
+)
+
+from .serializers import ImageNotConvertible, convertible_image
+
+log = logging.getLogger(__name__)
+
+CONVERTED = "converted"
+
+
+def source_image(action: ImageAction) -> Image:
+    """The image to convert, if it is still the owner's and active (it may have changed since)."""
+    try:
+        return convertible_image(action.input["image_id"], action.owner)
+    except ImageNotConvertible as error:
+        raise StepError(error.detail["image_id"][0]) from None
+
+
+def convert(action: ImageAction, ctx: StepContext) -> None:
+    """Convert the image into the scratch directory, then inspect and verify the output (`converting`)."""
+    image = source_image(action)
+    target = action.input["disk_format"]
+    converted = ctx.scratch / CONVERTED
+    convert_image_file(
+        ctx,
+        image_file(ctx, image),
+        converted,
+        src_format=image.disk_format,
+        dst_format=target,
+        total=image.virtual_size or image.size,
+        what=f"Image {image.pk}",
+        max_size=settings.IMAGE_MAX_SIZE,
+    )
+    # The output is new bytes: the operator's verifiers judge it as they judge an import.
+    inspection = inspect_and_verify(converted, declared_format=target)
+    hashed = hash_file(converted)
+    action.state.update(
+        inspection_state(inspection),
+        source=image_facts(image),
+        size=hashed.size,
+        hashes=hashed.hashes,
+    )
+
+
+def store(action: ImageAction, ctx: StepContext) -> None:
+    """Put the converted file into the target store under a new image id (`storing`)."""
+    image_id = action.state.setdefault("image_id", str(uuid.uuid4()))
+    key = f"images/{image_id}"
+    try:
+        image_store = ctx.store(action.input["store"])
+    except StoreError as error:  # the store was removed from the configuration since the action was created
+        raise StepError(f"The converted image could not be stored: {error}") from None
+    action.state.update(store=image_store.name, store_key=key)
+    ctx.save_state()  # before the bytes move: a worker that dies mid-store leaves a findable key
+    path, size = ctx.scratch / CONVERTED, action.state["size"]
+    if not path.exists():
+        if image_store.exists(key) and image_store.size(key) == size:
+            return  # a re-run after the move already happened
+        raise StepError("The converted image was lost (its worker's scratch space is gone); start the conversion again")
+    try:
+        image_store.put_file(key, path, size=size, progress=ctx.progress)
+    except StoreUnavailable as error:  # the runner retries the step with backoff, then fails with this
+        raise RetryableStepError(f"The converted image could not be stored: {error}") from None
+    except StoreError as error:
+        raise StepError(f"The converted image could not be stored: {error}") from None
+    path.unlink(missing_ok=True)
+
+
+def finish(action: ImageAction, ctx: StepContext) -> None:
+    """Create the new Image (in the runner's success transaction) and point the result at it."""
+    state, source = action.state, action.state["source"]
+    image = create_image(
+        id=state["image_id"],
+        name=action.input.get("name", source["name"]),
+        disk_format=state["disk_format"],
+        container_format=source["container_format"],
+        size=state["size"],
+        virtual_size=state["virtual_size"],
+        checksum=state["hashes"]["md5"],
+        os_hash_algo="sha512",
+        os_hash_value=state["hashes"]["sha512"],
+        properties={**source["properties"], "converted_from": action.input["image_id"]},
+        tags=source["tags"],
+        owner=action.owner,
+        visibility=source["visibility"],
+        min_disk=source["min_disk"],
+        min_ram=source["min_ram"],
+        store=state["store"],
+        store_key=state["store_key"],
+        created_by_action=action.pk,
+    )
+    action.result = {"image_ref": str(image.pk)}
+
+
+def clean_up(action: ImageAction, ctx: StepContext) -> None:
+    """Remove stored bytes that no Image owns (failure or cancel after `storing`).
+
+    On purge of a successful action its Image owns the object, so it stays. The converted file is
+    in the scratch directory, which the runner removes.
+    """
+    name, key = action.state.get("store"), action.state.get("store_key")
+    if not (name and key) or Image.objects.filter(store=name, store_key=key).exists():
+        return
+    try:
+        ctx.store(name).delete(key)
+    except StoreError:
+        log.warning("could not remove %s from store %s after action %s", key, name, action.pk, exc_info=True)
