@@ -11,6 +11,7 @@ class ActionsImportConfig(AppConfig):
         from imageactions.pipeline import ActionType, Step, register
 
         from . import steps
+        from .glance import IMPORT_METHODS
         from .serializers import UPLOAD, ImportInputSerializer, ImportResultSerializer, image_properties_of
 
         register(
@@ -20,7 +21,10 @@ class ActionsImportConfig(AppConfig):
                 alias="image-imports",
                 input_serializer=ImportInputSerializer,
                 result_serializer=ImportResultSerializer,
+                images_read=lambda data: [data["image_id"]] if data.get("image_id") else [],
                 images_made=lambda result: [result["image_ref"]],
+                import_methods=IMPORT_METHODS,
+                holds_after_data=lambda data: data.get("hold_after_data", False),
                 admin_search_fields=("input__location",),
                 steps=(
                     Step("fetch", "uploading", steps.fetch, applies=steps.fetch_applies, timeout=6 * 3600),

@@ -6,14 +6,17 @@ from django.conf import settings
 from rest_framework import serializers
 
 from imageactions.pipeline import (
+    AWAITING_BYTES,
     HEX_LENGTHS,
     MAX_IMAGE_NAME_LENGTH,
     MAX_IMAGE_TAGS,
     MAX_TAG_LENGTH,
+    Image,
     UrlPolicy,
     UrlRefused,
     Visibility,
     validate_image_properties,
+    visible_to,
 )
 
 from .sources import parse_location
@@ -27,7 +30,7 @@ UPLOAD = "upload"
 class ImagePropertiesSerializer(serializers.Serializer):
     # The limits are the core's (as for PATCH /v2/images/{id}); the fields stay typed so that an
     # error names the offending item, e.g. `tags.0`.
-    name = serializers.CharField(max_length=MAX_IMAGE_NAME_LENGTH)
+    name = serializers.CharField(max_length=MAX_IMAGE_NAME_LENGTH, allow_blank=True)
     tags = serializers.ListField(
         child=serializers.CharField(max_length=MAX_TAG_LENGTH), max_length=MAX_IMAGE_TAGS, required=False, default=list
     )
@@ -77,6 +80,23 @@ class ImportInputSerializer(serializers.Serializer):
     )
     image_properties = ImagePropertiesSerializer()
     checksum = ChecksumSerializer(required=False)
+    image_id = serializers.UUIDField(
+        required=False,
+        help_text="Import into this image record of your project (Glance's POST /v2/images), which must "
+        "await its bytes; left out: a new image.",
+    )
+    hold_after_data = serializers.BooleanField(
+        default=False, help_text="With an upload: wait after the data arrived until told to go on (Glance's stage)."
+    )
+
+    def validate_image_id(self, image_id):
+        request = self.context.get("request")
+        if request is None:
+            return image_id
+        images = visible_to(Image.objects.filter(pk=image_id, status__in=AWAITING_BYTES, store=""), request.user)
+        if not images.exists():
+            raise serializers.ValidationError(f"There is no image {image_id} in your project that awaits its bytes.")
+        return image_id
 
     def validate_location(self, url):
         try:
@@ -98,6 +118,9 @@ class ImportInputSerializer(serializers.Serializer):
         return url
 
     def validate(self, attrs):
+        if not attrs["image_properties"]["name"] and "image_id" not in attrs:
+            # A Glance record may have no name; a new image gets one.
+            raise serializers.ValidationError({"image_properties": {"name": ["This field may not be blank."]}})
         has_location, has_upload = "location" in attrs, attrs.get("source") == UPLOAD
         if has_location == has_upload:
             raise serializers.ValidationError(
@@ -114,4 +137,4 @@ def image_properties_of(data: dict) -> dict:
 class ImportResultSerializer(serializers.Serializer):
     """The result of a successful import."""
 
-    image_ref = serializers.UUIDField(help_text="The new Image.")
+    image_ref = serializers.UUIDField(help_text="The new Image (or the image record it filled).")

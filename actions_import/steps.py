@@ -16,6 +16,7 @@ from django.conf import settings
 
 from imageactions.pipeline import (
     IMAGE_HASHES,
+    ActionStatus,
     Image,
     ImageAction,
     ImageFormatError,
@@ -30,7 +31,9 @@ from imageactions.pipeline import (
     copy_to_file,
     create_image,
     detect_compression,
+    fill_image,
     hash_file,
+    import_failed,
     inspect_and_verify,
     inspection_state,
     open_decompressed,
@@ -279,7 +282,7 @@ def convert(action: ImageAction, ctx: StepContext) -> None:
 
 def store(action: ImageAction, ctx: StepContext) -> None:
     """Move the staged file into the default image store under a new image id (`storing`)."""
-    image_id = action.state.setdefault("image_id", str(uuid.uuid4()))
+    image_id = action.state.setdefault("image_id", action.input.get("image_id") or str(uuid.uuid4()))
     image_store = ctx.store()
     key = f"images/{image_id}"
     action.state.update(store=image_store.name, store_key=key)
@@ -300,8 +303,24 @@ def store(action: ImageAction, ctx: StepContext) -> None:
 
 
 def finish(action: ImageAction, ctx: StepContext) -> None:
-    """Create the Image (in the runner's success transaction) and point the result at it."""
+    """Create the Image, or fill the image record the import is for (in the runner's success
+    transaction), and point the result at it."""
     state, props = action.state, action.input["image_properties"]
+    if action.input.get("image_id"):
+        image = fill_image(
+            action.input["image_id"],
+            disk_format=state.get("disk_format") or props.get("disk_format") or "raw",
+            size=state["size"],
+            virtual_size=state.get("virtual_size"),
+            checksum=state["hashes"]["md5"],
+            os_hash_algo="sha512",
+            os_hash_value=state["hashes"]["sha512"],
+            store=state["store"],
+            store_key=state["store_key"],
+            created_by_action=action.pk,
+        )
+        action.result = {"image_ref": str(image.pk)}
+        return
     image = create_image(
         tags=props.get("tags", []),
         id=state["image_id"],
@@ -329,8 +348,11 @@ def clean_up(action: ImageAction, ctx: StepContext) -> None:
     """Remove stored bytes that no Image owns (failure or cancel after `storing`).
 
     Also runs when a successful action is purged: its Image owns the object then, so it stays.
-    The staged file is in the scratch directory, which the runner removes.
+    The staged file is in the scratch directory, which the runner removes. An image record the
+    import was for is queued again, naming the store that failed.
     """
+    if action.input.get("image_id") and action.status != ActionStatus.SUCCESS:
+        import_failed(action.input["image_id"], [action.state.get("store") or ctx.store().name])
     name, key = action.state.get("store"), action.state.get("store_key")
     if not (name and key) or Image.objects.filter(store=name, store_key=key).exists():
         return

@@ -35,6 +35,10 @@ STEP_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "skip_to": (frozenset({StepState.QUEUED}), StepState.QUEUED),
     # The running step is done (or its data arrived): the action's next step is queued.
     "hand_over": (frozenset({StepState.RUNNING}), StepState.QUEUED),
+    # The data arrived, and the action waits again until it is released (Glance's stage, then import).
+    "hold_after_data": (frozenset({StepState.RUNNING}), StepState.HELD),
+    # A held action is told to go on.
+    "release": (frozenset({StepState.HELD}), StepState.QUEUED),
     # The worker running the step died: the same step is queued again.
     "requeue_lost_run": (frozenset({StepState.RUNNING}), StepState.QUEUED),
     # The action ends (success, failure or cancelled), whatever its step was doing.
@@ -54,10 +58,22 @@ class ImageRole(models.TextChoices):
 
 
 class ImageStatus(models.TextChoices):
-    ACTIVE = "active"
+    """Glance's image statuses, as its clients expect them."""
+
+    QUEUED = "queued"  # a record without bytes yet (created, or an import failed)
+    SAVING = "saving"  # bytes sent to its file are being verified and stored
+    UPLOADING = "uploading"  # bytes are being staged for it
+    IMPORTING = "importing"  # an import action works on it
+    ACTIVE = "active"  # verified bytes in a store
+    DEACTIVATED = "deactivated"  # its bytes are kept, but no one may download them
+    KILLED = "killed"
     DELETED = "deleted"
 
 
 class Visibility(models.TextChoices):
-    PRIVATE = "private"
+    """Glance's visibilities: public and community images are readable by every project."""
+
+    PUBLIC = "public"
+    COMMUNITY = "community"
     SHARED = "shared"
+    PRIVATE = "private"

@@ -117,6 +117,8 @@ def error_text(response: requests.Response) -> str:
         return response.text[:200].strip() or response.reason
     if not isinstance(body, dict):
         return str(body)[:200]
+    if isinstance(body.get("error"), dict):  # Glance's shape, on /v2/images
+        body = {"detail": body["error"].get("message"), "errors": body["error"].get("errors")}
     fields = body.get("errors") or {}
     if len(fields) > 1:
         return "; ".join(f"{name}: {' '.join(messages)}" for name, messages in fields.items())
@@ -369,8 +371,15 @@ def cancel_action(api: Api, args) -> int:
 def list_images(api: Api, args) -> int:
     page = api.json("GET", "/v2/images", params={"limit": args.limit})
     rows = [
-        [i["id"], i["name"], i["disk_format"], human_size(i["size"]), i["status"], short_time(i["created_at"])]
-        for i in page["results"]
+        [
+            i["id"],
+            i["name"] or "",
+            i["disk_format"] or "-",
+            human_size(i["size"]) if i["size"] is not None else "-",
+            i["status"],
+            short_time(i["created_at"]),
+        ]
+        for i in page["images"]
     ]
     if not rows:
         print("No images.")

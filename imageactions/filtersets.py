@@ -1,11 +1,11 @@
-"""Query filters (django-filter) for actions (type, status or `pending`, dates, image) and for images."""
+"""Query filters (django-filter) for actions: type, status or `pending`, dates, the images they touch."""
 
 import django_filters
 from django.db.models import Exists, OuterRef, Q
 from rest_framework.exceptions import ValidationError
 
-from .choices import PENDING, TERMINAL_STATUSES, ImageStatus, Visibility
-from .models import ActionImage, Image, ImageAction, ImageTag
+from .choices import PENDING, TERMINAL_STATUSES
+from .models import ActionImage, ImageAction
 
 ORDERINGS = ("created_at", "-created_at", "updated_at", "-updated_at")
 
@@ -64,42 +64,3 @@ class ImageActionFilterSet(django_filters.FilterSet):
                     {"ordering": [f"Unknown ordering {ordering!r}. Use one of: {', '.join(ORDERINGS)}."]}
                 )
         return super().qs
-
-
-class ImageFilterSet(django_filters.FilterSet):
-    """Filters of GET /v2/images; list-valued ones take repeated or comma-separated values."""
-
-    name = django_filters.CharFilter(field_name="name", help_text="Images with exactly this name.")
-    q = django_filters.CharFilter(field_name="name", lookup_expr="icontains", help_text="Name contains (any case).")
-    status = django_filters.CharFilter(method="filter_status", help_text="One or more statuses.")
-    disk_format = django_filters.CharFilter(method="filter_disk_format", help_text="One or more disk formats.")
-    visibility = django_filters.CharFilter(method="filter_visibility", help_text="private or shared.")
-    tag = django_filters.CharFilter(method="filter_tag", help_text="Repeatable: images that have all these tags.")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
-
-    class Meta:
-        model = Image
-        fields = []
-
-    def filter_status(self, queryset, name, value):
-        return queryset.filter(status__in=self._choices("status", ImageStatus))
-
-    def filter_visibility(self, queryset, name, value):
-        return queryset.filter(visibility__in=self._choices("visibility", Visibility))
-
-    def filter_disk_format(self, queryset, name, value):
-        return queryset.filter(disk_format__in=_values(self.request, "disk_format"))
-
-    def filter_tag(self, queryset, name, value):
-        # Tags may contain commas, so each repetition of `tag` is one whole tag.
-        for tag in {t for t in self.request.GET.getlist("tag") if t}:
-            queryset = queryset.filter(Exists(ImageTag.objects.filter(image=OuterRef("pk"), name=tag)))
-        return queryset
-
-    def _choices(self, name, choices) -> list[str]:
-        values = _values(self.request, name)
-        unknown = [v for v in values if v not in choices.values]
-        if unknown:
-            raise ValidationError({name: [f"Unknown {name} {unknown[0]!r}; use one of: {', '.join(choices.values)}."]})
-        return values

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .choices import ImageStatus
 from .models import Image, ImageTag
+
+# Glance's reserved properties of an image being imported: the stores still to go, and those
+# that failed (comma-separated; empty when none).
+IMPORTING_TO_STORES = "os_glance_importing_to_stores"
+FAILED_IMPORT = "os_glance_failed_import"
+# An image record waits for bytes (or has them staged, or being imported) in these statuses.
+AWAITING_BYTES = (ImageStatus.QUEUED, ImageStatus.SAVING, ImageStatus.UPLOADING, ImageStatus.IMPORTING)
 
 
 def create_image(*, tags: Iterable[str] = (), **fields) -> Image:
@@ -45,3 +53,27 @@ def image_facts(image: Image) -> dict:
         "min_ram": image.min_ram,
         "tags": tags_of(image),
     }
+
+
+def fill_image(image_id, **fields) -> Image:
+    """Give an image record that awaits bytes its verified, stored bytes (`fields`: size,
+    hashes, disk_format, store, store_key, ...): it becomes active. Call it in the runner's
+    success transaction, as create_image."""
+    image = Image.objects.select_for_update().get(pk=image_id)
+    for name, value in fields.items():
+        setattr(image, name, value)
+    image.status = ImageStatus.ACTIVE
+    image.properties = {**image.properties, IMPORTING_TO_STORES: "", FAILED_IMPORT: ""}
+    image.save()
+    return image
+
+
+def import_failed(image_id, stores: list[str]) -> None:
+    """An import into the image record failed or was cancelled: as in Glance, the record is
+    queued again (a new import may follow) and names the stores that failed."""
+    image = Image.objects.filter(pk=image_id, status__in=AWAITING_BYTES).first()
+    if image is None:
+        return  # deleted meanwhile, or not awaiting bytes any more
+    image.status = ImageStatus.QUEUED
+    image.properties = {**image.properties, IMPORTING_TO_STORES: "", FAILED_IMPORT: ",".join(stores)}
+    image.save(update_fields=["status", "properties", "updated_at"])

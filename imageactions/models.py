@@ -82,6 +82,19 @@ class ImageActionQuerySet(models.QuerySet):
             )
         )
 
+    def hold_after_data(self, *, token, state) -> int:
+        """The data arrived: the action waits again, with `state` saying so, until released."""
+        return (
+            self.pending()
+            .owned_by(token)
+            .filter(cancel_requested=False)
+            ._transition("hold_after_data", run_token=None, state=state)
+        )
+
+    def release(self) -> int:
+        """Let a held action go on: its current step is queued."""
+        return self.pending().filter(cancel_requested=False)._transition("release", queued_at=timezone.now())
+
     def requeue_lost_run(self, *, token, restarts) -> int:
         """The worker of the run holding `token` died: queue its step again, unless it was cancelled."""
         return (
@@ -257,25 +270,29 @@ class ActionImage(models.Model):
 
 
 class Image(models.Model):
-    """A verified disk image whose bytes live in one store."""
+    """A disk image: a record (Glance's `queued` image) that gets verified bytes in one store
+    when an action imports them, and only then becomes `active`."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=255, blank=True, default="")
     status = models.CharField(max_length=16, choices=ImageStatus.choices, default=ImageStatus.ACTIVE)
-    disk_format = models.CharField(max_length=16)
-    container_format = models.CharField(max_length=16, default="bare")
-    size = models.BigIntegerField()
+    disk_format = models.CharField(max_length=16, null=True, blank=True)
+    container_format = models.CharField(max_length=16, null=True, blank=True, default="bare")
+    size = models.BigIntegerField(null=True, blank=True)
     virtual_size = models.BigIntegerField(null=True, blank=True)
-    checksum = models.CharField(max_length=32)  # md5, as Glance reports it
-    os_hash_algo = models.CharField(max_length=16, default="sha512")
-    os_hash_value = models.CharField(max_length=128)
+    checksum = models.CharField(max_length=32, null=True, blank=True)  # md5, as Glance reports it
+    os_hash_algo = models.CharField(max_length=16, null=True, blank=True, default="sha512")
+    os_hash_value = models.CharField(max_length=128, null=True, blank=True)
     properties = models.JSONField(default=dict, blank=True)
     owner = models.CharField(max_length=64)
     visibility = models.CharField(max_length=16, choices=Visibility.choices, default=Visibility.PRIVATE)
+    protected = models.BooleanField(default=False)
+    os_hidden = models.BooleanField(default=False)
     min_disk = models.PositiveIntegerField(default=0)
     min_ram = models.PositiveIntegerField(default=0)
-    store = models.CharField(max_length=64)
-    store_key = models.CharField(max_length=512)
+    # Empty until the image has bytes.
+    store = models.CharField(max_length=64, blank=True, default="")
+    store_key = models.CharField(max_length=512, blank=True, default="")
     created_by_action = models.UUIDField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

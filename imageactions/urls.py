@@ -2,12 +2,14 @@
 
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
 
+from .api.discovery import root, versions
 from .dashboard import dashboard_view
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/v2/docs", permanent=False)),
+    path("", root),
+    path("versions", versions),
+    path("v2", versions),
     # Inside the admin (its login, staff only), ahead of admin.site.urls whose catch-all would 404 it.
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="imageactions-dashboard"),
     path("admin/", admin.site.urls),

@@ -213,6 +213,10 @@ DECOMPRESS_MAX_OUTPUT = env_int("IMAGEACTIONS_DECOMPRESS_MAX_OUTPUT", IMAGE_MAX_
 # A mostly empty raw disk compresses ~30000x with zstd; the output cap is the real guard.
 DECOMPRESS_MAX_RATIO = env_float("IMAGEACTIONS_DECOMPRESS_MAX_RATIO", 100000)
 
+# PUT /v2/images/{id}/file answers once the image is verified and stored, or after this many
+# seconds (then the image shows its status as the import goes on).
+IMAGE_UPLOAD_WAIT = env_float("IMAGEACTIONS_IMAGE_UPLOAD_WAIT", 600)
+
 # -- Disk-format conversion (qemu-img, on inspected images only) --------------------------
 # Limits for one qemu-img run; Glance's image conversion uses the same kind of caps.
 QEMU_TIMEOUT = env_float("IMAGEACTIONS_QEMU_TIMEOUT", 3 * 3600)  # seconds of wall time
@@ -223,6 +227,7 @@ QEMU_MAX_CPU_SECONDS = env_int("IMAGEACTIONS_QEMU_MAX_CPU_SECONDS", 3 * 3600)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
+        "imageactions.api.authentication.OpenStackTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -7,6 +7,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from .glance import error_body
+
 
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
@@ -67,4 +69,7 @@ def exception_handler(exc, context):
         detail = getattr(exc, "detail", str(exc))
         code = detail.code if hasattr(detail, "code") else getattr(exc, "default_code", "error")
         body = {"code": code, "detail": str(detail), "errors": {}}
+    if getattr(context.get("view"), "glance_errors", False):
+        # The Glance API answers in Glance's shape, which its clients parse.
+        body = error_body(response.status_code, body["detail"], body["errors"])
     return Response(body, status=response.status_code, headers=dict(response.items()))

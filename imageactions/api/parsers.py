@@ -4,7 +4,7 @@ import json
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import BaseParser, JSONParser
 
 from .errors import PayloadTooLarge
 
@@ -36,3 +36,18 @@ class BoundedJSONParser(JSONParser):
         except RecursionError:
             # e.g. 100 000 nested brackets: json's recursive decoder gives up before we would.
             raise ParseError("The request body is nested too deeply to be parsed.") from None
+
+
+class JsonPatchParser(BoundedJSONParser):
+    """Glance's PATCH bodies (application/openstack-images-v2.1-json-patch): a list of operations."""
+
+    media_type = "application/openstack-images-v2.1-json-patch"
+
+
+class ImageDataParser(BaseParser):
+    """Image bytes (application/octet-stream), left unread: the view streams them itself."""
+
+    media_type = "application/octet-stream"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return None

@@ -140,6 +140,11 @@ class ImageActionSerializer(serializers.ModelSerializer):
         action_type = get_action_type(instance.action_type)
         if request and action_type and action_type.present_result and data.get("result"):
             data["result"] = action_type.present_result(data["result"], request.build_absolute_uri)
+        if self.context.get("alias_dialect") and action_type and instance.finished_at:
+            made = list(action_type.images_made(instance.result)) if instance.result else []
+            if made:
+                data["image_ref"] = f"/v2/images/{made[0]}"
+            data["expires-by"] = data["expires_at"]
         return data
 
 
@@ -193,10 +198,10 @@ class ImageActionCreateSerializer(serializers.Serializer):
         input_serializer = get_action_type(name).input_serializer(data=attrs["input"], context=self.context)
         if not input_serializer.is_valid():
             raise serializers.ValidationError({"input": input_serializer.errors})
-        return {"action_type": name, "input": _jsonable(input_serializer.validated_data)}
+        return {"action_type": name, "input": jsonable(input_serializer.validated_data)}
 
 
-def _jsonable(data):
+def jsonable(data):
     """Validated data back to plain JSON types (UUIDs, dates and decimals as strings)."""
     return json.loads(json.dumps(data, default=str))
 

@@ -5,6 +5,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from ..pipeline import action_types
+from .discovery import (
+    ImageSchemaView,
+    ImagesSchemaView,
+    ImportInfoView,
+    StoresDetailView,
+    StoresInfoView,
+    versions,
+)
 from .images import ImageViewSet
 from .stores import ImageStoreViewSet
 from .views import ImageActionViewSet, OfflineRedocView, alias_viewset
@@ -29,6 +37,12 @@ router.register("images", ImageViewSet, basename="image")
 router.register("stores", ImageStoreViewSet, basename="store")
 
 urlpatterns = [
+    path("", versions, name="versions-v2"),
+    path("schemas/image", ImageSchemaView.as_view(), name="schema-image"),
+    path("schemas/images", ImagesSchemaView.as_view(), name="schema-images"),
+    path("info/import", ImportInfoView.as_view(), name="info-import"),
+    path("info/stores", StoresInfoView.as_view(), name="info-stores"),
+    path("info/stores/detail", StoresDetailView.as_view(), name="info-stores-detail"),
     path("", include(router.urls)),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

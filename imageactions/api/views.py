@@ -155,14 +155,18 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         if "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower() and not meta.get("CONTENT_LENGTH"):
             # Django reads exactly Content-Length bytes; a chunked body would silently read as empty.
             raise LengthRequired()
+        data = request.data
+        if self.fixed_action_type and isinstance(data, dict) and not {"input", "action_type"} & set(data):
+            # The alias's own dialect (the design this service comes from): the body is the input.
+            data = {"input": data}
         serializer = ImageActionCreateSerializer(
-            data=request.data, context={"request": request}, fixed_action_type=self.fixed_action_type
+            data=data, context=self.get_serializer_context(), fixed_action_type=self.fixed_action_type
         )
         serializer.is_valid(raise_exception=True)
         action_type = get_action_type(serializer.validated_data["action_type"])
         with transaction.atomic():
             action = runner.create_action(action_type, owner=owner, input_data=serializer.validated_data["input"])
-        body = ImageActionSerializer(action, context={"request": request}).data
+        body = ImageActionSerializer(action, context=self.get_serializer_context()).data
         location = request.build_absolute_uri(f"/v2/image-actions/{action.pk}")
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": location})
 
@@ -225,9 +229,22 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         return stored_file_response(request, stored, what=f"the file of action {action.pk}")
 
 
+class AliasViewSetMixin:
+    """An alias also speaks the dialect of the design it comes from: it takes the input as the
+    whole body, and an ended action names its image as a path (`image_ref`) and says when it
+    expires (`expires-by`), beside the resource's own fields."""
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "alias_dialect": True}
+
+
 def alias_viewset(action_type: str):
     """/v2/image-imports etc.: the same resource, with the action type fixed."""
-    viewset = type(f"{action_type.title()}ActionViewSet", (ImageActionViewSet,), {"fixed_action_type": action_type})
+    viewset = type(
+        f"{action_type.title()}ActionViewSet",
+        (AliasViewSetMixin, ImageActionViewSet),
+        {"fixed_action_type": action_type},
+    )
     return extend_schema_view(
         list=extend_schema(summary=f"List your {action_type} actions"),
     )(viewset)

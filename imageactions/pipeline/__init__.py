@@ -12,7 +12,7 @@ from ..formats import ImageFormatError, Inspection
 from ..formats.compression import detect_compression, open_decompressed
 from ..formats.convert import qemu_format_name
 from ..formats.errors import describe_size, human_size
-from ..images import create_image, image_facts
+from ..images import AWAITING_BYTES, create_image, fill_image, image_facts, import_failed
 from ..models import Image, ImageAction
 from ..projects import owner_of, visible_to
 from ..stores import (
@@ -89,7 +89,10 @@ __all__ = [
     "ImageAction",
     "ImageStatus",
     "Visibility",
+    "AWAITING_BYTES",
     "create_image",
+    "fill_image",
+    "import_failed",
     "image_facts",
     "owner_of",
     "visible_to",

@@ -91,6 +91,14 @@ class ActionType:
     awaits_data: Callable[[dict], bool] = lambda data: False
     # Receives the body of PUT /v2/image-actions/{id}/data for an action that awaits data.
     receive_data: Callable[[ImageAction, object, StepContext], None] | None = None
+    # Given the validated input, whether the action waits again once its data arrived, until it
+    # is released (Glance's stage, then import).
+    holds_after_data: Callable[[dict], bool] = lambda data: False
+    # Glance's interoperable import methods this type carries out ("glance-direct" also serves
+    # PUT /v2/images/{id}/stage and /file): the method's name -> a function of the image being
+    # imported (its Glance fields, a dict) and the request's `method` object, giving this type's
+    # input for an action that fills that image.
+    import_methods: dict[str, Callable[[dict, dict], dict]] = field(default_factory=dict, hash=False, compare=False)
     # Derives `image_properties` shown on the action from its validated input.
     image_properties: Callable[[dict], dict] = lambda data: {}
     # The file a successful action offers at GET /v2/image-actions/{id}/file (e.g. an export's

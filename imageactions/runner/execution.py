@@ -21,9 +21,11 @@ from ..pipeline.context import StepContext
 from ..pipeline.errors import ActionCancelled, RetryableStepError, RunSuperseded, StepError
 from ..pipeline.registry import ActionType, Step, get_action_type
 from .ending import cancel_owned, end_owned
-from .queueing import queue_next_step
+from .queueing import enqueue, queue_next_step
 
 log = logging.getLogger(__name__)
+
+DATA_RECEIVED = "data_received"  # in action.state: an action held after its data must not take more
 
 
 def worker_name() -> str:
@@ -74,7 +76,13 @@ def execute_claimed_step(action: ImageAction, action_type: ActionType, step: Ste
         succeeded = _run_with_retries(action, step, ctx, run or step.run)
     finally:
         heartbeat.stop()
-    if succeeded:
+    if succeeded and run and action_type.holds_after_data(action.input):
+        action.state[DATA_RECEIVED] = True
+        rows = ImageAction.objects.filter(pk=action.pk)
+        held = rows.hold_after_data(token=token, state=action.state)
+        if not held and rows.owned_by(token).filter(cancel_requested=True).exists():
+            cancel_owned(action, token)
+    elif succeeded:
         # The step that received data is the one held for it: it may run now, or not apply.
         start = action.step_index if run else action.step_index + 1
         queue_next_step(action, action_type, start=start, ctx=ctx)
@@ -186,13 +194,22 @@ def _close_event(event: ActionEvent, outcome: str, message: str, trace: str = ""
     event.save(update_fields=["finished_at", "outcome", "message", "traceback"])
 
 
+def release_held(action: ImageAction) -> bool:
+    """Let an action held after its data go on (Glance's import after stage); False when it is
+    not held so (no data yet, already released, or ended)."""
+    if not action.state.get(DATA_RECEIVED) or not ImageAction.objects.filter(pk=action.pk).release():
+        return False
+    enqueue(action.pk)
+    return True
+
+
 def receive_data(action: ImageAction, stream) -> bool:
     """Run the action type's data receiver for an action held for data, then queue its steps.
 
     Returns False when the action is not awaiting data (it already has it, or it ended).
     """
     action_type = get_action_type(action.action_type)
-    if action_type is None or action_type.receive_data is None:
+    if action_type is None or action_type.receive_data is None or action.state.get(DATA_RECEIVED):
         return False
     token = claim_step(action.pk, action.step_index, action.attempt, from_state=StepState.HELD)
     if token is None:

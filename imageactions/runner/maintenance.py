@@ -14,6 +14,7 @@ from ..choices import ActionStatus, StepState
 from ..models import ActionEvent, ImageAction
 from ..pipeline.registry import get_action_type
 from .ending import CANCELLED_MESSAGE, clean_up, end_owned
+from .execution import DATA_RECEIVED
 from .queueing import cluster_of, enqueue, send_task
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,16 @@ def reap() -> dict:
             enqueue(action.pk)
     held_before = now - timedelta(seconds=settings.DATA_WAIT_TIMEOUT)
     for action in ImageAction.objects.pending().filter(step_state=StepState.HELD, created_at__lt=held_before):
+        waited = _duration(settings.DATA_WAIT_TIMEOUT)
+        if action.state.get(DATA_RECEIVED):
+            message = f"The staged data was not imported within {waited} of creating the action; stage it again."
+        else:
+            message = (
+                f"No data was uploaded within {waited} of creating the action; "
+                "create a new action and PUT the data to it promptly."
+            )
         if ImageAction.objects.filter(pk=action.pk, step_state=StepState.HELD).end_unclaimed(
-            ActionStatus.FAILURE,
-            f"No data was uploaded within {_duration(settings.DATA_WAIT_TIMEOUT)} of creating the action; "
-            "create a new action and PUT the data to it promptly.",
+            ActionStatus.FAILURE, message
         ):
             counts["expired_holds"] += 1
             clean_up(action)

@@ -132,9 +132,18 @@ def test_the_docs_pages_load_every_asset_from_this_service(anonymous, page):
         assert len(b"".join(asset.streaming_content)) > 100, url
 
 
-def test_the_root_redirects_to_the_docs(anonymous):
-    response = anonymous.get("/")
+def test_the_root_redirects_a_browser_to_the_docs(anonymous):
+    response = anonymous.get("/", HTTP_ACCEPT="text/html,application/xhtml+xml")
     assert response.status_code == 302 and response["Location"] == "/v2/docs"
+
+
+@pytest.mark.parametrize(("path", "code"), [("/", 300), ("/versions", 200), ("/v2", 200), ("/v2/", 200)])
+def test_clients_discover_the_glance_versions_without_a_token(anonymous, path, code):
+    response = anonymous.get(path, HTTP_ACCEPT="application/json")
+    assert response.status_code == code
+    versions = response.json()["versions"]
+    assert versions[0]["status"] == "CURRENT" and versions[0]["id"].startswith("v2.")
+    assert all(v["links"] == [{"rel": "self", "href": "http://testserver/v2/"}] for v in versions)
 
 
 def test_schema_paths_are_the_designs_paths_without_trailing_slashes(alice):

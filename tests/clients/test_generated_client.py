@@ -26,7 +26,10 @@ def generated_client(tmp_path_factory, django_db_setup, django_db_blocker):
     directory = tmp_path_factory.mktemp("generated-client")
     (directory / "schema.json").write_bytes(response.content)
     # No post hooks (a formatter run): the generation stays offline and needs no other tool.
-    (directory / "generator.yml").write_text("post_hooks: []\n")
+    # Glance's JSON-patch media type is JSON to the generator.
+    (directory / "generator.yml").write_text(
+        "post_hooks: []\ncontent_type_overrides:\n  application/openstack-images-v2.1-json-patch: application/json\n"
+    )
     result = subprocess.run(
         [
             sys.executable,
@@ -76,12 +79,12 @@ def test_generated_client_has_typed_models_for_each_action_types_input_and_the_r
     ]
     expected = [
         "ImageAction",
-        "Image",
+        "GlanceImage",
         "Progress",
         *results,
         "NewImageProperties",
         "PaginatedImageActionList",
-        "PaginatedImageList",
+        "GlanceImageList",
         "Error",
         *inputs,
         *(f"{name}Request" for name in inputs),

@@ -43,6 +43,9 @@ def token_headers(alice):
     return {"Authorization": alice._credentials["HTTP_AUTHORIZATION"]}
 
 
+# Glance's PATCH media type is JSON.
+schemathesis.serializer.alias("application/openstack-images-v2.1-json-patch", "application/json")
+
 # Loaded when the module is collected: generating the schema reads no database. (The lazy
 # `from_fixture` loader of schemathesis 4.32 fails under pytest 9: no `Function._nodeid`.)
 schema = schemathesis.openapi.from_wsgi("/v2/schema?format=json", application)

@@ -8,6 +8,7 @@ import pytest
 
 from imageactions.models import Image, ImageTag
 from imageactions.stores import default_store, get_store
+from tests.import_.conftest import image_server  # noqa: F401  (a fixture: the loopback image server)
 
 
 def put_image(owner: str, data: bytes = b"disk image bytes", *, store: str | None = None, tags=(), **fields) -> Image:

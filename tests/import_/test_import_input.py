@@ -92,7 +92,7 @@ def test_import_with_a_malformed_checksum_is_refused(alice, checksum, field):
         ({"tags": ["t" * 256]}, "input.image_properties.tags.0"),
         ({"disk_format": "exe"}, "input.image_properties.disk_format"),
         ({"container_format": "ova"}, "input.image_properties.container_format"),
-        ({"visibility": "public"}, "input.image_properties.visibility"),
+        ({"visibility": "everyone"}, "input.image_properties.visibility"),
         ({"min_disk": -1}, "input.image_properties.min_disk"),
         ({"min_ram": -1}, "input.image_properties.min_ram"),
         ({"properties": {f"k{i}": "v" for i in range(65)}}, "input.image_properties.properties"),
