@@ -15,11 +15,9 @@ from django.conf import settings
 from imageactions.pipeline import (
     Image,
     ImageAction,
-    RetryableStepError,
     StepContext,
     StepError,
     StoreError,
-    StoreUnavailable,
     convert_image_file,
     create_image,
     hash_file,
@@ -27,6 +25,7 @@ from imageactions.pipeline import (
     image_file,
     inspect_and_verify,
     inspection_state,
+    store_image_file,
 )
 
 from .serializers import ImageNotConvertible, convertible_image
@@ -73,25 +72,14 @@ def convert(action: ImageAction, ctx: StepContext) -> None:
 def store(action: ImageAction, ctx: StepContext) -> None:
     """Put the converted file into the target store under a new image id (`storing`)."""
     image_id = action.state.setdefault("image_id", str(uuid.uuid4()))
-    key = f"images/{image_id}"
-    try:
-        image_store = ctx.store(action.input["store"])
-    except StoreError as error:  # the store was removed from the configuration since the action was created
-        raise StepError(f"The converted image could not be stored: {error}") from None
-    action.state.update(store=image_store.name, store_key=key)
-    ctx.save_state()  # before the bytes move: a worker that dies mid-store leaves a findable key
-    path, size = ctx.scratch / CONVERTED, action.state["size"]
-    if not path.exists():
-        if image_store.exists(key) and image_store.size(key) == size:
-            return  # a re-run after the move already happened
-        raise StepError("The converted image was lost (its worker's scratch space is gone); start the conversion again")
-    try:
-        image_store.put_file(key, path, size=size, progress=ctx.progress)
-    except StoreUnavailable as error:  # the runner retries the step with backoff, then fails with this
-        raise RetryableStepError(f"The converted image could not be stored: {error}") from None
-    except StoreError as error:
-        raise StepError(f"The converted image could not be stored: {error}") from None
-    path.unlink(missing_ok=True)
+    store_image_file(
+        ctx,
+        ctx.scratch / CONVERTED,
+        image_id=image_id,
+        size=action.state["size"],
+        store=action.input["store"],
+        what="The converted image",
+    )
 
 
 def finish(action: ImageAction, ctx: StepContext) -> None:

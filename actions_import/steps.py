@@ -20,11 +20,9 @@ from imageactions.pipeline import (
     Image,
     ImageAction,
     ImageFormatError,
-    RetryableStepError,
     StepContext,
     StepError,
     StoreError,
-    StoreUnavailable,
     TransferError,
     check_announced_size,
     convert_image_file,
@@ -38,6 +36,7 @@ from imageactions.pipeline import (
     inspection_state,
     open_decompressed,
     qemu_format_name,
+    store_image_file,
 )
 
 from .serializers import UPLOAD
@@ -283,22 +282,8 @@ def convert(action: ImageAction, ctx: StepContext) -> None:
 def store(action: ImageAction, ctx: StepContext) -> None:
     """Move the staged file into the default image store under a new image id (`storing`)."""
     image_id = action.state.setdefault("image_id", action.input.get("image_id") or str(uuid.uuid4()))
-    image_store = ctx.store()
-    key = f"images/{image_id}"
-    action.state.update(store=image_store.name, store_key=key)
-    # Persisted before the bytes move, so a worker that dies mid-store leaves a findable key.
-    ctx.save_state()
     path = ctx.scratch / action.state.get("stored_file", STAGED)
-    size = action.state["size"]
-    if not path.exists() and image_store.exists(key) and image_store.size(key) == size:
-        return  # a re-run after the move already happened
-    try:
-        image_store.put_file(key, path, size=size, progress=ctx.progress)
-    except StoreUnavailable as error:  # the runner retries the step with backoff, then fails with this
-        raise RetryableStepError(f"The image could not be stored: {error}") from None
-    except StoreError as error:
-        raise StepError(f"The image could not be stored: {error}") from None
-    path.unlink(missing_ok=True)
+    store_image_file(ctx, path, image_id=image_id, size=action.state["size"], store=None, what="The image")
     staged_path(ctx).unlink(missing_ok=True)
 
 

@@ -48,7 +48,14 @@ from ..validators import (
     validate_image_properties,
 )
 from .context import StepContext
-from .disk_images import CONVERSION_FORMATS, convert_image_file, image_file, inspect_and_verify, inspection_state
+from .disk_images import (
+    CONVERSION_FORMATS,
+    convert_image_file,
+    image_file,
+    inspect_and_verify,
+    inspection_state,
+    store_image_file,
+)
 from .errors import ActionCancelled, RetryableStepError, StepError
 from .http import pinned_session, translated_request_errors
 from .registry import (
@@ -83,6 +90,7 @@ __all__ = [
     "inspect_and_verify",
     "inspection_state",
     "safe_filename",
+    "store_image_file",
     # records
     "ActionStatus",
     "Image",

@@ -13,10 +13,10 @@ from ..formats.convert import convert_and_reinspect, qemu_format_name
 from ..formats.errors import describe_size
 from ..formats.verifiers import configured_verifiers, run_verifiers
 from ..models import Image
-from ..stores import StoreError
+from ..stores import StoreError, StoreUnavailable
 from ..transfer import TransferError, copy_to_file
 from .context import StepContext
-from .errors import StepError
+from .errors import RetryableStepError, StepError
 
 IMAGE_COPY = "image-copy"  # the scratch file holding an Image's bytes when its store is not local
 # The disk formats images are converted into (vhd is another name of vpc). One list, so the
@@ -117,3 +117,30 @@ def convert_image_file(
         )
     ctx.progress(total, total, force=True)
     return inspection
+
+
+def store_image_file(ctx: StepContext, path: Path, *, image_id: str, size: int, store: str | None, what: str) -> None:
+    """Put a file of the action's scratch space into an image store (`store`, or the default) as
+    the bytes of image `image_id`, then remove the file. The key is saved in `action.state`
+    (`store`, `store_key`) before any byte moves, so a clean-up after a crash finds it; a re-run
+    that finds the bytes stored already is done. Store faults are StepErrors starting with `what`
+    (RetryableStepError when passing, so the runner retries the step)."""
+    failed = f"{what} could not be stored"
+    try:
+        image_store = ctx.store(store)
+    except StoreError as error:  # the store was removed from the configuration since the action began
+        raise StepError(f"{failed}: {error}") from None
+    key = f"images/{image_id}"
+    ctx.action.state.update(store=image_store.name, store_key=key)
+    ctx.save_state()
+    if not path.exists():
+        if image_store.exists(key) and image_store.size(key) == size:
+            return  # a re-run after the move already happened
+        raise StepError(f"{what} was lost: its worker's scratch space is gone. Start the action again")
+    try:
+        image_store.put_file(key, path, size=size, progress=ctx.progress)
+    except StoreUnavailable as error:
+        raise RetryableStepError(f"{failed}: {error}") from None
+    except StoreError as error:
+        raise StepError(f"{failed}: {error}") from None
+    path.unlink(missing_ok=True)

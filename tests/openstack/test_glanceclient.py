@@ -29,6 +29,16 @@ def qcow2_bytes(tmp_path, size="16M") -> bytes:
     return path.read_bytes()
 
 
+def import_from_url(clients, name: str, url: str) -> str:
+    """`glance image-create-via-import` with web-download; the table it prints."""
+    return ok(
+        clients.glance(
+            "image-create-via-import", "--name", name, "--disk-format", "qcow2", "--container-format", "bare",
+            "--import-method", "web-download", "--uri", url,
+        )
+    )  # fmt: skip
+
+
 def test_glance_finds_the_import_methods_and_the_stores(clients):
     methods = unwrapped(ok(clients.glance("import-info")))
     assert '"value": ["glance-direct", "web-download"]' in methods
@@ -39,21 +49,7 @@ def test_web_download_import_then_show_list_tag_download_and_delete(clients, ali
     data = qcow2_bytes(tmp_path)
     url = image_server.add("glance-web.qcow2", data)
 
-    created = ok(
-        clients.glance(
-            "image-create-via-import",
-            "--name",
-            "from the web",
-            "--disk-format",
-            "qcow2",
-            "--container-format",
-            "bare",
-            "--import-method",
-            "web-download",
-            "--uri",
-            url,
-        )
-    )
+    created = import_from_url(clients, "from the web", url)
     image_id = image_id_in(created)
     image = wait_for_image(alice, image_id)
     assert image["status"] == "active", image
@@ -108,21 +104,7 @@ def test_a_hostile_image_ends_queued_with_the_failed_import_and_the_reason_in_it
     clients, alice, image_server, tmp_path
 ):
     url = image_server.add("hostile.qcow2", backing_file_qcow2(tmp_path).read_bytes())
-    created = ok(
-        clients.glance(
-            "image-create-via-import",
-            "--name",
-            "hostile",
-            "--disk-format",
-            "qcow2",
-            "--container-format",
-            "bare",
-            "--import-method",
-            "web-download",
-            "--uri",
-            url,
-        )
-    )
+    created = import_from_url(clients, "hostile", url)
     image_id = image_id_in(created)
     image = wait_for_image(alice, image_id, statuses=())
     assert image["status"] == "queued"
