@@ -93,6 +93,11 @@ class ImportInputSerializer(serializers.Serializer):
         request = self.context.get("request")
         if request is None:
             return image_id
+        if not self.context.get("glance_import"):
+            # The Glance API moves the record's status with each import; an action made elsewhere would not.
+            raise serializers.ValidationError(
+                "Import into an existing image record with POST /v2/images/{id}/import, PUT .../stage or .../file."
+            )
         images = visible_to(Image.objects.filter(pk=image_id, status__in=AWAITING_BYTES, store=""), request.user)
         if not images.exists():
             raise serializers.ValidationError(f"There is no image {image_id} in your project that awaits its bytes.")

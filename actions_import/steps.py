@@ -337,7 +337,7 @@ def clean_up(action: ImageAction, ctx: StepContext) -> None:
     import was for is queued again, naming the store that failed.
     """
     if action.input.get("image_id") and action.status != ActionStatus.SUCCESS:
-        import_failed(action.input["image_id"], [action.state.get("store") or ctx.store().name])
+        import_failed(action.input["image_id"], [action.state.get("store") or ctx.store().name], action_id=action.pk)
     name, key = action.state.get("store"), action.state.get("store_key")
     if not (name and key) or Image.objects.filter(store=name, store_key=key).exists():
         return

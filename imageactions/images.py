@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .choices import ImageStatus
-from .models import Image, ImageTag
+from .choices import ImageRole, ImageStatus
+from .models import Image, ImageAction, ImageTag
 
 # Glance's reserved properties of an image being imported: the stores still to go, and those
 # that failed (comma-separated; empty when none).
@@ -68,12 +68,15 @@ def fill_image(image_id, **fields) -> Image:
     return image
 
 
-def import_failed(image_id, stores: list[str]) -> None:
-    """An import into the image record failed or was cancelled: as in Glance, the record is
-    queued again (a new import may follow) and names the stores that failed."""
+def import_failed(image_id, stores: list[str], *, action_id) -> None:
+    """The import `action_id` into the image record failed or was cancelled: as in Glance, the
+    record is queued again (a new import may follow) and names the stores that failed."""
     image = Image.objects.filter(pk=image_id, status__in=AWAITING_BYTES).first()
     if image is None:
         return  # deleted meanwhile, or not awaiting bytes any more
+    others = ImageAction.objects.pending().exclude(pk=action_id)
+    if others.filter(image_links__image_id=image_id, image_links__role=ImageRole.READ).exists():
+        return  # a later import works on it now (this one is being purged)
     image.status = ImageStatus.QUEUED
     image.properties = {**image.properties, IMPORTING_TO_STORES: "", FAILED_IMPORT: ",".join(stores)}
     image.save(update_fields=["status", "properties", "updated_at"])

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -88,7 +88,11 @@ class ImageActionQuerySet(models.QuerySet):
             self.pending()
             .owned_by(token)
             .filter(cancel_requested=False)
-            ._transition("hold_after_data", run_token=None, state=state)
+            # A new attempt number: an upload that read the action before cannot claim it again;
+            # queued_at: the wait for the release counts from now.
+            ._transition(
+                "hold_after_data", run_token=None, state=state, attempt=F("attempt") + 1, queued_at=timezone.now()
+            )
         )
 
     def release(self) -> int:

@@ -164,9 +164,16 @@ def _filtered(queryset, query):
     return queryset
 
 
-def _after(marker: Image, spec: list[tuple[str, bool]], annotated) -> Q:
+def _sorted(images, spec: list[tuple[str, bool]]):
+    """`images` with the values they sort by (nulls as comparable values)."""
+    return images.annotate(
+        **{f"sort_{key}": Coalesce(key, SORT_NULLS[key]) if key in SORT_NULLS else F(key) for key, _ in spec}
+    )
+
+
+def _after(marker: Image, spec: list[tuple[str, bool]]) -> Q:
     """Rows strictly after `marker` in the order `spec`: the keyset condition."""
-    values = annotated.filter(pk=marker.pk).values(*(f"sort_{key}" for key, _ in spec)).get()
+    values = _sorted(Image.objects.filter(pk=marker.pk), spec).values(*(f"sort_{key}" for key, _ in spec)).get()
     condition, equal = Q(), Q()
     for key, descending in spec:
         field, value = f"sort_{key}", values[f"sort_{key}"]
@@ -180,12 +187,9 @@ def list_page(request) -> dict:
     limit_text = query.get("limit", str(LIMIT_DEFAULT))
     if not limit_text.isdigit():
         raise _bad_request(f"'limit' takes a whole number, not {limit_text!r}.")
-    limit = min(int(limit_text), LIMIT_MAX)
+    limit = max(1, min(int(limit_text), LIMIT_MAX))
     spec = _sort_spec(query)
-    images = _filtered(readable_images(request.user), query)
-    images = images.annotate(
-        **{f"sort_{key}": Coalesce(key, SORT_NULLS[key]) if key in SORT_NULLS else F(key) for key, _ in spec}
-    )
+    images = _sorted(_filtered(readable_images(request.user), query), spec)
     if "marker" in query:
         marker = None
         try:
@@ -194,7 +198,7 @@ def list_page(request) -> dict:
             pass
         if marker is None:
             raise _bad_request(f"The marker {query['marker']!r} is no image you can see.")
-        images = images.filter(_after(marker, spec, images))
+        images = images.filter(_after(marker, spec))
     ordering = [f"-sort_{key}" if descending else f"sort_{key}" for key, descending in spec]
     page = list(images.order_by(*ordering)[: limit + 1])
     more, page = len(page) > limit, page[:limit]
@@ -260,9 +264,14 @@ def _with_properties(properties: dict) -> dict:
         raise _bad_request(str(error.detail[0])) from None
 
 
-def _save(image: Image, tags: list[str] | None) -> None:
+def _save(image: Image, fields: set[str], tags: list[str] | None) -> None:
+    """Write only the `fields` a request changed: an import may be moving the same row's status
+    and bytes meanwhile, and a whole-row save would put their old values back."""
     with transaction.atomic():
-        image.save()
+        if image._state.adding:
+            image.save()
+        else:
+            image.save(update_fields=[*fields, "updated_at"])
         if tags is not None:
             image.tag_set.exclude(name__in=tags).delete()
             present = set(image.tag_set.values_list("name", flat=True))
@@ -298,7 +307,7 @@ def create_record(request) -> Image:
         else:
             properties[name] = value
     image.properties = _with_properties(properties)
-    _save(image, tags)
+    _save(image, set(), tags)
     return image
 
 
@@ -306,7 +315,7 @@ def apply_patch(image: Image, operations) -> None:
     """Glance's JSON-patch (op add, replace or remove on one top-level attribute or property)."""
     if not isinstance(operations, list):
         raise _bad_request('Send a JSON list of operations, e.g. [{"op": "replace", "path": "/name", ...}].')
-    properties, tags = dict(image.properties), None
+    properties, tags, changed = dict(image.properties), None, set()
     for operation in operations:
         if not isinstance(operation, dict) or operation.get("op") not in ("add", "replace", "remove"):
             raise _bad_request("Each operation is an object with 'op' add, replace or remove, and a 'path'.")
@@ -325,6 +334,7 @@ def apply_patch(image: Image, operations) -> None:
                 tags = value
             else:
                 setattr(image, name, value)
+                changed.add(name)
         elif op == "remove" or (op == "replace" and name not in properties):
             if name not in properties:
                 raise Conflict(f"Property '{name}' does not exist.")
@@ -333,8 +343,10 @@ def apply_patch(image: Image, operations) -> None:
                 properties[name] = operation["value"]
         else:
             properties[name] = operation["value"]
-    image.properties = _with_properties(properties)
-    _save(image, tags)
+    if properties != image.properties:
+        image.properties = _with_properties(properties)
+        changed.add("properties")
+    _save(image, changed, tags)
 
 
 def _owned(image: Image, request) -> Image:
@@ -360,11 +372,12 @@ def start_import(request, image: Image, method: dict):
     """Create the action that imports `method` into `image` (400 when its input is refused)."""
     methods = import_methods()
     name = method.get("name")
-    if name not in methods:
+    if not isinstance(name, str) or name not in methods:
         raise _bad_request(f"Unknown import method {name!r}; this service offers: {', '.join(sorted(methods))}.")
     action_type, make_input = methods[name]
     fields = {"id": str(image.pk), "name": image.name, "disk_format": image.disk_format}
-    serializer = action_type.input_serializer(data=make_input(fields, method), context={"request": request})
+    context = {"request": request, "glance_import": True}  # only this layer imports into a record
+    serializer = action_type.input_serializer(data=make_input(fields, method), context=context)
     if not serializer.is_valid():
         raise exceptions.ValidationError(flatten_errors(serializer.errors))
     with transaction.atomic():
@@ -389,7 +402,10 @@ def _import_action(image: Image) -> ImageAction | None:
 
 def _check_stores(request, body: dict) -> None:
     """This service imports into its default store; other stores are refused clearly."""
-    stores = list(body.get("stores") or [])
+    stores = body.get("stores") or []
+    if not isinstance(stores, list) or not all(isinstance(name, str) for name in stores):
+        raise _bad_request("'stores' is a list of store names.")
+    stores = list(stores)
     header = request.headers.get("X-Image-Meta-Store")
     if header:
         stores.append(header)
@@ -403,6 +419,13 @@ def _check_stores(request, body: dict) -> None:
             f"Imports go to the default store {settings.DEFAULT_IMAGE_STORE!r}; copy the active image to other "
             "stores with a clone action (POST /v2/image-actions)."
         )
+
+
+def _require_formats(image: Image, error=exceptions.ValidationError) -> None:
+    """Glance's rule: an image's formats are set before it takes data (400) or is imported (409)."""
+    if not image.disk_format or not image.container_format:
+        message = f"Image {image.pk} needs a disk_format and a container_format before it takes data."
+        raise error({"non_field_errors": [message]} if error is exceptions.ValidationError else message)
 
 
 def _require_octet_stream(request) -> None:
@@ -616,7 +639,7 @@ class ImageViewSet(viewsets.ViewSet):
                 raise exceptions.NotFound(f"Image {image.pk} has no tag {tag!r}.")
         else:
             present = [*image.tag_set.values_list("name", flat=True), tag]
-            _save(image, _check_value("tags", present))
+            _save(image, set(), _check_value("tags", present))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -687,6 +710,7 @@ class ImageViewSet(viewsets.ViewSet):
     def _upload(self, image: Image):
         """PUT .../file: the bytes go through an import action at once; answers when it ended."""
         _require_octet_stream(self.request)
+        _require_formats(image)
         if not _move(image, ImageStatus.QUEUED, ImageStatus.SAVING):
             raise Conflict(f"Image {image.pk} has status {image.status!r}; only a queued image takes data.")
         action = self._stage_into(image, {"name": GLANCE_DIRECT})
@@ -698,6 +722,9 @@ class ImageViewSet(viewsets.ViewSet):
                 else status.HTTP_400_BAD_REQUEST
             )
             return Response(glance.error_body(code, f"Image failed to upload: {action.message}"), status=code)
+        if action.status == ActionStatus.CANCELLED:
+            raise Conflict(f"The upload into image {image.pk} was cancelled; the image is queued again.")
+        # Success, or still going after IMAGE_UPLOAD_WAIT: the image's status tells the rest.
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     def _stage_into(self, image: Image, method: dict) -> ImageAction:
@@ -707,6 +734,7 @@ class ImageViewSet(viewsets.ViewSet):
             _move(image, AWAITING_BYTES, ImageStatus.QUEUED)
             raise
         if not runner.receive_data(action, self.request._request):
+            runner.request_cancel(action)  # its clean-up queues the image again
             raise Conflict(f"Image {image.pk} does not take data now.")
         action.refresh_from_db()
         if action.status == ActionStatus.FAILURE:
@@ -722,6 +750,7 @@ class ImageViewSet(viewsets.ViewSet):
     def stage(self, request, pk=None):
         image = _owned(self.get_object(pk), request)
         _require_octet_stream(request)
+        _require_formats(image)
         if not _move(image, ImageStatus.QUEUED, ImageStatus.UPLOADING):
             raise Conflict(f"Image {image.pk} has status {image.status!r}; only a queued image can be staged.")
         self._stage_into(image, {"name": GLANCE_DIRECT, STAGE: True})
@@ -748,8 +777,7 @@ class ImageViewSet(viewsets.ViewSet):
         else:
             if image.status != ImageStatus.QUEUED:
                 raise Conflict(f"Image {image.pk} has status {image.status!r}; only a queued image can be imported.")
-            if not image.disk_format or not image.container_format:
-                raise Conflict(f"Image {image.pk} needs a disk_format and a container_format before an import.")
+            _require_formats(image, Conflict)
             if not _move(image, ImageStatus.QUEUED, ImageStatus.IMPORTING):
                 raise Conflict(f"Image {image.pk} is being imported already.")
             try:
@@ -768,7 +796,8 @@ class ImageViewSet(viewsets.ViewSet):
     )
     @route(detail=True, methods=["get"])
     def tasks(self, request, pk=None):
-        image = self.get_object(pk)
+        # The actions' inputs may carry URLs with credentials: only the owner sees them.
+        image = _owned(self.get_object(pk), request)
         actions = (
             ImageAction.objects.filter(owner=image.owner, image_links__image_id=image.pk)
             .distinct()

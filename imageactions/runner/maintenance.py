@@ -39,10 +39,11 @@ def reap() -> dict:
             counts["requeued"] += 1
             enqueue(action.pk)
     held_before = now - timedelta(seconds=settings.DATA_WAIT_TIMEOUT)
-    for action in ImageAction.objects.pending().filter(step_state=StepState.HELD, created_at__lt=held_before):
+    # queued_at: when the action was created, or when its data arrived and it waits to be released.
+    for action in ImageAction.objects.pending().filter(step_state=StepState.HELD, queued_at__lt=held_before):
         waited = _duration(settings.DATA_WAIT_TIMEOUT)
         if action.state.get(DATA_RECEIVED):
-            message = f"The staged data was not imported within {waited} of creating the action; stage it again."
+            message = f"The staged data was not imported within {waited} of staging it; stage it again."
         else:
             message = (
                 f"No data was uploaded within {waited} of creating the action; "

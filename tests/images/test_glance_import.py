@@ -156,3 +156,27 @@ def test_x_auth_token_is_accepted_like_the_authorization_header(alice, anonymous
     assert anonymous.get("/v2/images", HTTP_X_AUTH_TOKEN="not-a-token").status_code == 401
     # Identity headers a client sends are never believed.
     assert anonymous.get("/v2/images", HTTP_X_PROJECT_ID="project-a", HTTP_X_ROLES="admin").status_code == 401
+
+
+def test_image_data_needs_the_formats_first(alice):
+    image_id = alice.post("/v2/images", {"name": "no formats"}, format="json").json()["id"]
+    for suffix in ("file", "stage"):
+        assert put_bytes(alice, f"/v2/images/{image_id}/{suffix}", b"x" * 512).status_code == 400
+    assert alice.get(f"/v2/images/{image_id}").json()["status"] == "queued"
+
+
+@pytest.mark.parametrize("body", [{"method": {"name": []}}, {"method": {"name": "web-download"}, "stores": 5}])
+def test_an_import_body_of_the_wrong_types_is_a_400(alice, body):
+    image_id = record(alice)
+    assert alice.post(f"/v2/images/{image_id}/import", body, format="json").status_code == 400
+
+
+def test_an_import_into_a_record_is_only_made_by_the_glance_api(alice):
+    image_id = record(alice)
+    body = {
+        "action_type": "import",
+        "input": {"source": "upload", "image_id": image_id, "image_properties": {"name": "x"}},
+    }
+    response = alice.post("/v2/image-actions", body, format="json")
+    assert response.status_code == 400
+    assert "POST /v2/images/{id}/import" in response.json()["errors"]["input.image_id"][0]

@@ -346,3 +346,30 @@ def test_delete_keeps_bytes_that_another_image_still_uses(alice, make_image):
     assert default_store().exists(image.store_key)
     download = alice.get(f"/v2/images/{twin.pk}/file")
     assert b"".join(download.streaming_content) == b"disk image bytes"
+
+
+def test_a_patch_writes_only_what_it_changes(alice, make_image):
+    # An import moves the record's status and bytes while a PATCH may be under way: a PATCH that
+    # read the row before must not put the old values back.
+    from imageactions.api.images import apply_patch
+
+    image = make_image("project-a", name="web")
+    stale = Image.objects.get(pk=image.pk)
+    Image.objects.filter(pk=image.pk).update(status="importing")
+    apply_patch(stale, [{"op": "replace", "path": "/name", "value": "renamed"}])
+    assert Image.objects.values_list("name", "status").get(pk=image.pk) == ("renamed", "importing")
+
+
+def test_odd_pages_get_answers_not_errors(alice, make_image):
+    make_image("project-a", name="a")
+    queued = make_image("project-a", name="b", status="queued")
+    assert len(alice.get("/v2/images", {"limit": "0"}).json()["images"]) == 1
+    # A marker that does not match the filters still marks a place in the order.
+    query = {"status": "active", "marker": str(queued.pk), "sort_key": "name", "sort_dir": "desc"}
+    assert names(alice.get("/v2/images", query)) == ["a"]
+
+
+def test_only_the_owner_sees_an_images_tasks(alice, bob, make_image):
+    image = make_image("project-b", visibility="public")
+    assert bob.get(f"/v2/images/{image.pk}/tasks").json() == {"tasks": []}
+    assert error_of(alice.get(f"/v2/images/{image.pk}/tasks"), 403)
