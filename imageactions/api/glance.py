@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from django.conf import settings
 from django.http import JsonResponse
 from rest_framework import status
 
@@ -177,7 +176,3 @@ def error_body(status_code: int, message: str, errors: dict | None = None) -> di
     """Glance's error shape; glanceclient reads `message` out of every top-level value."""
     title = HTTPStatus(status_code).phrase if status_code in HTTPStatus._value2member_map_ else "Error"
     return {"error": {"code": status_code, "title": title, "message": message, "errors": errors or {}}}
-
-
-def default_store_name() -> str:
-    return settings.DEFAULT_IMAGE_STORE

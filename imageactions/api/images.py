@@ -335,12 +335,12 @@ def apply_patch(image: Image, operations) -> None:
             else:
                 setattr(image, name, value)
                 changed.add(name)
-        elif op == "remove" or (op == "replace" and name not in properties):
-            if name not in properties:
-                raise Conflict(f"Property '{name}' does not exist.")
+        elif op == "add":
+            properties[name] = operation["value"]
+        elif name not in properties:
+            raise Conflict(f"Property '{name}' does not exist.")
+        elif op == "remove":
             del properties[name]
-            if op == "replace":
-                properties[name] = operation["value"]
         else:
             properties[name] = operation["value"]
     if properties != image.properties:
@@ -414,7 +414,7 @@ def _check_stores(request, body: dict) -> None:
         if name not in known:
             raise _bad_request(f"Unknown store {name!r}; the stores are: {', '.join(sorted(known))}.")
     wanted = set(stores)
-    if body.get("all_stores") and len(known) > 1 or wanted - {settings.DEFAULT_IMAGE_STORE}:
+    if (body.get("all_stores") and len(known) > 1) or wanted - {settings.DEFAULT_IMAGE_STORE}:
         raise _bad_request(
             f"Imports go to the default store {settings.DEFAULT_IMAGE_STORE!r}; copy the active image to other "
             "stores with a clone action (POST /v2/image-actions)."

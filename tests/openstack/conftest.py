@@ -14,7 +14,6 @@ import pytest
 from tests.import_.conftest import api_server, closed_port, image_server, token_of  # noqa: F401  (fixtures)
 
 BIN = Path(sys.executable).parent
-TERMINAL_IMAGE_STATUSES = ("active", "killed", "deleted")
 
 
 class OpenStackClients:
