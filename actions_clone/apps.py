@@ -11,17 +11,20 @@ class ActionsCloneConfig(AppConfig):
         from imageactions.pipeline import ActionType, Step, register
 
         from . import steps
+        from .glance import IMPORT_METHODS
         from .serializers import CloneInputSerializer, CloneResultSerializer, image_properties_of
 
         register(
             ActionType(
                 name="clone",
-                description="Copy an image to other stores or regions; each copy becomes a new image.",
+                description="Copy an image to other stores or regions; each copy becomes a new image, or another "
+                "location of the image itself.",
                 alias="image-clones",
                 input_serializer=CloneInputSerializer,
                 result_serializer=CloneResultSerializer,
                 images_read=lambda data: [data["image_id"]],
                 images_made=lambda result: result["image_refs"],
+                import_methods=IMPORT_METHODS,
                 steps=(
                     Step("copy", "copying", steps.copy_image, timeout=6 * 3600, retries=2, backoff=5),
                     Step("verify", "verifying", steps.verify, timeout=6 * 3600, retries=2, backoff=5),

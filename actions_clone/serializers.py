@@ -1,4 +1,5 @@
-"""The input of a `clone` action: which image, to which stores (named, or all of some regions)."""
+"""The input of a `clone` action: which image, to which stores (named, or all of some regions), and
+whether the copies become new images or more locations of the same image (Glance's copy-image)."""
 
 from django.conf import settings
 from rest_framework import serializers
@@ -31,13 +32,23 @@ class CloneInputSerializer(serializers.Serializer):
     name = serializers.CharField(
         max_length=MAX_IMAGE_NAME_LENGTH, required=False, help_text="Name of the new images; default: the source's."
     )
+    same_image = serializers.BooleanField(
+        default=False,
+        help_text="true: each verified copy becomes another location of the image itself (Glance's "
+        "copy-image), instead of a new image.",
+    )
+    all_stores_must_succeed = serializers.BooleanField(
+        default=True,
+        help_text="false: the clone succeeds when at least one store took a verified copy; the others are "
+        "listed in the result's `failed_stores`.",
+    )
 
     def validate_image_id(self, image_id):
         request = self.context.get("request")
         images = Image.objects.filter(pk=image_id, status=ImageStatus.ACTIVE)
         if request is not None:
             images = visible_to(images, request.user)
-        image = images.first()
+        image = images.prefetch_related("locations").first()
         if image is None:
             # The same words for a foreign image as for a missing one: existence is not revealed.
             raise serializers.ValidationError(
@@ -69,24 +80,25 @@ class CloneInputSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 {"stores": ['Give the targets as exactly one of "stores" (store names) or "regions" (region names).']}
             )
-        source_store = self._source.store
+        if attrs["same_image"] and "name" in attrs:
+            raise serializers.ValidationError({"name": ["With same_image no image is made: leave out the name."]})
+        holding = self._source.stores
         if "stores" in attrs:
-            if source_store in attrs["stores"]:
+            already = [name for name in attrs["stores"] if name in holding]
+            if already:
                 raise serializers.ValidationError(
-                    {"stores": [f"The image is already in store '{source_store}'; name only other stores."]}
+                    {"stores": [f"The image is already in store {_quoted(already)}; name only other stores."]}
                 )
             return attrs
         targets = [
-            store.name for store in all_stores() if store.region in attrs["regions"] and store.name != source_store
+            store.name for store in all_stores() if store.region in attrs["regions"] and store.name not in holding
         ]
         if not targets:
             raise serializers.ValidationError(
                 {
                     "regions": [
-                        (
-                            f"The regions {_quoted(attrs['regions'])} have no store but the image's own ('{source_store}'); "
-                            f"choose another region (GET /v2/stores)."
-                        )
+                        f"Every store of the regions {_quoted(attrs['regions'])} holds the image already "
+                        f"({_quoted(holding)}); choose another region (GET /v2/stores)."
                     ]
                 }
             )
@@ -94,7 +106,9 @@ class CloneInputSerializer(serializers.Serializer):
 
 
 def image_properties_of(data: dict) -> dict:
-    """What the action shows of the images it will create."""
+    """What the action shows of the images it will create (none with same_image)."""
+    if data.get("same_image"):
+        return {}
     properties = {"cloned_from": data["image_id"]}
     if "name" in data:
         properties["name"] = data["name"]
@@ -108,7 +122,14 @@ class ClonedImageSerializer(serializers.Serializer):
 
 
 class CloneResultSerializer(serializers.Serializer):
-    """The result of a successful clone: one new Image per target store."""
+    """The result of a successful clone: a verified copy in each target store, as a new Image, or
+    as a location of the image itself (`same_image`)."""
 
-    image_refs = serializers.ListField(child=serializers.UUIDField(), help_text="The new Images.")
-    images = ClonedImageSerializer(many=True, help_text="Each new Image and the store it lives in.")
+    image_refs = serializers.ListField(
+        child=serializers.UUIDField(), help_text="The new Images (none with same_image)."
+    )
+    images = ClonedImageSerializer(many=True, help_text="Each copy: the image it belongs to and its store.")
+    failed_stores = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Target stores that got no verified copy (only with all_stores_must_succeed false).",
+    )

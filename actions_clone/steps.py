@@ -1,8 +1,11 @@
 """The steps of a clone: copy the image's bytes into each target store, read every copy back to
-verify it against the source's sha512, then record one new Image per store.
+verify it against the source's sha512, then record one new Image per store, or each copy as a
+location of the image itself (`same_image`: Glance's copy-image).
 
 `action.state["targets"]` maps each target store to the new image's id and key, chosen once, so a
-re-run step overwrites its own objects and clean-up knows every key that may exist.
+re-run step overwrites its own objects and clean-up knows every key that may exist. With
+`all_stores_must_succeed` false, a target that cannot be copied or verified is listed in
+`action.state["failed_stores"]` and its object removed, and the others go on.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from django.utils.module_loading import import_string
 
 from imageactions.pipeline import (
     CHUNK_SIZE,
+    ActionStatus,
     Image,
     ImageAction,
     ImageStatus,
@@ -26,8 +30,11 @@ from imageactions.pipeline import (
     StepError,
     StoreError,
     StoreUnavailable,
+    add_locations,
     create_image,
+    discard_unowned,
     image_facts,
+    import_failed,
 )
 
 log = logging.getLogger(__name__)
@@ -48,13 +55,14 @@ def _store(ctx: StepContext, name: str) -> ImageStore:
 def copy_image(action: ImageAction, ctx: StepContext) -> None:
     """Copy the source's bytes into every target store (status `copying`)."""
     source = _source_image(action)
-    action.state["source"] = {**image_facts(source), "store": source.store, "key": source.store_key}
+    location = source.location
+    action.state["source"] = {**image_facts(source), "store": location.store, "key": location.key}
     targets = plan_targets(action, ctx)
-    source_store = _store(ctx, source.store)
+    source_store = _store(ctx, location.store)
     size = source.size
     total = size * len(targets)
     ctx.progress(0, total, force=True)
-    for index, (name, target) in enumerate(targets.items()):
+    for index, (name, target) in enumerate(_live(action, targets)):
         target_store = _store(ctx, name)
         target["region"] = target_store.region
 
@@ -62,19 +70,37 @@ def copy_image(action: ImageAction, ctx: StepContext) -> None:
             ctx.progress(offset + done, total)
 
         try:
-            target["copied_by"] = copy_object(source_store, source.store_key, target_store, target["key"], size, report)
+            target["copied_by"] = copy_object(source_store, location.key, target_store, target["key"], size, report)
         except ObjectNotFound:
             raise StepError(
-                f"The bytes of image {source.pk} are missing from store '{source.store}'; {NOTHING_CLONED}. "
+                f"The bytes of image {source.pk} are missing from store '{location.store}'; {NOTHING_CLONED}. "
                 f"Tell an operator: the image cannot be read."
             ) from None
-        except StoreUnavailable as error:  # the runner retries the step; the keys stay the same
-            raise RetryableStepError(
-                f"The image could not be copied to store '{name}': {error}; {NOTHING_CLONED}."
-            ) from None
         except StoreError as error:
-            raise StepError(f"The image could not be copied to store '{name}': {error}; {NOTHING_CLONED}.") from None
+            message = f"The image could not be copied to store '{name}': {error}; {NOTHING_CLONED}."
+            _target_failed(action, ctx, name, message, retryable=isinstance(error, StoreUnavailable))
     ctx.progress(total, total, force=True)
+
+
+def _live(action: ImageAction, targets: dict) -> list[tuple[str, dict]]:
+    """The targets that did not fail (a tolerated failure is final for its store)."""
+    failed = action.state.get("failed_stores", [])
+    return [(name, target) for name, target in targets.items() if name not in failed]
+
+
+def _target_failed(action: ImageAction, ctx: StepContext, name: str, message: str, *, retryable=False) -> None:
+    """One target store failed: the whole step does (the runner retries a passing fault), unless
+    the action tolerates it, then the store is listed as failed and its object removed. A step
+    with no target left fails."""
+    if action.input.get("all_stores_must_succeed", True):
+        raise (RetryableStepError if retryable else StepError)(message) from None
+    log.warning("clone %s: store %s left out: %s", action.pk, name, message)
+    failed = action.state.setdefault("failed_stores", [])
+    failed.append(name)
+    discard_unowned(ctx, {name: action.state["targets"][name]["key"]})
+    ctx.save_state()
+    if len(failed) == len(action.state["targets"]):
+        raise StepError(f"No target store took a verified copy: {', '.join(failed)}; {NOTHING_CLONED}.")
 
 
 def _source_image(action: ImageAction) -> Image:
@@ -140,7 +166,7 @@ def verify(action: ImageAction, ctx: StepContext) -> None:
     size, expected = source["size"], source["os_hash_value"]
     total = size * len(targets)
     ctx.progress(0, total, force=True)
-    for index, (name, target) in enumerate(targets.items()):
+    for index, (name, target) in enumerate(_live(action, targets)):
         target_store = _store(ctx, name)
 
         def report(done, offset=index * size):
@@ -149,19 +175,21 @@ def verify(action: ImageAction, ctx: StepContext) -> None:
         try:
             found_size = target_store.size(target["key"])
             if found_size != size:
-                raise StepError(
+                _target_failed(
+                    action,
+                    ctx,
+                    name,
                     f"The copy in store '{name}' has {found_size} bytes where the source has {size}; "
-                    f"{NOTHING_CLONED}. Try again; if it happens again, tell an operator."
+                    f"{NOTHING_CLONED}. Try again; if it happens again, tell an operator.",
                 )
+                continue
             got = sha512_of(target_store, target["key"], report)
-        except StoreUnavailable as error:
-            raise RetryableStepError(
-                f"The copy in store '{name}' could not be read back: {error}; {NOTHING_CLONED}."
-            ) from None
         except StoreError as error:
-            raise StepError(f"The copy in store '{name}' could not be read back: {error}; {NOTHING_CLONED}.") from None
+            message = f"The copy in store '{name}' could not be read back: {error}; {NOTHING_CLONED}."
+            _target_failed(action, ctx, name, message, retryable=isinstance(error, StoreUnavailable))
+            continue
         if got != expected:
-            raise StepError(_mismatch_message(ctx, name, source, got))
+            _target_failed(action, ctx, name, _mismatch_message(ctx, name, source, got))
     ctx.progress(total, total, force=True)
 
 
@@ -198,48 +226,53 @@ def _mismatch_message(ctx: StepContext, name: str, source: dict, got: str) -> st
 
 
 def finish(action: ImageAction, ctx: StepContext) -> None:
-    """Create the new Images (in the runner's success transaction) and list them in the result."""
-    source = action.state["source"]
-    shared = {
-        key: source[key]
-        for key in (
-            "disk_format",
-            "container_format",
-            "size",
-            "virtual_size",
-            "checksum",
-            "os_hash_algo",
-            "os_hash_value",
-            "visibility",
-            "min_disk",
-            "min_ram",
-            "tags",
+    """Record the verified copies (in the runner's success transaction): new Images, or locations
+    of the image itself; the result lists them."""
+    source, failed = action.state["source"], action.state.get("failed_stores", [])
+    copies = _live(action, action.state["targets"])
+    if action.input.get("same_image"):
+        image_id = action.input["image_id"]
+        add_locations(
+            image_id, {name: target["key"] for name, target in copies}, failed_stores=failed, action_id=action.pk
         )
-    }
+        images = [{"id": image_id, "store": name, "region": target["region"]} for name, target in copies]
+        action.result = {"image_refs": [], "images": images, "failed_stores": failed}
+        return
+    shared = {key: source[key] for key in SHARED_FACTS}
     images = []
-    for name, target in action.state["targets"].items():
+    for name, target in copies:
         image = create_image(
             **shared,
+            locations={name: target["key"]},
             id=target["image_id"],
             name=action.input.get("name", source["name"]),
             properties={**source["properties"], "cloned_from": action.input["image_id"]},
             owner=action.owner,
-            store=name,
-            store_key=target["key"],
             created_by_action=action.pk,
         )
         images.append({"id": str(image.pk), "store": name, "region": target["region"]})
-    action.result = {"image_refs": [image["id"] for image in images], "images": images}
+    action.result = {"image_refs": [image["id"] for image in images], "images": images, "failed_stores": failed}
+
+
+# What a new image shares with its source, besides its name and properties.
+SHARED_FACTS = (
+    "disk_format",
+    "container_format",
+    "size",
+    "virtual_size",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "visibility",
+    "min_disk",
+    "min_ram",
+    "tags",
+)
 
 
 def clean_up(action: ImageAction, ctx: StepContext) -> None:
-    """Remove every copy no Image owns (after failure or cancel; on purge the Images own them)."""
-    for name, target in action.state.get("targets", {}).items():
-        if Image.objects.filter(store=name, store_key=target["key"]).exists():
-            continue
-        try:
-            ctx.store(name).delete(target["key"])
-        except StoreError:
-            log.warning(
-                "could not remove %s from store %s after action %s", target["key"], name, action.pk, exc_info=True
-            )
+    """Remove every copy no image owns (after failure or cancel; on purge the images own them).
+    A copy into the image itself that failed names its stores on the image, as Glance does."""
+    if action.input.get("same_image") and action.status != ActionStatus.SUCCESS:
+        import_failed(action.input["image_id"], action.input["stores"], action=action)
+    discard_unowned(ctx, {name: target["key"] for name, target in action.state.get("targets", {}).items()})

@@ -42,7 +42,7 @@ class ConvertInputSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 {"disk_format": [f"Image {image.pk} is already a {image.disk_format} image; choose another format."]}
             )
-        return {**attrs, "store": attrs.get("store", image.store)}
+        return {**attrs, "store": attrs.get("store", image.location.store)}
 
 
 class ImageNotConvertible(serializers.ValidationError):

@@ -7,7 +7,6 @@ the key it was stored under, so clean-up can find it.
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 from django.conf import settings
@@ -17,20 +16,19 @@ from imageactions.pipeline import (
     ImageAction,
     StepContext,
     StepError,
-    StoreError,
     convert_image_file,
     create_image,
+    discard_unowned,
     hash_file,
     image_facts,
     image_file,
     inspect_and_verify,
     inspection_state,
     store_image_file,
+    stored_locations,
 )
 
 from .serializers import ImageNotConvertible, convertible_image
-
-log = logging.getLogger(__name__)
 
 CONVERTED = "converted"
 
@@ -77,7 +75,7 @@ def store(action: ImageAction, ctx: StepContext) -> None:
         ctx.scratch / CONVERTED,
         image_id=image_id,
         size=action.state["size"],
-        store=action.input["store"],
+        stores=[action.input["store"]],
         what="The converted image",
     )
 
@@ -101,8 +99,7 @@ def finish(action: ImageAction, ctx: StepContext) -> None:
         visibility=source["visibility"],
         min_disk=source["min_disk"],
         min_ram=source["min_ram"],
-        store=state["store"],
-        store_key=state["store_key"],
+        locations=stored_locations(state),
         created_by_action=action.pk,
     )
     action.result = {"image_ref": str(image.pk)}
@@ -114,10 +111,4 @@ def clean_up(action: ImageAction, ctx: StepContext) -> None:
     On purge of a successful action its Image owns the object, so it stays. The converted file is
     in the scratch directory, which the runner removes.
     """
-    name, key = action.state.get("store"), action.state.get("store_key")
-    if not (name and key) or Image.objects.filter(store=name, store_key=key).exists():
-        return
-    try:
-        ctx.store(name).delete(key)
-    except StoreError:
-        log.warning("could not remove %s from store %s after action %s", key, name, action.pk, exc_info=True)
+    discard_unowned(ctx, action.state.get("store_keys", {}))

@@ -73,9 +73,13 @@ def convert(action: ImageAction, ctx: StepContext) -> None:
     action.state.update(converted=CONVERTED)
 
 
-def _image_store(ctx: StepContext, image: Image) -> ImageStore:
+def _image_bytes(ctx: StepContext, image: Image) -> tuple[ImageStore, str]:
+    """The store and key to read the image's bytes from."""
+    location = image.location
     try:
-        return ctx.store(image.store)
+        if location is None:
+            raise StoreError("the image has no location")
+        return ctx.store(location.store), location.key
     except StoreError as error:
         raise StepError(f"The bytes of image {image.pk} cannot be reached: {error}; tell an operator") from None
 
@@ -135,7 +139,8 @@ def _open_export(action: ImageAction, image: Image, ctx: StepContext) -> Exporte
             raise StepError("The converted image was lost (its worker's scratch space is gone); start the export again")
         return ExportedBytes(open(path, "rb"), path.stat().st_size)
     try:
-        reader = _image_store(ctx, image).open_read(image.store_key)
+        source_store, source_key = _image_bytes(ctx, image)
+        reader = source_store.open_read(source_key)
     except StoreError as error:
         raise StepError(f"The bytes of image {image.pk} could not be read: {error}; tell an operator") from None
     algorithms = ("sha512",) if image.os_hash_algo == "sha512" else IMAGE_HASHES
@@ -176,7 +181,7 @@ def _write_or_copy(
     S3 server-side copy) are copied that way, then read back once so their hashes are the copy's."""
     if not action.state.get("converted"):
         try:
-            copied = store.server_side_copy(_image_store(ctx, image), image.store_key, key)
+            copied = store.server_side_copy(*_image_bytes(ctx, image), key)
         except StoreError as error:
             raise StepError(f"{FAILED} {error}") from None
         if copied:

@@ -88,6 +88,27 @@ class ImportInputSerializer(serializers.Serializer):
     hold_after_data = serializers.BooleanField(
         default=False, help_text="With an upload: wait after the data arrived until told to go on (Glance's stage)."
     )
+    stores = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        min_length=1,
+        max_length=32,
+        required=False,
+        help_text="The image stores that get a copy of the bytes (GET /v2/stores); left out: the default store.",
+    )
+    all_stores_must_succeed = serializers.BooleanField(
+        default=True,
+        help_text="false: the import succeeds when at least one of `stores` took the bytes; the others are "
+        "listed in the result's `failed_stores`.",
+    )
+
+    def validate_stores(self, names):
+        known = list(settings.IMAGE_STORES)
+        for name in names:
+            if name not in known:
+                raise serializers.ValidationError(
+                    f"There is no image store named '{name}'; the stores are: {', '.join(known)} (GET /v2/stores)."
+                )
+        return list(dict.fromkeys(names))
 
     def validate_image_id(self, image_id):
         request = self.context.get("request")
@@ -98,7 +119,7 @@ class ImportInputSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 "Import into an existing image record with POST /v2/images/{id}/import, PUT .../stage or .../file."
             )
-        images = visible_to(Image.objects.filter(pk=image_id, status__in=AWAITING_BYTES, store=""), request.user)
+        images = visible_to(Image.objects.filter(pk=image_id, status__in=AWAITING_BYTES, locations=None), request.user)
         if not images.exists():
             raise serializers.ValidationError(f"There is no image {image_id} in your project that awaits its bytes.")
         return image_id
@@ -143,3 +164,8 @@ class ImportResultSerializer(serializers.Serializer):
     """The result of a successful import."""
 
     image_ref = serializers.UUIDField(help_text="The new Image (or the image record it filled).")
+    stores = serializers.ListField(child=serializers.CharField(), help_text="The stores that hold the bytes.")
+    failed_stores = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Stores asked for that could not take the bytes (only with all_stores_must_succeed false).",
+    )

@@ -17,18 +17,17 @@ from django.conf import settings
 from imageactions.pipeline import (
     IMAGE_HASHES,
     ActionStatus,
-    Image,
     ImageAction,
     ImageFormatError,
     StepContext,
     StepError,
-    StoreError,
     TransferError,
     check_announced_size,
     convert_image_file,
     copy_to_file,
     create_image,
     detect_compression,
+    discard_unowned,
     fill_image,
     hash_file,
     import_failed,
@@ -37,6 +36,7 @@ from imageactions.pipeline import (
     open_decompressed,
     qemu_format_name,
     store_image_file,
+    stored_locations,
 )
 
 from .serializers import UPLOAD
@@ -280,10 +280,19 @@ def convert(action: ImageAction, ctx: StepContext) -> None:
 
 
 def store(action: ImageAction, ctx: StepContext) -> None:
-    """Move the staged file into the default image store under a new image id (`storing`)."""
+    """Put the staged file into the image stores asked for (the default one if none) under a new
+    image id (`storing`)."""
     image_id = action.state.setdefault("image_id", action.input.get("image_id") or str(uuid.uuid4()))
     path = ctx.scratch / action.state.get("stored_file", STAGED)
-    store_image_file(ctx, path, image_id=image_id, size=action.state["size"], store=None, what="The image")
+    store_image_file(
+        ctx,
+        path,
+        image_id=image_id,
+        size=action.state["size"],
+        stores=action.input.get("stores"),
+        what="The image",
+        all_must_succeed=action.input.get("all_stores_must_succeed", True),
+    )
     staged_path(ctx).unlink(missing_ok=True)
 
 
@@ -291,57 +300,44 @@ def finish(action: ImageAction, ctx: StepContext) -> None:
     """Create the Image, or fill the image record the import is for (in the runner's success
     transaction), and point the result at it."""
     state, props = action.state, action.input["image_properties"]
-    if action.input.get("image_id"):
-        image = fill_image(
-            action.input["image_id"],
-            disk_format=state.get("disk_format") or props.get("disk_format") or "raw",
-            size=state["size"],
-            virtual_size=state.get("virtual_size"),
-            checksum=state["hashes"]["md5"],
-            os_hash_algo="sha512",
-            os_hash_value=state["hashes"]["sha512"],
-            store=state["store"],
-            store_key=state["store_key"],
-            created_by_action=action.pk,
-        )
-        action.result = {"image_ref": str(image.pk)}
-        return
-    image = create_image(
-        tags=props.get("tags", []),
-        id=state["image_id"],
-        name=props["name"],
+    locations, failed_stores = stored_locations(state), state.get("failed_stores", [])
+    facts = dict(
         disk_format=state.get("disk_format") or props.get("disk_format") or "raw",
-        container_format=props.get("container_format", "bare"),
         size=state["size"],
         virtual_size=state.get("virtual_size"),
         checksum=state["hashes"]["md5"],
         os_hash_algo="sha512",
         os_hash_value=state["hashes"]["sha512"],
-        properties=props.get("properties", {}),
-        owner=action.owner,
-        visibility=props.get("visibility", "private"),
-        min_disk=props.get("min_disk", 0),
-        min_ram=props.get("min_ram", 0),
-        store=state["store"],
-        store_key=state["store_key"],
         created_by_action=action.pk,
     )
-    action.result = {"image_ref": str(image.pk)}
+    if action.input.get("image_id"):
+        image = fill_image(action.input["image_id"], locations=locations, failed_stores=failed_stores, **facts)
+    else:
+        image = create_image(
+            locations=locations,
+            tags=props.get("tags", []),
+            id=state["image_id"],
+            name=props["name"],
+            container_format=props.get("container_format", "bare"),
+            properties=props.get("properties", {}),
+            owner=action.owner,
+            visibility=props.get("visibility", "private"),
+            min_disk=props.get("min_disk", 0),
+            min_ram=props.get("min_ram", 0),
+            **facts,
+        )
+    action.result = {"image_ref": str(image.pk), "stores": list(locations), "failed_stores": failed_stores}
 
 
 def clean_up(action: ImageAction, ctx: StepContext) -> None:
     """Remove stored bytes that no Image owns (failure or cancel after `storing`).
 
-    Also runs when a successful action is purged: its Image owns the object then, so it stays.
+    Also runs when a successful action is purged: its Image owns the objects then, so they stay.
     The staged file is in the scratch directory, which the runner removes. An image record the
-    import was for is queued again, naming the store that failed.
+    import was for is queued again, naming the stores that failed.
     """
+    store_keys = action.state.get("store_keys", {})
     if action.input.get("image_id") and action.status != ActionStatus.SUCCESS:
-        import_failed(action.input["image_id"], [action.state.get("store") or ctx.store().name], action_id=action.pk)
-    name, key = action.state.get("store"), action.state.get("store_key")
-    if not (name and key) or Image.objects.filter(store=name, store_key=key).exists():
-        return
-    try:
-        ctx.store(name).delete(key)
-    except StoreError:
-        log.warning("could not remove %s from store %s after action %s", key, name, action.pk, exc_info=True)
+        failed = list(store_keys) or action.input.get("stores") or [ctx.store().name]
+        import_failed(action.input["image_id"], failed, action=action)
+    discard_unowned(ctx, store_keys)

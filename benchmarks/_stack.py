@@ -266,7 +266,7 @@ class Stack:
             "-c",
             (
                 "from imageactions.images import create_image; "
-                f"create_image(id={image_id!r}, name='bench', owner='bench', store={store!r}, store_key={key!r}, "
+                f"create_image(id={image_id!r}, name='bench', owner='bench', locations={{{store!r}: {key!r}}}, "
                 f"size={path.stat().st_size}, checksum={md5!r}, os_hash_value={sha512!r}, disk_format='raw')"
             ),
         )

@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from . import runner
 from .dashboard import store_location
-from .models import ActionEvent, Image, ImageAction, ImageTag, ProjectMember
+from .models import ActionEvent, Image, ImageAction, ImageLocation, ImageTag, ProjectMember
 from .pipeline import action_types
 
 # The index links to the dashboard (imageactions/urls.py serves it at /admin/dashboard/).
@@ -102,6 +102,23 @@ class ImageTagInline(admin.TabularInline):
     extra = 0
 
 
+class ImageLocationInline(admin.TabularInline):
+    """The copies of an image's bytes, read-only: actions write them, deletes remove them."""
+
+    model = ImageLocation
+    extra = 0
+    can_delete = False
+    fields = ["store", "key", "where", "created_by_action", "created_at"]
+    readonly_fields = fields
+
+    @admin.display(description="where")
+    def where(self, location):
+        return store_location(location.store, location.key)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
     list_display = [
@@ -112,12 +129,11 @@ class ImageAdmin(admin.ModelAdmin):
         "size",
         "owner",
         "visibility",
-        "store",
-        "location",
+        "stores",
         "created_at",
     ]
-    list_filter = ["status", "disk_format", "visibility", "store", "owner", "created_at"]
-    search_fields = ["id", "name", "owner", "os_hash_value", "store_key"]
+    list_filter = ["status", "disk_format", "visibility", "locations__store", "owner", "created_at"]
+    search_fields = ["id", "name", "owner", "os_hash_value", "locations__key"]
     readonly_fields = [
         "id",
         "size",
@@ -125,17 +141,18 @@ class ImageAdmin(admin.ModelAdmin):
         "checksum",
         "os_hash_algo",
         "os_hash_value",
-        "store",
-        "store_key",
         "created_by_action",
         "created_at",
         "updated_at",
     ]
-    inlines = [ImageTagInline]
+    inlines = [ImageLocationInline, ImageTagInline]
 
-    @admin.display(description="location", ordering="store_key")
-    def location(self, image):
-        return store_location(image.store, image.store_key)
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("locations")
+
+    @admin.display(description="stores")
+    def stores(self, image):
+        return ", ".join(image.stores)
 
     def has_add_permission(self, request):
         # An Image exists only once an action has verified and stored its bytes;

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .choices import TERMINAL_STATUSES, ActionStatus
-from .models import Image, ImageAction
+from .models import ImageAction, ImageLocation
 from .stores import StoreError, get_store
 
 LATEST_FAILURES = 20
@@ -141,8 +141,13 @@ def hourly_throughput(hours: list[datetime]) -> list[HourThroughput]:
 
 
 def images_per_store() -> list[dict]:
-    """Active images per store, with where each store keeps its bytes."""
-    rows = Image.objects.order_by("store").values("store").annotate(images=Count("pk"), bytes=Sum("size"))
+    """Images per store (an image with copies in several stores counts in each), with where each
+    store keeps its bytes."""
+    rows = (
+        ImageLocation.objects.order_by("store")
+        .values("store")
+        .annotate(images=Count("image_id"), bytes=Sum("image__size"))
+    )
     return [dict(row, location=store_location(row["store"])) for row in rows]
 
 

@@ -1,7 +1,8 @@
 """Recording Images: the one way an action type turns verified, stored bytes into an Image row.
 
-Part of the plugin surface (imageactions.pipeline): action types call create_image() from their
-`finish`, in the runner's success transaction.
+Part of the plugin surface (imageactions.pipeline): action types call create_image(),
+fill_image() or add_locations() from their `finish`, in the runner's success transaction, and
+in_use() from their clean-up before removing an object.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .choices import ImageRole, ImageStatus
-from .models import Image, ImageAction, ImageTag
+from .models import Image, ImageAction, ImageLocation, ImageTag
 
 # Glance's reserved properties of an image being imported: the stores still to go, and those
 # that failed (comma-separated; empty when none).
@@ -19,15 +20,29 @@ FAILED_IMPORT = "os_glance_failed_import"
 AWAITING_BYTES = (ImageStatus.QUEUED, ImageStatus.SAVING, ImageStatus.UPLOADING, ImageStatus.IMPORTING)
 
 
-def create_image(*, tags: Iterable[str] = (), **fields) -> Image:
-    """Create an Image whose bytes are already verified in `fields["store"]`, with its tags.
+def create_image(*, locations: dict[str, str], tags: Iterable[str] = (), **fields) -> Image:
+    """Create an Image whose bytes are already verified in `locations` (store name -> key), with
+    its tags.
 
-    `fields` are Image's columns (id, name, owner, store, store_key, size, checksum,
-    os_hash_value, disk_format, ...); unknown names fail like Image(**fields) does.
+    `fields` are Image's columns (id, name, owner, size, checksum, os_hash_value, disk_format,
+    created_by_action, ...); unknown names fail like Image(**fields) does.
     """
     image = Image.objects.create(**fields)
     ImageTag.objects.bulk_create(ImageTag(image=image, name=tag) for tag in dict.fromkeys(tags))
+    _add(image, locations, fields.get("created_by_action"))
     return image
+
+
+def _add(image: Image, locations: dict[str, str], action_id) -> None:
+    ImageLocation.objects.bulk_create(
+        ImageLocation(image=image, store=store, key=key, created_by_action=action_id)
+        for store, key in locations.items()
+    )
+
+
+def in_use(store: str, key: str) -> bool:
+    """Whether an image's bytes are the object `key` of `store` (then it must stay)."""
+    return ImageLocation.objects.filter(store=store, key=key).exists()
 
 
 def tags_of(image: Image) -> list[str]:
@@ -55,28 +70,55 @@ def image_facts(image: Image) -> dict:
     }
 
 
-def fill_image(image_id, **fields) -> Image:
-    """Give an image record that awaits bytes its verified, stored bytes (`fields`: size,
-    hashes, disk_format, store, store_key, ...): it becomes active. Call it in the runner's
-    success transaction, as create_image."""
+def fill_image(image_id, *, locations: dict[str, str], failed_stores: Iterable[str] = (), **fields) -> Image:
+    """Give an image record that awaits bytes its verified bytes, stored in `locations` (store
+    name -> key; `failed_stores`: those the import was asked for but could not write), and its
+    facts (`fields`: size, hashes, disk_format, created_by_action, ...): it becomes active. Call
+    it in the runner's success transaction, as create_image."""
     image = Image.objects.select_for_update().get(pk=image_id)
     for name, value in fields.items():
         setattr(image, name, value)
     image.status = ImageStatus.ACTIVE
-    image.properties = {**image.properties, IMPORTING_TO_STORES: "", FAILED_IMPORT: ""}
+    image.properties = _import_ended(image, failed_stores)
     image.save()
+    _add(image, locations, fields.get("created_by_action"))
     return image
 
 
-def import_failed(image_id, stores: list[str], *, action_id) -> None:
-    """The import `action_id` into the image record failed or was cancelled: as in Glance, the
-    record is queued again (a new import may follow) and names the stores that failed."""
-    image = Image.objects.filter(pk=image_id, status__in=AWAITING_BYTES).first()
+def add_locations(image_id, locations: dict[str, str], *, failed_stores: Iterable[str] = (), action_id) -> Image:
+    """Record verified copies of an active image's bytes in more stores (Glance's copy-image), in
+    the runner's success transaction; `failed_stores` are those the copy could not write."""
+    image = Image.objects.select_for_update().get(pk=image_id)
+    _add(image, locations, action_id)
+    image.properties = _import_ended(image, failed_stores)
+    image.save(update_fields=["properties", "updated_at"])
+    return image
+
+
+def _import_ended(image: Image, failed_stores: Iterable[str]) -> dict:
+    return {**image.properties, IMPORTING_TO_STORES: "", FAILED_IMPORT: ",".join(failed_stores)}
+
+
+def import_started(image: Image, stores: list[str]) -> None:
+    """An import (or a copy) of the image's bytes into `stores` begins: Glance's reserved
+    properties say where it goes and no longer name an earlier failure."""
+    properties = {**image.properties, IMPORTING_TO_STORES: ",".join(stores), FAILED_IMPORT: ""}
+    Image.objects.filter(pk=image.pk).update(properties=properties)
+
+
+def import_failed(image_id, stores: list[str], *, action: ImageAction) -> None:
+    """The import `action` into the image failed or was cancelled and wrote nothing: as in
+    Glance, a record awaiting bytes is queued again (a new import may follow), and the image
+    names the stores that failed (an active image that was being copied stays active)."""
+    image = Image.objects.filter(pk=image_id, status__in=(*AWAITING_BYTES, ImageStatus.ACTIVE)).first()
     if image is None:
-        return  # deleted meanwhile, or not awaiting bytes any more
-    others = ImageAction.objects.pending().exclude(pk=action_id)
-    if others.filter(image_links__image_id=image_id, image_links__role=ImageRole.READ).exists():
-        return  # a later import works on it now (this one is being purged)
-    image.status = ImageStatus.QUEUED
-    image.properties = {**image.properties, IMPORTING_TO_STORES: "", FAILED_IMPORT: ",".join(stores)}
-    image.save(update_fields=["status", "properties", "updated_at"])
+        return  # deleted meanwhile, or no longer importing
+    later = ImageAction.objects.filter(created_at__gt=action.created_at).exclude(pk=action.pk)
+    if later.filter(image_links__image_id=image_id, image_links__role=ImageRole.READ).exists():
+        return  # a later import has the image now (this one is being purged)
+    fields = ["properties", "updated_at"]
+    if image.status != ImageStatus.ACTIVE:
+        image.status = ImageStatus.QUEUED
+        fields.append("status")
+    image.properties = _import_ended(image, stores)
+    image.save(update_fields=fields)

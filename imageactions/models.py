@@ -95,9 +95,9 @@ class ImageActionQuerySet(models.QuerySet):
             )
         )
 
-    def release(self) -> int:
-        """Let a held action go on: its current step is queued."""
-        return self.pending().filter(cancel_requested=False)._transition("release", queued_at=timezone.now())
+    def release(self, **fields) -> int:
+        """Let a held action go on: its current step is queued (`fields`: what the release changes)."""
+        return self.pending().filter(cancel_requested=False)._transition("release", queued_at=timezone.now(), **fields)
 
     def requeue_lost_run(self, *, token, restarts) -> int:
         """The worker of the run holding `token` died: queue its step again, unless it was cancelled."""
@@ -274,8 +274,9 @@ class ActionImage(models.Model):
 
 
 class Image(models.Model):
-    """A disk image: a record (Glance's `queued` image) that gets verified bytes in one store
-    when an action imports them, and only then becomes `active`."""
+    """A disk image: a record (Glance's `queued` image) that gets verified bytes when an action
+    imports them, and only then becomes `active`. Its bytes may be in several stores (its
+    locations), each a complete copy with the same size and hashes."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=255, blank=True, default="")
@@ -294,9 +295,6 @@ class Image(models.Model):
     os_hidden = models.BooleanField(default=False)
     min_disk = models.PositiveIntegerField(default=0)
     min_ram = models.PositiveIntegerField(default=0)
-    # Empty until the image has bytes.
-    store = models.CharField(max_length=64, blank=True, default="")
-    store_key = models.CharField(max_length=512, blank=True, default="")
     created_by_action = models.UUIDField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -307,13 +305,46 @@ class Image(models.Model):
             models.Index(fields=["owner", "-created_at"], name="image_owner_created_idx"),
             models.Index(fields=["owner", "name"], name="image_owner_name_idx"),
         ]
-        constraints = [
-            # A re-run step can never leave two Images for one action in one store.
-            models.UniqueConstraint(fields=["created_by_action", "store"], name="image_one_per_action_store"),
-        ]
 
     def __str__(self):
         return f"{self.name or self.id} ({self.disk_format})"
+
+    @property
+    def location(self) -> "ImageLocation | None":
+        """Where to read the bytes: the copy in the default store if there is one, else the oldest
+        copy; None while the image has no bytes."""
+        locations = sorted(self.locations.all(), key=lambda location: (location.created_at, location.pk))
+        for location in locations:
+            if location.store == settings.DEFAULT_IMAGE_STORE:
+                return location
+        return locations[0] if locations else None
+
+    @property
+    def stores(self) -> list[str]:
+        """The stores holding a copy of the bytes, oldest first."""
+        return [location.store for location in sorted(self.locations.all(), key=lambda loc: (loc.created_at, loc.pk))]
+
+
+class ImageLocation(models.Model):
+    """A complete copy of an image's bytes: the object `key` in the image store `store`."""
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="locations")
+    store = models.CharField(max_length=64)
+    key = models.CharField(max_length=512)
+    created_by_action = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "store"], name="image_location_one_per_store"),
+            # A re-run step can never leave two copies from one action in one store.
+            models.UniqueConstraint(fields=["created_by_action", "store"], name="image_location_one_per_action"),
+        ]
+        # "Does an image own this object?" (clean-ups, deletes).
+        indexes = [models.Index(fields=["store", "key"], name="image_location_object_idx")]
+
+    def __str__(self):
+        return f"{self.image_id} in {self.store}:{self.key}"
 
 
 class ImageTag(models.Model):

@@ -82,8 +82,9 @@ def image_body(image: Image, tags: list[str]) -> dict:
         "file": f"/v2/images/{image.pk}/file",
         "schema": "/v2/schemas/image",
     }
-    if image.store:
-        body["stores"] = image.store  # Glance's form: a comma-separated string
+    stores = image.stores
+    if stores:
+        body["stores"] = ",".join(stores)  # Glance's form: a comma-separated string
     return {**image.properties, **body}
 
 

@@ -18,12 +18,13 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action as route
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from .. import runner
 from ..choices import TERMINAL_STATUSES, ActionStatus, ImageRole, ImageStatus, Visibility
-from ..images import AWAITING_BYTES
-from ..models import Image, ImageAction, ImageTag
-from ..pipeline import StoredFile, action_types, safe_filename
+from ..images import AWAITING_BYTES, import_started
+from ..models import Image, ImageAction, ImageLocation, ImageTag
+from ..pipeline import ImportMethod, ImportRequest, StoredFile, action_types, safe_filename
 from ..projects import owner_of, visible_to
 from ..stores import StoreError, get_store
 from ..validators import validate_image_properties, validate_image_tags
@@ -73,6 +74,18 @@ def readable_images(user):
     return Image.objects.filter(
         Q(pk__in=own.values("pk")) | Q(visibility__in=[Visibility.PUBLIC, Visibility.COMMUNITY])
     )
+
+
+def find_image(request, pk) -> Image:
+    """The image `pk` if the user may see it; else 404 (malformed ids too)."""
+    try:
+        image = readable_images(request.user).filter(pk=uuid.UUID(str(pk))).first()
+    except ValueError:
+        image = None
+    if image is None:
+        # The same words for a foreign image as for a missing one: existence is not revealed.
+        raise exceptions.NotFound(f"No image found with ID {pk}")
+    return image
 
 
 def tags_by_image(images) -> dict:
@@ -200,7 +213,7 @@ def list_page(request) -> dict:
             raise _bad_request(f"The marker {query['marker']!r} is no image you can see.")
         images = images.filter(_after(marker, spec))
     ordering = [f"-sort_{key}" if descending else f"sort_{key}" for key, descending in spec]
-    page = list(images.order_by(*ordering)[: limit + 1])
+    page = list(images.order_by(*ordering).prefetch_related("locations")[: limit + 1])
     more, page = len(page) > limit, page[:limit]
     tags = tags_by_image(page)
     params = [(name, value) for name, values in query.lists() if name != "marker" for value in values]
@@ -360,7 +373,7 @@ def _owned(image: Image, request) -> Image:
 
 
 def import_methods() -> dict:
-    """Glance's import methods the installed action types carry out: name -> (type, input maker)."""
+    """Glance's import methods the installed action types carry out: name -> (type, ImportMethod)."""
     return {
         name: (action_type, make_input)
         for action_type in action_types().values()
@@ -368,20 +381,29 @@ def import_methods() -> dict:
     }
 
 
-def start_import(request, image: Image, method: dict):
-    """Create the action that imports `method` into `image` (400 when its input is refused)."""
+def _import_input(request, image: Image, body: dict) -> tuple:
+    """The action type and validated input that carry out the import `body` asks for (400 when
+    the method, the stores or the input are refused)."""
     methods = import_methods()
-    name = method.get("name")
+    name = (body.get("method") or {}).get("name")
     if not isinstance(name, str) or name not in methods:
         raise _bad_request(f"Unknown import method {name!r}; this service offers: {', '.join(sorted(methods))}.")
-    action_type, make_input = methods[name]
-    fields = {"id": str(image.pk), "name": image.name, "disk_format": image.disk_format}
+    action_type, method = methods[name]
+    wanted = import_request(request, image, method, body)
     context = {"request": request, "glance_import": True}  # only this layer imports into a record
-    serializer = action_type.input_serializer(data=make_input(fields, method), context=context)
+    serializer = action_type.input_serializer(data=method.make_input(wanted), context=context)
     if not serializer.is_valid():
         raise exceptions.ValidationError(flatten_errors(serializer.errors))
+    return action_type, jsonable(serializer.validated_data), wanted.stores
+
+
+def start_import(request, image: Image, body: dict) -> ImageAction:
+    """Create the action that carries out the import `body` asks for into `image`."""
+    action_type, input_data, stores = _import_input(request, image, body)
     with transaction.atomic():
-        return runner.create_action(action_type, owner=image.owner, input_data=jsonable(serializer.validated_data))
+        action = runner.create_action(action_type, owner=image.owner, input_data=input_data)
+        import_started(image, stores)
+    return action
 
 
 def _move(image: Image, source, target) -> bool:
@@ -390,35 +412,61 @@ def _move(image: Image, source, target) -> bool:
     return bool(Image.objects.filter(pk=image.pk, status__in=sources).update(status=target))
 
 
-def _import_action(image: Image) -> ImageAction | None:
-    """The latest pending action filling this image."""
-    return (
-        ImageAction.objects.pending()
-        .filter(image_links__image_id=image.pk, image_links__role=ImageRole.READ)
-        .order_by("-created_at")
-        .first()
+def _import_action(image: Image, *, importing_only: bool = False) -> ImageAction | None:
+    """The latest pending action reading this image (`importing_only`: of a type that carries out
+    Glance imports, e.g. an import filling it or a copy-image)."""
+    actions = ImageAction.objects.pending().filter(image_links__image_id=image.pk, image_links__role=ImageRole.READ)
+    if importing_only:
+        actions = actions.filter(action_type__in={action_type.name for action_type, _ in import_methods().values()})
+    return actions.order_by("-created_at").first()
+
+
+def import_request(request, image: Image, method: ImportMethod, body: dict) -> ImportRequest:
+    """The request's import with its target stores, as Glance picks them: `all_stores`, or
+    `stores`, or the X-Image-Meta-Store header, or the default store; copy-image leaves out the
+    stores that hold the image already."""
+    header = request.headers.get("X-Image-Meta-Store")
+    must_succeed = body.get("all_stores_must_succeed", True)
+    if not isinstance(must_succeed, bool):
+        raise _bad_request("'all_stores_must_succeed' is true or false.")
+    known = list(settings.IMAGE_STORES)
+    holding = image.stores
+    if body.get("all_stores"):
+        if "stores" in body or header:
+            raise _bad_request("'all_stores' cannot be used with 'stores' or the X-Image-Meta-Store header.")
+        stores = [name for name in known if not (method.copies_active_image and name in holding)]
+    elif "stores" in body:
+        if header:
+            raise _bad_request("Send the stores in 'stores' or in the X-Image-Meta-Store header, not both.")
+        stores = body["stores"]
+        if not isinstance(stores, list) or not stores or not all(isinstance(name, str) for name in stores):
+            raise _bad_request("'stores' is a list of store names.")
+    else:
+        stores = [header or settings.DEFAULT_IMAGE_STORE]
+    for name in stores:
+        if name not in known:
+            raise _bad_request(f"Unknown store {name!r}; the stores are: {', '.join(known)}.")
+        if method.copies_active_image and name in holding:
+            raise _bad_request(f"Image {image.pk} is already present in store {name!r}.")
+    fields = {"id": str(image.pk), "name": image.name, "disk_format": image.disk_format}
+    return ImportRequest(
+        image=fields, method=body["method"], stores=list(dict.fromkeys(stores)), all_stores_must_succeed=must_succeed
     )
 
 
-def _check_stores(request, body: dict) -> None:
-    """This service imports into its default store; other stores are refused clearly."""
-    stores = body.get("stores") or []
-    if not isinstance(stores, list) or not all(isinstance(name, str) for name in stores):
-        raise _bad_request("'stores' is a list of store names.")
-    stores = list(stores)
-    header = request.headers.get("X-Image-Meta-Store")
-    if header:
-        stores.append(header)
-    known = set(settings.IMAGE_STORES)
-    for name in stores:
-        if name not in known:
-            raise _bad_request(f"Unknown store {name!r}; the stores are: {', '.join(sorted(known))}.")
-    wanted = set(stores)
-    if (body.get("all_stores") and len(known) > 1) or wanted - {settings.DEFAULT_IMAGE_STORE}:
-        raise _bad_request(
-            f"Imports go to the default store {settings.DEFAULT_IMAGE_STORE!r}; copy the active image to other "
-            "stores with a clone action (POST /v2/image-actions)."
-        )
+def _remove_location(image: Image, location: ImageLocation, refusal: str) -> None:
+    """Remove a copy of the image's bytes: its object (unless another image's location shares it)
+    and its location. `refusal` starts the 503's message when the store cannot remove it."""
+    shared = ImageLocation.objects.filter(store=location.store, key=location.key).exclude(pk=location.pk).exists()
+    if not shared:
+        try:
+            get_store(location.store).delete(location.key)
+        except StoreError as error:
+            raise StoreUnavailable(
+                f"{refusal.format(image=image.pk)} because its bytes could not be removed from store "
+                f"{location.store!r}: {error}. Try again later; if it keeps failing, tell an operator."
+            ) from error
+    location.delete()
 
 
 def _require_formats(image: Image, error=exceptions.ValidationError) -> None:
@@ -503,7 +551,9 @@ GlanceImageSerializer = type(
         "self": serializers.CharField(),
         "file": serializers.CharField(),
         "schema": serializers.CharField(),
-        "stores": serializers.CharField(required=False, help_text="The store holding its bytes, once it has them."),
+        "stores": serializers.CharField(
+            required=False, help_text="The stores holding its bytes (comma-separated), once it has them."
+        ),
     },
 )
 
@@ -554,14 +604,7 @@ class ImageViewSet(viewsets.ViewSet):
     lookup_value_regex = "[^/]+"
 
     def get_object(self, pk) -> Image:
-        try:
-            image = readable_images(self.request.user).filter(pk=uuid.UUID(str(pk))).first()
-        except ValueError:
-            image = None
-        if image is None:
-            # The same words for a foreign image as for a missing one: existence is not revealed.
-            raise exceptions.NotFound(f"No image found with ID {pk}")
-        return image
+        return find_image(self.request, pk)
 
     @extend_schema(
         summary="List images (Glance): filters, sort, marker and limit",
@@ -615,16 +658,8 @@ class ImageViewSet(viewsets.ViewSet):
                 f"Image {image.pk} is being read by {reader.action_type} action {reader.pk} "
                 f"(status {reader.status!r}); cancel it or wait for it to end, then delete the image."
             )
-        # A clone within one store may share the object; the bytes go with the last image using them.
-        shared = Image.objects.filter(store=image.store, store_key=image.store_key).exclude(pk=image.pk).exists()
-        if image.store and not shared:
-            try:
-                get_store(image.store).delete(image.store_key)
-            except StoreError as error:
-                raise StoreUnavailable(
-                    f"Image {image.pk} was not deleted because its bytes could not be removed: {error}. "
-                    "Try again later; if it keeps failing, tell an operator."
-                ) from error
+        for location in image.locations.all():
+            _remove_location(image, location, "Image {image} was not deleted")
         image.delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -696,11 +731,12 @@ class ImageViewSet(viewsets.ViewSet):
             return self._upload(_owned(image, request))
         if image.status == ImageStatus.DEACTIVATED and not request.user.is_staff:
             raise Forbidden("The requested image has been deactivated. Image data download is prohibited.")
-        if not image.store:
+        location = image.location
+        if location is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         stored = StoredFile(
-            store=image.store,
-            key=image.store_key,
+            store=location.store,
+            key=location.key,
             size=image.size,
             filename=safe_filename(image.name, image.disk_format or "img", str(image.pk)),
             md5=image.checksum,
@@ -713,7 +749,7 @@ class ImageViewSet(viewsets.ViewSet):
         _require_formats(image)
         if not _move(image, ImageStatus.QUEUED, ImageStatus.SAVING):
             raise Conflict(f"Image {image.pk} has status {image.status!r}; only a queued image takes data.")
-        action = self._stage_into(image, {"name": GLANCE_DIRECT})
+        action = self._stage_into(image, {"method": {"name": GLANCE_DIRECT}})
         action = _wait_for_end(action, settings.IMAGE_UPLOAD_WAIT)
         if action.status == ActionStatus.FAILURE:
             code = (
@@ -727,9 +763,9 @@ class ImageViewSet(viewsets.ViewSet):
         # Success, or still going after IMAGE_UPLOAD_WAIT: the image's status tells the rest.
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    def _stage_into(self, image: Image, method: dict) -> ImageAction:
+    def _stage_into(self, image: Image, body: dict) -> ImageAction:
         try:
-            action = start_import(self.request, image, method)
+            action = start_import(self.request, image, body)
         except Exception:
             _move(image, AWAITING_BYTES, ImageStatus.QUEUED)
             raise
@@ -753,7 +789,7 @@ class ImageViewSet(viewsets.ViewSet):
         _require_formats(image)
         if not _move(image, ImageStatus.QUEUED, ImageStatus.UPLOADING):
             raise Conflict(f"Image {image.pk} has status {image.status!r}; only a queued image can be staged.")
-        self._stage_into(image, {"name": GLANCE_DIRECT, STAGE: True})
+        self._stage_into(image, {"method": {"name": GLANCE_DIRECT, STAGE: True}})
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -765,15 +801,13 @@ class ImageViewSet(viewsets.ViewSet):
     def import_image(self, request, pk=None):
         image = _owned(self.get_object(pk), request)
         body = request.data if isinstance(request.data, dict) else {}
-        method = body.get("method")
-        if not isinstance(method, dict):
+        if not isinstance(body.get("method"), dict):
             raise _bad_request('Send {"method": {"name": "web-download", "uri": "..."}} or another method.')
-        _check_stores(request, body)
-        if method.get("name") == GLANCE_DIRECT:
-            action = _import_action(image)
-            if image.status != ImageStatus.UPLOADING or action is None or not runner.release_held(action):
-                raise Conflict(f"Image {image.pk} has status {image.status!r}; stage its data first.")
-            _move(image, ImageStatus.UPLOADING, ImageStatus.IMPORTING)
+        name = body["method"].get("name")
+        if name == GLANCE_DIRECT:
+            self._import_staged(image, body)
+        elif isinstance(name, str) and name in import_methods() and import_methods()[name][1].copies_active_image:
+            self._copy(image, body)
         else:
             if image.status != ImageStatus.QUEUED:
                 raise Conflict(f"Image {image.pk} has status {image.status!r}; only a queued image can be imported.")
@@ -781,11 +815,37 @@ class ImageViewSet(viewsets.ViewSet):
             if not _move(image, ImageStatus.QUEUED, ImageStatus.IMPORTING):
                 raise Conflict(f"Image {image.pk} is being imported already.")
             try:
-                start_import(request, image, method)
+                start_import(request, image, body)
             except Exception:
                 _move(image, ImageStatus.IMPORTING, ImageStatus.QUEUED)
                 raise
         return Response(status=status.HTTP_202_ACCEPTED)
+
+    def _import_staged(self, image: Image, body: dict) -> None:
+        """glance-direct: the staged action goes on, to the stores this request names."""
+        action = _import_action(image)
+        if image.status != ImageStatus.UPLOADING or action is None:
+            raise Conflict(f"Image {image.pk} has status {image.status!r}; stage its data first.")
+        body = {**body, "method": {**body["method"], STAGE: True}}
+        _, input_data, stores = _import_input(self.request, image, body)
+        if not runner.release_held(action, input_data=input_data):
+            raise Conflict(f"Image {image.pk} has status {image.status!r}; stage its data first.")
+        import_started(image, stores)
+        _move(image, ImageStatus.UPLOADING, ImageStatus.IMPORTING)
+
+    def _copy(self, image: Image, body: dict) -> None:
+        """copy-image: the active image gets verified copies in more stores; it stays active."""
+        if image.status != ImageStatus.ACTIVE:
+            raise Conflict(f"Only an active image can be copied; image {image.pk} is {image.status!r}.")
+        busy = _import_action(image, importing_only=True)
+        if busy is not None:
+            raise Conflict(
+                f"Image {image.pk} is being imported or copied by action {busy.pk}; wait for it to end or "
+                "cancel it (/v2/image-actions)."
+            )
+        if body.get("all_stores") and not [name for name in settings.IMAGE_STORES if name not in image.stores]:
+            return  # as in Glance: every store holds it already, so there is nothing to do
+        start_import(self.request, image, body)
 
     @extend_schema(
         summary="The image actions that imported or read an image, as Glance tasks",
@@ -804,3 +864,38 @@ class ImageViewSet(viewsets.ViewSet):
             .order_by("-created_at")
         )
         return Response({"tasks": [task_body(action, image.pk) for action in actions]})
+
+
+class ImageLocationView(APIView):
+    """DELETE /v2/stores/{store}/{image_id}: Glance's "delete from store": the image loses its copy
+    in one store and keeps the others."""
+
+    glance_errors = True
+
+    @extend_schema(
+        summary="Remove an image's copy from one store (Glance)",
+        responses={204: None, **glance_error_responses(409), 503: OpenApiResponse(GlanceErrorSerializer)},
+    )
+    def delete(self, request, store, image_id):
+        if store not in settings.IMAGE_STORES:
+            raise Conflict(f"There is no store {store!r}; the stores are: {', '.join(settings.IMAGE_STORES)}.")
+        image = _owned(find_image(request, image_id), request)
+        if image.status != ImageStatus.ACTIVE:
+            raise Conflict(f"Image {image.pk} is {image.status!r}; only an active image's copies can be removed.")
+        with transaction.atomic():
+            locations = list(ImageLocation.objects.select_for_update().filter(image=image))
+            location = next((location for location in locations if location.store == store), None)
+            if location is None:
+                raise exceptions.NotFound(f"Image {image.pk} is not stored in store {store!r}.")
+            if len(locations) == 1:
+                raise Forbidden(
+                    "Cannot delete image data from the only store containing it. Consider deleting the image instead."
+                )
+            reader = _import_action(image)
+            if reader is not None:
+                raise Conflict(
+                    f"Image {image.pk} is being read by {reader.action_type} action {reader.pk}; "
+                    "wait for it to end, then remove the copy."
+                )
+            _remove_location(image, location, "The copy of image {image} was not removed")
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -13,7 +13,7 @@ from .discovery import (
     StoresInfoView,
     versions,
 )
-from .images import ImageViewSet
+from .images import ImageLocationView, ImageViewSet
 from .stores import ImageStoreViewSet
 from .views import ImageActionViewSet, OfflineRedocView, alias_viewset
 
@@ -43,6 +43,7 @@ urlpatterns = [
     path("info/import", ImportInfoView.as_view(), name="info-import"),
     path("info/stores", StoresInfoView.as_view(), name="info-stores"),
     path("info/stores/detail", StoresDetailView.as_view(), name="info-stores-detail"),
+    path("stores/<str:store>/<str:image_id>", ImageLocationView.as_view(), name="image-location"),
     path("", include(router.urls)),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

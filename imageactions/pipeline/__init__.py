@@ -12,7 +12,7 @@ from ..formats import ImageFormatError, Inspection
 from ..formats.compression import detect_compression, open_decompressed
 from ..formats.convert import qemu_format_name
 from ..formats.errors import describe_size, human_size
-from ..images import AWAITING_BYTES, create_image, fill_image, image_facts, import_failed
+from ..images import AWAITING_BYTES, add_locations, create_image, fill_image, image_facts, import_failed
 from ..models import Image, ImageAction
 from ..projects import owner_of, visible_to
 from ..stores import (
@@ -51,15 +51,19 @@ from .context import StepContext
 from .disk_images import (
     CONVERSION_FORMATS,
     convert_image_file,
+    discard_unowned,
     image_file,
     inspect_and_verify,
     inspection_state,
     store_image_file,
+    stored_locations,
 )
 from .errors import ActionCancelled, RetryableStepError, StepError
 from .http import pinned_session, translated_request_errors
 from .registry import (
     ActionType,
+    ImportMethod,
+    ImportRequest,
     Step,
     StoredFile,
     action_types,
@@ -72,6 +76,8 @@ from .registry import (
 __all__ = [
     # declaring an action type
     "ActionType",
+    "ImportMethod",
+    "ImportRequest",
     "Step",
     "StoredFile",
     "action_types",
@@ -86,11 +92,13 @@ __all__ = [
     # shared steps on image bytes
     "CONVERSION_FORMATS",
     "convert_image_file",
+    "discard_unowned",
     "image_file",
     "inspect_and_verify",
     "inspection_state",
     "safe_filename",
     "store_image_file",
+    "stored_locations",
     # records
     "ActionStatus",
     "Image",
@@ -98,6 +106,7 @@ __all__ = [
     "ImageStatus",
     "Visibility",
     "AWAITING_BYTES",
+    "add_locations",
     "create_image",
     "fill_image",
     "import_failed",

@@ -4,6 +4,7 @@ hostile data, reaching an Image's bytes as a local file, and converting with qem
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from django.conf import settings
@@ -12,11 +13,14 @@ from ..formats import ImageFormatError, Inspection, inspect_image
 from ..formats.convert import convert_and_reinspect, qemu_format_name
 from ..formats.errors import describe_size
 from ..formats.verifiers import configured_verifiers, run_verifiers
+from ..images import in_use
 from ..models import Image
 from ..stores import StoreError, StoreUnavailable
 from ..transfer import TransferError, copy_to_file
 from .context import StepContext
 from .errors import RetryableStepError, StepError
+
+log = logging.getLogger(__name__)
 
 IMAGE_COPY = "image-copy"  # the scratch file holding an Image's bytes when its store is not local
 # The disk formats images are converted into (vhd is another name of vpc). One list, so the
@@ -54,14 +58,17 @@ def inspection_state(inspection: Inspection) -> dict:
 def image_file(ctx: StepContext, image: Image) -> Path:
     """A file qemu-img can read with the image's bytes: the store's own file when it is local,
     else a copy in the action's scratch space (removed with it)."""
+    location = image.location
+    if location is None:
+        raise StepError(f"Image {image.pk} has no bytes to read")
     try:
-        store = ctx.store(image.store)
-        path = store.local_path(image.store_key)
+        store = ctx.store(location.store)
+        path = store.local_path(location.key)
         if path is not None:
             return path
         copy = ctx.scratch / IMAGE_COPY
         ctx.progress(0, image.size, force=True)
-        with store.open_read(image.store_key) as reader:
+        with store.open_read(location.key) as reader:
             copy_to_file(reader, copy, hash_algorithms=(), total=image.size, progress=ctx.progress)
     except (StoreError, TransferError) as error:
         raise StepError(f"The bytes of image {image.pk} could not be read: {error}; tell an operator") from None
@@ -119,28 +126,91 @@ def convert_image_file(
     return inspection
 
 
-def store_image_file(ctx: StepContext, path: Path, *, image_id: str, size: int, store: str | None, what: str) -> None:
-    """Put a file of the action's scratch space into an image store (`store`, or the default) as
-    the bytes of image `image_id`, then remove the file. The key is saved in `action.state`
-    (`store`, `store_key`) before any byte moves, so a clean-up after a crash finds it; a re-run
-    that finds the bytes stored already is done. Store faults are StepErrors starting with `what`
-    (RetryableStepError when passing, so the runner retries the step)."""
+def store_image_file(
+    ctx: StepContext,
+    path: Path,
+    *,
+    image_id: str,
+    size: int,
+    stores: list[str] | None,
+    what: str,
+    all_must_succeed: bool = True,
+) -> None:
+    """Put a file of the action's scratch space into the image stores `stores` (None: the default
+    store) as the bytes of image `image_id`, then remove the file.
+
+    The keys are saved in `action.state["store_keys"]` (store -> key) before any byte moves, so a
+    clean-up after a crash finds them; a re-run skips the stores written already. Store faults are
+    StepErrors starting with `what` (RetryableStepError when passing, so the runner retries the
+    step). With `all_must_succeed` False, a store that cannot be written is listed in
+    `state["failed_stores"]` instead, as long as another store took the bytes. stored_locations()
+    gives where the bytes are afterwards.
+    """
+    state = ctx.action.state
     failed = f"{what} could not be stored"
     try:
-        image_store = ctx.store(store)
+        targets = [ctx.store(name) for name in stores or [None]]
     except StoreError as error:  # the store was removed from the configuration since the action began
         raise StepError(f"{failed}: {error}") from None
     key = f"images/{image_id}"
-    ctx.action.state.update(store=image_store.name, store_key=key)
+    state["store_keys"] = {target.name: key for target in targets}
+    written, failed_stores = state.setdefault("stored", []), state.setdefault("failed_stores", [])
     ctx.save_state()
-    if not path.exists():
-        if image_store.exists(key) and image_store.size(key) == size:
-            return  # a re-run after the move already happened
-        raise StepError(f"{what} was lost: its worker's scratch space is gone. Start the action again")
-    try:
-        image_store.put_file(key, path, size=size, progress=ctx.progress)
-    except StoreUnavailable as error:
-        raise RetryableStepError(f"{failed}: {error}") from None
-    except StoreError as error:
-        raise StepError(f"{failed}: {error}") from None
+    pending = [target for target in targets if target.name not in written and target.name not in failed_stores]
+    total = size * len(targets)
+    for index, target in enumerate(pending):
+        offset = size * (len(targets) - len(pending) + index)
+
+        def report(done, _total, offset=offset):
+            ctx.progress(offset + done, total)
+
+        try:
+            _put(target, key, path, size=size, move=index == len(pending) - 1, progress=report, what=what)
+        except ImageLost as error:
+            raise StepError(str(error)) from None
+        except StoreError as error:
+            if all_must_succeed:
+                retryable = isinstance(error, StoreUnavailable)
+                message = f"{failed} in store '{target.name}': {error}"
+                raise (RetryableStepError if retryable else StepError)(message) from None
+            failed_stores.append(target.name)
+        else:
+            written.append(target.name)
+        ctx.save_state()
+    if not written:
+        raise StepError(f"{failed} in any of the stores {', '.join(failed_stores)}")
     path.unlink(missing_ok=True)
+
+
+class ImageLost(StoreError):
+    """The file to store is gone and no store has its bytes: nothing to retry."""
+
+
+def _put(target, key: str, path: Path, *, size: int, move: bool, progress, what: str) -> None:
+    """One store's copy of the file; `move`: the last copy, which may take the file itself."""
+    if not path.exists():
+        if target.exists(key) and target.size(key) == size:
+            return  # a re-run after the file was moved into this store
+        raise ImageLost(f"{what} was lost: its worker's scratch space is gone. Start the action again")
+    if move:
+        target.put_file(key, path, size=size, progress=progress)
+        return
+    with open(path, "rb") as source:
+        target.put_stream(key, source, size=size, progress=progress)
+
+
+def stored_locations(state: dict) -> dict[str, str]:
+    """Where store_image_file() put the bytes: store name -> key."""
+    return {name: key for name, key in state.get("store_keys", {}).items() if name in state.get("stored", [])}
+
+
+def discard_unowned(ctx: StepContext, store_keys: dict[str, str]) -> None:
+    """Remove the objects (store name -> key) that no image's location holds: what a failed or
+    cancelled action wrote. Best effort: a store that cannot be reached is logged, not retried."""
+    for name, key in store_keys.items():
+        if in_use(name, key):
+            continue
+        try:
+            ctx.store(name).delete(key)
+        except StoreError:
+            log.warning("could not remove %s from store %s after action %s", key, name, ctx.action.pk, exc_info=True)

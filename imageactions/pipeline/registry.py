@@ -55,6 +55,28 @@ def safe_filename(stem: str, disk_format: str, fallback: str) -> str:
     return stem if stem.lower().endswith(suffix.lower()) else stem + suffix
 
 
+@dataclass(frozen=True)
+class ImportRequest:
+    """A Glance import of bytes into an image (POST /v2/images/{id}/import, or the stage and
+    upload calls that are glance-direct), as the core checked it."""
+
+    image: dict  # the image's Glance fields: id, name, disk_format
+    method: dict  # the request's `method` object: name, uri, ...
+    stores: list[str]  # where the bytes go: known stores, none holding the image already
+    all_stores_must_succeed: bool = True  # False: the stores that can be written are enough
+
+
+@dataclass(frozen=True)
+class ImportMethod:
+    """A Glance import method an action type carries out."""
+
+    # The action's input for the request (the input serializer still checks it).
+    make_input: Callable[[ImportRequest], dict]
+    # True: copies an active image's bytes into more stores (copy-image); False: fills a record
+    # that awaits its bytes.
+    copies_active_image: bool = False
+
+
 def _nothing(_data: dict) -> Iterable[str]:
     return ()
 
@@ -94,11 +116,9 @@ class ActionType:
     # Given the validated input, whether the action waits again once its data arrived, until it
     # is released (Glance's stage, then import).
     holds_after_data: Callable[[dict], bool] = lambda data: False
-    # Glance's interoperable import methods this type carries out ("glance-direct" also serves
-    # PUT /v2/images/{id}/stage and /file): the method's name -> a function of the image being
-    # imported (its Glance fields, a dict) and the request's `method` object, giving this type's
-    # input for an action that fills that image.
-    import_methods: dict[str, Callable[[dict, dict], dict]] = field(default_factory=dict, hash=False, compare=False)
+    # Glance's interoperable import methods this type carries out, by name ("glance-direct"
+    # also serves PUT /v2/images/{id}/stage and /file).
+    import_methods: dict[str, ImportMethod] = field(default_factory=dict, hash=False, compare=False)
     # Derives `image_properties` shown on the action from its validated input.
     image_properties: Callable[[dict], dict] = lambda data: {}
     # The file a successful action offers at GET /v2/image-actions/{id}/file (e.g. an export's

@@ -194,10 +194,12 @@ def _close_event(event: ActionEvent, outcome: str, message: str, trace: str = ""
     event.save(update_fields=["finished_at", "outcome", "message", "traceback"])
 
 
-def release_held(action: ImageAction) -> bool:
-    """Let an action held after its data go on (Glance's import after stage); False when it is
-    not held so (no data yet, already released, or ended)."""
-    if not action.state.get(DATA_RECEIVED) or not ImageAction.objects.filter(pk=action.pk).release():
+def release_held(action: ImageAction, *, input_data: dict | None = None) -> bool:
+    """Let an action held after its data go on (Glance's import after stage), with `input_data`
+    as its input when given (the release may complete it, e.g. with the target stores); False
+    when it is not held so (no data yet, already released, or ended)."""
+    changes = {} if input_data is None else {"input": input_data}
+    if not action.state.get(DATA_RECEIVED) or not ImageAction.objects.filter(pk=action.pk).release(**changes):
         return False
     enqueue(action.pk)
     return True

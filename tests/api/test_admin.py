@@ -7,7 +7,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from imageactions.models import ActionEvent, Image, ImageAction, ProjectMember
+from imageactions.images import create_image
+from imageactions.models import ActionEvent, ImageAction, ProjectMember
 
 CHANGELIST = "/admin/imageactions/imageaction/"
 
@@ -146,15 +147,14 @@ def test_actions_are_not_added_by_hand(admin_client):
 
 
 def make_image():
-    return Image.objects.create(
+    return create_image(
         name="focal",
         disk_format="qcow2",
         size=10,
         checksum="0" * 32,
         os_hash_value="0" * 128,
         owner="project-a",
-        store="local",
-        store_key="k",
+        locations={"local": "k"},
     )
 
 

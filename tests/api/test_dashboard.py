@@ -7,7 +7,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
-from imageactions.models import Image, ImageAction
+from imageactions.images import create_image
+from imageactions.models import ImageAction
 
 DASHBOARD = "/admin/dashboard/"
 
@@ -134,23 +135,24 @@ def test_the_dashboard_counts_actions_finished_per_hour(admin_client):
 
 
 def test_the_dashboard_and_the_image_list_show_where_images_are_stored(admin_client):
-    Image.objects.create(
+    image = create_image(
         name="focal",
         disk_format="qcow2",
         size=2048,
         checksum="0" * 32,
         os_hash_value="0" * 128,
         owner="project-a",
-        store="local",
-        store_key="ab/focal-key",
+        locations={"local": "ab/focal-key"},
     )
     store_path = settings.IMAGE_STORES["local"]["path"]
     dashboard, html = dashboard_of(admin_client)
     assert [(s["store"], s["images"], s["bytes"], s["location"]) for s in dashboard.stores] == [
         ("local", 1, 2048, store_path)
     ]
-    image_list = admin_client.get("/admin/imageactions/image/").content.decode()
-    assert f"{store_path}/ab/focal-key" in image_list
+    image_list = admin_client.get("/admin/imageactions/image/?locations__store=local").content.decode()
+    assert str(image.pk) in image_list
+    image_page = admin_client.get(f"/admin/imageactions/image/{image.pk}/change/").content.decode()
+    assert f"{store_path}/ab/focal-key" in image_page
 
 
 def test_the_dashboard_makes_the_same_few_queries_however_many_actions_exist(

@@ -12,7 +12,7 @@ from .faults import CORRUPTED_OFFSET
 
 
 def stored_bytes(image: Image) -> bytes:
-    with get_store(image.store).open_read(image.store_key) as reader:
+    with get_store(image.location.store).open_read(image.location.key) as reader:
         return reader.read()
 
 
@@ -39,9 +39,10 @@ def test_clone_to_a_store_in_another_region_makes_an_equal_image_there(alice, cl
     assert body["result"] == {
         "image_refs": [str(clone.pk)],
         "images": [{"id": str(clone.pk), "store": "away", "region": "south"}],
+        "failed_stores": [],
     }
     assert stored_bytes(clone) == data
-    assert clone.store_key == f"images/{clone.pk}"
+    assert clone.location.key == f"images/{clone.pk}"
     for field in (
         "name",
         "disk_format",
@@ -74,7 +75,7 @@ def test_clone_by_region_copies_to_every_store_of_the_region_under_the_new_name(
     action, body = run_clone(alice, workers, image_id=str(source.pk), regions=["south"], name="replica")
 
     assert body["status"] == "success", body["message"]
-    clones = {image.store: image for image in images_made_by(action.pk)}
+    clones = {image.location.store: image for image in images_made_by(action.pk)}
     assert set(clones) == {"away", "far"}
     assert body["result"]["images"] == [
         {"id": str(clones["away"].pk), "store": "away", "region": "south"},
@@ -111,7 +112,7 @@ def test_a_copy_changed_in_flight_fails_verification_and_leaves_no_object_and_no
 def test_a_clone_of_a_damaged_source_fails_naming_the_source_as_damaged(alice, clone_setup, tmp_path):
     workers = clone_setup.workers()
     source = clone_setup.image(store="home")
-    path = get_store("home").local_path(source.store_key)
+    path = get_store("home").local_path(source.location.key)
     damaged = bytearray(path.read_bytes())
     damaged[5] ^= 0x01
     path.write_bytes(bytes(damaged))

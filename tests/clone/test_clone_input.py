@@ -31,7 +31,13 @@ def test_clone_to_named_stores_is_accepted_and_waits(alice, source):
     assert response.status_code == 201, response.json()
     body = response.json()
     assert body["status"] == "waiting"
-    assert body["input"] == {"image_id": str(source.pk), "stores": ["away", "far"], "name": "copy"}
+    assert body["input"] == {
+        "image_id": str(source.pk),
+        "stores": ["away", "far"],
+        "name": "copy",
+        "same_image": False,
+        "all_stores_must_succeed": True,
+    }
     assert body["image_properties"] == {"cloned_from": str(source.pk), "name": "copy"}
 
 
@@ -70,7 +76,7 @@ def test_clone_into_the_images_own_store_is_refused(alice, source):
 
 def test_clone_to_a_region_holding_only_the_images_own_store_is_refused(alice, source):
     errors = input_errors(clone(alice, image_id=str(source.pk), regions=["north"]))
-    assert "have no store but the image's own ('home')" in errors["input.regions"][0]
+    assert "Every store of the regions 'north' holds the image already ('home')" in errors["input.regions"][0]
 
 
 @pytest.mark.parametrize("targets", [{}, {"stores": ["away"], "regions": ["south"]}])

@@ -41,7 +41,7 @@ def test_clone_from_filesystem_to_s3_stores_the_same_bytes_in_the_bucket(
     [clone_image] = images_made_by(action.pk)
     assert body["result"]["images"] == [{"id": str(clone_image.pk), "store": "bucket", "region": "west"}]
     assert s3_keys(object_store, s3_prefix) == [f"{s3_prefix}/a/images/{clone_image.pk}"]
-    assert stored_sha512("bucket", clone_image.store_key) == hashlib.sha512(data).hexdigest()
+    assert stored_sha512("bucket", clone_image.location.key) == hashlib.sha512(data).hexdigest()
     assert clone_image.checksum == hashlib.md5(data).hexdigest()
     download = alice.get(f"/v2/images/{clone_image.pk}/file")
     assert b"".join(download.streaming_content) == data
@@ -56,7 +56,7 @@ def test_clone_from_s3_to_filesystem_makes_an_equal_image_on_disk(alice, clone_s
 
     assert body["status"] == "success", body["message"]
     [clone_image] = images_made_by(action.pk)
-    assert (tmp_path / "away" / clone_image.store_key).read_bytes() == data
+    assert (tmp_path / "away" / clone_image.location.key).read_bytes() == data
     assert clone_image.properties["cloned_from"] == str(source.pk)
 
 
@@ -73,7 +73,7 @@ def test_clone_between_s3_stores_of_one_endpoint_copies_server_side_and_reads_th
     assert action.state["targets"]["bucket2"]["copied_by"] == "server-side"
     assert action.events.filter(step="verify", outcome="success").exists()
     [clone_image] = images_made_by(action.pk)
-    assert stored_sha512("bucket2", clone_image.store_key) == hashlib.sha512(data).hexdigest()
+    assert stored_sha512("bucket2", clone_image.location.key) == hashlib.sha512(data).hexdigest()
 
 
 def test_clone_to_several_stores_at_once_makes_one_image_in_each(alice, clone_setup_with_s3, tmp_path):
@@ -84,11 +84,11 @@ def test_clone_to_several_stores_at_once_makes_one_image_in_each(alice, clone_se
     action, body = run_clone(alice, workers, image_id=str(source.pk), stores=["away", "bucket", "far"])
 
     assert body["status"] == "success", body["message"]
-    clones = {image.store: image for image in images_made_by(action.pk)}
+    clones = {image.location.store: image for image in images_made_by(action.pk)}
     assert [entry["store"] for entry in body["result"]["images"]] == ["away", "bucket", "far"]
     assert set(body["result"]["image_refs"]) == {str(image.pk) for image in clones.values()}
     for image in clones.values():
-        assert stored_sha512(image.store, image.store_key) == source.os_hash_value
+        assert stored_sha512(image.location.store, image.location.key) == source.os_hash_value
 
 
 def test_a_corrupted_copy_to_s3_fails_verification_and_leaves_no_object(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from imageactions.images import create_image
 from imageactions.models import Image
 from imageactions.stores import get_store
 from tests.images.conftest import put_image
@@ -48,7 +49,7 @@ class ConvertSetup:
         image_id = uuid.uuid4()
         store.put_file(f"images/{image_id}", path, size=size)
         path.unlink(missing_ok=True)  # a store on the same file system took it by renaming
-        return Image.objects.create(
+        return create_image(
             id=image_id,
             owner=owner,
             name="large",
@@ -57,8 +58,7 @@ class ConvertSetup:
             virtual_size=size,
             checksum="0" * 32,
             os_hash_value="0" * 128,
-            store=store.name,
-            store_key=f"images/{image_id}",
+            locations={store.name: f"images/{image_id}"},
         )
 
     def keys(self, store: str) -> set[str]:

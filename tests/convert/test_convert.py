@@ -72,7 +72,7 @@ def test_a_conversion_back_to_raw_gives_the_original_bytes_in_another_store_via_
     action = wait_for_action(action_id, workers=workers)
     assert action.status == "success", action.message
     raw = Image.objects.get(pk=action.result["image_ref"])
-    assert (raw.store, raw.disk_format, raw.name) == ("away", "raw", "back to raw")
+    assert (raw.location.store, raw.disk_format, raw.name) == ("away", "raw", "back to raw")
     assert raw.properties["converted_from"] == qcow2_id
     assert raw.os_hash_value == hashlib.sha512(data).hexdigest()
     assert downloaded(alice, raw.pk, tmp_path) == data
@@ -87,7 +87,7 @@ def test_an_image_in_an_s3_store_is_converted_into_a_filesystem_store(alice, con
     action = wait_for_action(start_convert(alice, source.pk, "qcow2", store="home"), workers=workers)
     assert action.status == "success", action.message
     image = Image.objects.get(pk=action.result["image_ref"])
-    assert image.store == "home"
+    assert image.location.store == "home"
     downloaded(alice, image.pk, tmp_path)
     assert raw_bytes_of(tmp_path / "download", "qcow2", tmp_path) == data
     assert not scratch_dir(action.pk).exists()  # the copy read from S3 went with the scratch space

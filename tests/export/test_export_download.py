@@ -88,13 +88,13 @@ def test_export_never_changes_the_image(alice, workers, raw_image):
     run_export(alice, workers, image.pk, {"type": "download"}, disk_format="qcow2")
 
     assert alice.get(f"/v2/images/{image.pk}").json() == before
-    with default_store().open_read(image.store_key) as stored:
+    with default_store().open_read(image.location.key) as stored:
         assert stored.read() == data
 
 
 def test_export_of_an_image_whose_stored_bytes_changed_fails_and_leaves_no_export(alice, workers, raw_image):
     image, data = raw_image
-    stored = default_store().local_path(image.store_key)
+    stored = default_store().local_path(image.location.key)
     stored.write_bytes(b"X" + data[1:])  # bit rot in the store
     action = run_export(alice, workers, image.pk, {"type": "download"})
 

@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from imageactions.models import Image, ImageTag
+from imageactions.images import create_image
+from imageactions.models import Image
 from imageactions.stores import default_store, get_store
 from tests.import_.conftest import image_server  # noqa: F401  (a fixture: the loopback image server)
 
@@ -26,9 +27,7 @@ def put_image(owner: str, data: bytes = b"disk image bytes", *, store: str | Non
         "os_hash_value": hashlib.sha512(data).hexdigest(),
         **fields,
     }
-    image = Image.objects.create(id=image_id, owner=owner, store=image_store.name, store_key=key, **values)
-    ImageTag.objects.bulk_create(ImageTag(image=image, name=tag) for tag in tags)
-    return image
+    return create_image(id=image_id, owner=owner, locations={image_store.name: key}, tags=tags, **values)
 
 
 @pytest.fixture

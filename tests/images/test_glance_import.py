@@ -139,7 +139,7 @@ def test_info_lists_the_import_methods_and_the_stores(alice, operator):
     assert methods == {
         "description": "Import methods available.",
         "type": "array",
-        "value": ["glance-direct", "web-download"],
+        "value": ["copy-image", "glance-direct", "web-download"],
     }
     assert alice.get("/v2/info/stores").json() == {
         "stores": [{"id": "local", "description": "filesystem store in region local", "default": "true"}]

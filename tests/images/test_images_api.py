@@ -76,7 +76,7 @@ def test_create_makes_a_queued_record_with_custom_properties(alice):
     assert response.status_code == 201, response.json()
     body = response.json()
     assert response["Location"].endswith(f"/v2/images/{body['id']}")
-    assert response["OpenStack-image-import-methods"] == "glance-direct,web-download"
+    assert response["OpenStack-image-import-methods"] == "copy-image,glance-direct,web-download"
     assert set(body) == GLANCE_FIELDS | {"os_distro"}
     assert (body["status"], body["visibility"], body["owner"]) == ("queued", "shared", "project-a")
     assert (body["size"], body["checksum"], body["os_hash_algo"], body["os_hash_value"]) == (None, None, None, None)
@@ -294,7 +294,7 @@ def test_put_on_an_image_is_not_offered(alice, make_image):
 
 def test_delete_removes_the_image_and_its_bytes(alice, make_image):
     image = make_image("project-a")
-    path = Path(default_store().local_path(image.store_key))
+    path = Path(default_store().local_path(image.location.key))
 
     assert alice.delete(f"/v2/images/{image.pk}").status_code == 204
 
@@ -329,7 +329,7 @@ def test_delete_of_an_image_that_a_pending_action_reads_is_a_409(alice, make_ima
     action = alice.post("/v2/image-actions", {"action_type": "export", "input": export}, format="json").json()
 
     assert action["id"] in error_of(alice.delete(f"/v2/images/{image.pk}"), 409)
-    assert default_store().exists(image.store_key)
+    assert default_store().exists(image.location.key)
 
     ImageAction.objects.filter(pk=action["id"]).update(status="cancelled")  # ended: it reads nothing now
     assert alice.delete(f"/v2/images/{image.pk}").status_code == 204
@@ -337,13 +337,15 @@ def test_delete_of_an_image_that_a_pending_action_reads_is_a_409(alice, make_ima
 
 def test_delete_keeps_bytes_that_another_image_still_uses(alice, make_image):
     image = make_image("project-a")
+    key = image.location.key
     twin = Image.objects.get(pk=image.pk)
     twin.pk, twin.created_by_action = uuid.uuid4(), uuid.uuid4()
     twin.save(force_insert=True)
+    twin.locations.create(store="local", key=key)
 
     assert alice.delete(f"/v2/images/{image.pk}").status_code == 204
 
-    assert default_store().exists(image.store_key)
+    assert default_store().exists(key)
     download = alice.get(f"/v2/images/{twin.pk}/file")
     assert b"".join(download.streaming_content) == b"disk image bytes"
 

@@ -165,11 +165,10 @@ def assert_left_nothing(action):
     """A failed or cancelled import leaves no Image, no stored object and no scratch files."""
     assert not Image.objects.filter(created_by_action=action.pk).exists()
     assert not scratch_dir(action.pk).exists()
-    key = action.state.get("store_key")
-    if key:
-        from imageactions.stores import get_store
+    from imageactions.stores import get_store
 
-        assert not get_store(action.state["store"]).exists(key)
+    for name, key in action.state.get("store_keys", {}).items():
+        assert not get_store(name).exists(key)
 
 
 def assert_image_of(action, data: bytes, **expected):
@@ -185,7 +184,7 @@ def assert_image_of(action, data: bytes, **expected):
         assert getattr(image, field) == value, field
     from imageactions.stores import get_store
 
-    with get_store(image.store).open_read(image.store_key) as stored:
+    with get_store(image.location.store).open_read(image.location.key) as stored:
         assert hashlib.sha512(stored.read()).hexdigest() == image.os_hash_value
     assert not scratch_dir(action.pk).exists()
     return image

@@ -39,7 +39,7 @@ def test_http_import_creates_an_active_image_with_its_hashes_and_properties(alic
     )
     assert sorted(image.tag_set.values_list("name", flat=True)) == ["a", "b"]
     body = alice.get(f"/v2/image-actions/{action.pk}").json()
-    assert body["result"] == {"image_ref": str(image.pk)}
+    assert body["result"] == {"image_ref": str(image.pk), "stores": ["local"], "failed_stores": []}
     assert body["progress"]["bytes_total"] == len(data)
     assert body["progress"]["percent"] == 100.0
 

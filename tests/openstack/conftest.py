@@ -69,6 +69,28 @@ def clients(api_server, alice, workers, tmp_path):  # noqa: F811  (api_server is
     return OpenStackClients(api_server.base_url, token_of(alice), home)
 
 
+@pytest.fixture
+def three_stores(monkeypatch, settings, tmp_path):
+    """Stores 'home' (the default), 'away' and 'far', for this test's API server and workers."""
+    stores = {name: {"type": "filesystem", "path": str(tmp_path / name), "region": name} for name in STORE_NAMES}
+    monkeypatch.setenv("IMAGEACTIONS_STORES", json.dumps(stores))
+    monkeypatch.setenv("IMAGEACTIONS_DEFAULT_STORE", STORE_NAMES[0])
+    settings.IMAGE_STORES, settings.DEFAULT_IMAGE_STORE = stores, STORE_NAMES[0]
+    return stores
+
+
+STORE_NAMES = ("home", "away", "far")
+
+
+@pytest.fixture
+def multistore_clients(three_stores, api_server, alice, start_workers, tmp_path):  # noqa: F811
+    """The clients against a server and workers with three_stores (set up before both start)."""
+    start_workers()
+    home = tmp_path / "home-dir"
+    home.mkdir()
+    return OpenStackClients(api_server.base_url, token_of(alice), home)
+
+
 def wait_for_image(alice, image_id, *, statuses=("active",), timeout=60) -> dict:
     """Poll GET /v2/images/{id} until its status is one of `statuses` (or a failed import shows)."""
     deadline = time.monotonic() + timeout

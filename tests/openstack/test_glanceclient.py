@@ -4,6 +4,7 @@ interoperable import methods, list, show, download with its checksum check, tags
 import hashlib
 import re
 import subprocess
+import time
 
 from tests.import_.conftest import random_image
 from tests.openstack.conftest import backing_file_qcow2, ok, wait_for_image
@@ -41,7 +42,7 @@ def import_from_url(clients, name: str, url: str) -> str:
 
 def test_glance_finds_the_import_methods_and_the_stores(clients):
     methods = unwrapped(ok(clients.glance("import-info")))
-    assert '"value": ["glance-direct", "web-download"]' in methods
+    assert '"value": ["copy-image", "glance-direct", "web-download"]' in methods
     assert "local" in ok(clients.glance("stores-info"))
 
 
@@ -113,3 +114,36 @@ def test_a_hostile_image_ends_queued_with_the_failed_import_and_the_reason_in_it
     [action] = alice.get("/v2/image-actions", {"image_id": image_id}).json()["results"]
     assert action["status"] == "failure"
     assert "backing file" in action["message"]
+
+
+def test_glance_imports_into_two_stores_copies_to_a_third_and_deletes_from_one(
+    multistore_clients, alice, image_server, tmp_path
+):
+    clients, data = multistore_clients, qcow2_bytes(tmp_path)
+    url = image_server.add("multi.qcow2", data)
+    stores_info = ok(clients.glance("stores-info"))
+    assert all(name in stores_info for name in ("home", "away", "far"))
+
+    created = ok(
+        clients.glance(
+            "image-create-via-import", "--name", "multi", "--disk-format", "qcow2", "--container-format", "bare",
+            "--import-method", "web-download", "--uri", url, "--stores", "home,away",
+        )
+    )  # fmt: skip
+    image_id = image_id_in(created)
+    image = wait_for_image(alice, image_id)
+    assert (image["status"], image["stores"]) == ("active", "home,away"), image
+
+    ok(clients.glance("image-import", image_id, "--import-method", "copy-image", "--stores", "far"))
+    deadline = time.monotonic() + 60
+    while alice.get(f"/v2/images/{image_id}").json()["stores"] != "home,away,far":
+        assert time.monotonic() < deadline, alice.get(f"/v2/images/{image_id}").json()
+        time.sleep(0.2)
+    assert (tmp_path / "far" / "images").exists()
+
+    ok(clients.glance("stores-delete", "--store", "home", image_id))
+    shown = unwrapped(ok(clients.glance("image-show", image_id)))
+    assert "away,far" in shown
+    saved = tmp_path / "saved.qcow2"
+    ok(clients.glance("image-download", "--file", str(saved), image_id))
+    assert saved.read_bytes() == data
