@@ -83,9 +83,10 @@ def copy_image(action: ImageAction, ctx: StepContext) -> None:
 
 
 def _live(action: ImageAction, targets: dict) -> list[tuple[str, dict]]:
-    """The targets that did not fail (a tolerated failure is final for its store)."""
+    """The targets that did not fail (a tolerated failure is final for its store), in the order
+    the input names them (the keys of a JSON object in PostgreSQL lose theirs)."""
     failed = action.state.get("failed_stores", [])
-    return [(name, target) for name, target in targets.items() if name not in failed]
+    return [(name, targets[name]) for name in action.input["stores"] if name in targets and name not in failed]
 
 
 def _target_failed(action: ImageAction, ctx: StepContext, name: str, message: str, *, retryable=False) -> None:

@@ -171,7 +171,8 @@ def store_image_file(
         except StoreError as error:
             if all_must_succeed:
                 retryable = isinstance(error, StoreUnavailable)
-                message = f"{failed} in store '{target.name}': {error}"
+                where = f" in store '{target.name}'" if len(targets) > 1 else ""  # else the error names it
+                message = f"{failed}{where}: {error}"
                 raise (RetryableStepError if retryable else StepError)(message) from None
             failed_stores.append(target.name)
         else:
@@ -200,8 +201,10 @@ def _put(target, key: str, path: Path, *, size: int, move: bool, progress, what:
 
 
 def stored_locations(state: dict) -> dict[str, str]:
-    """Where store_image_file() put the bytes: store name -> key."""
-    return {name: key for name, key in state.get("store_keys", {}).items() if name in state.get("stored", [])}
+    """Where store_image_file() put the bytes: store name -> key, in the order they were written
+    (a list keeps it; the keys of a JSON object in PostgreSQL do not)."""
+    keys = state.get("store_keys", {})
+    return {name: keys[name] for name in state.get("stored", [])}
 
 
 def discard_unowned(ctx: StepContext, store_keys: dict[str, str]) -> None:
