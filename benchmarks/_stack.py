@@ -360,10 +360,10 @@ class Stack:
             label, [sys.executable, str(ROOT / "manage.py"), "worker", "--pool", pool, "--workers", str(workers)], env
         )
 
-    def start_api(self, workers: int = 4, threads: int = 8) -> str:
+    def start_api(self, workers: int = 4, threads: int = 8, env: dict | None = None, label: str = "api") -> str:
         port = free_port()
         self._spawn(
-            "api",
+            label,
             [
                 sys.executable,
                 "-m",
@@ -384,6 +384,7 @@ class Stack:
                 "--keep-alive",
                 "10",
             ],
+            env,
         )
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -393,7 +394,7 @@ class Stack:
                 return base
             except requests.RequestException:
                 time.sleep(0.2)
-        raise SystemExit(f"gunicorn did not answer within 60 s; see {self.work / 'api.log'}")
+        raise SystemExit(f"gunicorn did not answer within 60 s; see {self.work / f'{label}.log'}")
 
     def start_throughput_service(self) -> tuple[requests.Session, str, subprocess.Popen]:
         """The set-up every throughput benchmark times against: a user `bench`, one worker process

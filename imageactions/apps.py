@@ -7,3 +7,8 @@ class ImageActionsConfig(AppConfig):
     name = "imageactions"
     verbose_name = "Image actions"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from .policy import rules
+
+        rules()  # a bad policy file stops the start, with its reason, instead of failing requests

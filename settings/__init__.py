@@ -223,14 +223,33 @@ QEMU_TIMEOUT = env_float("IMAGEACTIONS_QEMU_TIMEOUT", 3 * 3600)  # seconds of wa
 QEMU_MAX_MEMORY = env_int("IMAGEACTIONS_QEMU_MAX_MEMORY", 2 * 1024**3)  # bytes of address space
 QEMU_MAX_CPU_SECONDS = env_int("IMAGEACTIONS_QEMU_MAX_CPU_SECONDS", 3 * 3600)
 
+# -- Keystone (off while KEYSTONE_URL is empty: X-Auth-Token then takes this service's own tokens)
+# The identity API, e.g. http://keystone.example.org:5000/v3; set, it validates X-Auth-Token.
+KEYSTONE_URL = env_str("IMAGEACTIONS_KEYSTONE_URL", "").rstrip("/")
+# The service user that validates tokens (it needs the `service` role, or `admin`, in its project).
+KEYSTONE_USER = env_str("IMAGEACTIONS_KEYSTONE_USER", "imageactions")
+KEYSTONE_PASSWORD = env_str("IMAGEACTIONS_KEYSTONE_PASSWORD", "")
+KEYSTONE_PROJECT = env_str("IMAGEACTIONS_KEYSTONE_PROJECT", "service")
+KEYSTONE_USER_DOMAIN = env_str("IMAGEACTIONS_KEYSTONE_USER_DOMAIN", "Default")
+KEYSTONE_PROJECT_DOMAIN = env_str("IMAGEACTIONS_KEYSTONE_PROJECT_DOMAIN", "Default")
+# Seconds a validated token is trusted without asking Keystone again: also how long a revoked
+# token may still be accepted. Per process, unless KEYSTONE_MEMCACHED_SERVERS share one cache.
+KEYSTONE_CACHE_TIME = env_int("IMAGEACTIONS_KEYSTONE_CACHE_TIME", 300)
+KEYSTONE_MEMCACHED_SERVERS = env_list("IMAGEACTIONS_KEYSTONE_MEMCACHED_SERVERS", [])
+# A JSON file of {"rule": ["role", ...]} that replaces those rules of imageactions.policy's defaults.
+POLICY_FILE = env_str("IMAGEACTIONS_POLICY_FILE", "")
+
 # -- REST framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
-        "imageactions.api.authentication.OpenStackTokenAuthentication",
+        # X-Auth-Token: Keystone's token when Keystone is configured, else this service's own.
+        "imageactions.api.authentication.KeystoneAuthentication"
+        if KEYSTONE_URL
+        else "imageactions.api.authentication.OpenStackTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["imageactions.api.permissions.RolePolicy"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "imageactions.api.errors.exception_handler",

@@ -10,6 +10,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ..policy import allowed, needed_roles
 from ..stores import all_stores
 from . import glance
 from .images import import_methods
@@ -86,6 +87,8 @@ class StoresDetailView(GlanceView):
         responses={200: OpenApiTypes.OBJECT, 401: OpenApiTypes.OBJECT, 403: OpenApiTypes.OBJECT},
     )
     def get(self, request):
-        if not request.user.is_staff:
-            raise PermissionDenied("Only operators may see the stores' details.")
+        if not allowed(request.user, "operator_detail"):
+            raise PermissionDenied(
+                f"Only operators may see the stores' details ('operator_detail' needs one of: {needed_roles('operator_detail')})."
+            )
         return Response({"stores": _store_entries(detail=True)})

@@ -25,6 +25,7 @@ from ..choices import TERMINAL_STATUSES, ActionStatus, ImageRole, ImageStatus, V
 from ..images import AWAITING_BYTES, import_started
 from ..models import Image, ImageAction, ImageLocation, ImageTag
 from ..pipeline import ImportMethod, ImportRequest, StoredFile, action_types, safe_filename
+from ..policy import allowed
 from ..projects import owner_of, visible_to
 from ..stores import StoreError, get_store
 from ..validators import validate_image_properties, validate_image_tags
@@ -67,9 +68,10 @@ def _bad_request(message: str) -> exceptions.ValidationError:
 
 
 def readable_images(user):
-    """What the user may see: the project's own images (staff: all), and public and community ones."""
+    """What the user may see: the project's own images (admins: all, as in Glance), and public and
+    community ones."""
     own = visible_to(Image.objects.all(), user)
-    if user.is_staff:
+    if allowed(user, "all_projects"):
         return own
     return Image.objects.filter(
         Q(pk__in=own.values("pk")) | Q(visibility__in=[Visibility.PUBLIC, Visibility.COMMUNITY])
@@ -364,7 +366,7 @@ def apply_patch(image: Image, operations) -> None:
 
 def _owned(image: Image, request) -> Image:
     """Only the owner (or staff) changes an image; others see a public one but get 403."""
-    if not request.user.is_staff and image.owner != owner_of(request.user):
+    if not allowed(request.user, "all_projects") and image.owner != owner_of(request.user):
         raise Forbidden(f"You may not change image {image.pk}: it belongs to another project.")
     return image
 
@@ -599,6 +601,14 @@ class ImageViewSet(viewsets.ViewSet):
 
     glance_errors = True
     schema = GlanceListSchema()
+    policy_rules = {
+        "file:PUT": "upload",
+        "stage": "upload",
+        "import_image": "upload",
+        "tags": "change",
+        "deactivate": "change",
+        "reactivate": "change",
+    }
     parser_classes = [BoundedJSONParser, JsonPatchParser]
     # Any text reaches the view, so a malformed id gets the 404 of a missing one.
     lookup_value_regex = "[^/]+"
@@ -729,7 +739,7 @@ class ImageViewSet(viewsets.ViewSet):
         image = self.get_object(pk)
         if request.method == "PUT":
             return self._upload(_owned(image, request))
-        if image.status == ImageStatus.DEACTIVATED and not request.user.is_staff:
+        if image.status == ImageStatus.DEACTIVATED and not allowed(request.user, "operator_detail"):
             raise Forbidden("The requested image has been deactivated. Image data download is prohibited.")
         location = image.location
         if location is None:

@@ -11,6 +11,7 @@ from rest_framework import serializers
 from ..choices import ActionStatus, Visibility
 from ..models import ImageAction
 from ..pipeline import ActionType, action_types, get_action_type, step_statuses
+from ..policy import allowed
 
 
 def _status_choices():
@@ -135,7 +136,7 @@ class ImageActionSerializer(serializers.ModelSerializer):
     def to_representation(self, instance):
         data = super().to_representation(instance)
         request = self.context.get("request")
-        if not (request and request.user.is_staff):
+        if not (request and allowed(request.user, "operator_detail")):
             data.pop("owner", None)
         action_type = get_action_type(instance.action_type)
         if request and action_type and action_type.present_result and data.get("result"):

@@ -23,7 +23,7 @@ from ..choices import ActionStatus
 from ..filtersets import ImageActionFilterSet
 from ..models import ImageAction
 from ..pipeline import get_action_type
-from ..projects import owner_of, visible_to
+from ..projects import listed_for, owner_of, visible_to
 from .errors import Conflict, LengthRequired
 from .parsers import BoundedJSONParser
 from .serializers import ErrorSerializer, ImageActionCreateSerializer, ImageActionSerializer, create_request_schema
@@ -129,12 +129,17 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     ordering_fields = ["created_at", "updated_at"]
     ordering = ["-created_at"]
     fixed_action_type: str | None = None
+    policy_rules = {"cancel": "cancel", "data": "upload"}
     # Any text, not only UUIDs, reaches the view: a malformed id gets the same JSON 404 as a
     # missing or foreign one, instead of Django's HTML page.
     lookup_value_regex = "[^/]+"
 
     def get_queryset(self):
-        queryset = visible_to(ImageAction.objects.all(), self.request.user)
+        actions = ImageAction.objects.all()
+        if self.action == "list":
+            queryset = listed_for(actions, self.request)
+        else:
+            queryset = visible_to(actions, self.request.user)
         if self.fixed_action_type:
             queryset = queryset.filter(action_type=self.fixed_action_type)
         return queryset
