@@ -276,4 +276,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("IMAGEACTIONS_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # keystonemiddleware warns that the password plugin's options (username, password, ...)
+        # are "not known" to it at every start; they are its auth plugin's, and they work.
+        "keystonemiddleware._common.config": {"level": "ERROR"},
+    },
 }

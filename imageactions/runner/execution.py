@@ -76,17 +76,45 @@ def execute_claimed_step(action: ImageAction, action_type: ActionType, step: Ste
         succeeded = _run_with_retries(action, step, ctx, run or step.run)
     finally:
         heartbeat.stop()
-    if succeeded and run and action_type.holds_after_data(action.input):
-        action.state[DATA_RECEIVED] = True
-        rows = ImageAction.objects.filter(pk=action.pk)
-        held = rows.hold_after_data(token=token, state=action.state)
-        if not held and rows.owned_by(token).filter(cancel_requested=True).exists():
-            cancel_owned(action, token)
-    elif succeeded:
-        # The step that received data is the one held for it: it may run now, or not apply.
-        start = action.step_index if run else action.step_index + 1
-        queue_next_step(action, action_type, start=start, ctx=ctx)
-    return succeeded
+    if not succeeded:
+        return False
+    started_at = timezone.now()
+    try:
+        if run and action_type.holds_after_data(action.input):
+            action.state[DATA_RECEIVED] = True
+            rows = ImageAction.objects.filter(pk=action.pk)
+            held = rows.hold_after_data(token=token, state=action.state)
+            if not held and rows.owned_by(token).filter(cancel_requested=True).exists():
+                cancel_owned(action, token)
+        else:
+            # The step that received data is the one held for it: it may run now, or not apply.
+            start = action.step_index if run else action.step_index + 1
+            queue_next_step(action, action_type, start=start, ctx=ctx)
+    except (OperationalError, InterfaceError):
+        raise  # the database went away: the reaper starts the step again once it is back
+    except Exception as error:
+        # A bug in the type's code after the step (`applies` of the next step, `finish`): the
+        # action ends now, instead of looking like a dead worker to the reaper.
+        event = ActionEvent(action=action, step=step.name, status=step.status, attempt=action.attempt,
+                            worker=worker_name(), started_at=started_at)  # fmt: skip
+        _internal_error(action, token, event, error, f"after its {step.name} step")
+        return False
+    return True
+
+
+def _internal_error(action: ImageAction, token, event: ActionEvent, error: Exception, where: str) -> None:
+    """An unexpected exception (a bug, not a fault of the input or of a service): the action fails
+    at once with a message that says so; the traceback is in its timeline, for operators only."""
+    log.exception("action %s: internal error %s", action.pk, where)
+    event.save()
+    _close_event(event, "error", repr(error), traceback.format_exc())
+    end_owned(
+        action,
+        token,
+        ActionStatus.FAILURE,
+        f"An internal error stopped the action {where} (a fault of this service, not of your input). "
+        f"The operators have the details (action {action.pk}).",
+    )
 
 
 class Heartbeat(threading.Thread):
@@ -157,14 +185,7 @@ def _run_with_retries(action: ImageAction, step: Step, ctx: StepContext, run) ->
             close_old_connections()
             return False
         except Exception as error:
-            log.exception("step %s of action %s raised", step.name, action.pk)
-            _close_event(event, "error", repr(error), traceback.format_exc())
-            end_owned(
-                action,
-                ctx.token,
-                ActionStatus.FAILURE,
-                f"An internal error stopped the {step.name} step. The operators have the details (action {action.pk}).",
-            )
+            _internal_error(action, ctx.token, event, error, f"in its {step.name} step")
             return False
         _close_event(event, "success", "")
         return True

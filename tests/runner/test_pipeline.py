@@ -6,7 +6,7 @@ import time
 
 from django.conf import settings
 
-from imageactions.models import ActionEvent
+from imageactions.models import ActionEvent, ImageAction
 from tests.conftest import wait_for_action
 
 from .conftest import create_test_action, poll, step_run_counts, step_runs, was_cleaned_up
@@ -55,13 +55,28 @@ def test_unexpected_error_fails_with_a_generic_message_and_keeps_the_traceback_f
     action_id = create_test_action(alice, work={"kind": "raise"})
     body = poll(alice, action_id, is_terminal)
     assert body["status"] == "failure"
-    assert "internal error stopped the work step" in body["message"]
+    assert "internal error stopped the action in its work step" in body["message"]
     raw = json.dumps(body)
     assert "unexpected test error" not in raw and "Traceback" not in raw and "RuntimeError" not in raw
     event = ActionEvent.objects.get(action_id=action_id, step="work")
     assert event.outcome == "error"
     assert event.traceback.startswith("Traceback")
     assert "RuntimeError: unexpected test error with internal details" in event.traceback
+    assert was_cleaned_up(action_id)
+
+
+def test_a_bug_in_finish_fails_the_action_at_once_not_as_a_dead_worker(alice, workers):
+    started = time.monotonic()
+    action_id = create_test_action(alice, finish_raises=True)
+    body = poll(alice, action_id, is_terminal)
+    assert body["status"] == "failure"
+    assert time.monotonic() - started < 10  # not the reaper's minutes
+    assert "internal error stopped the action after its wrap step" in body["message"]
+    assert "unexpected test error" not in json.dumps(body)
+    [event] = ActionEvent.objects.filter(action_id=action_id, outcome="error")
+    assert "RuntimeError: unexpected test error in finish" in event.traceback
+    assert step_run_counts(action_id) == {"prepare": 1, "work": 1, "wrap": 1}
+    assert not ImageAction.objects.get(pk=action_id).result  # finish's transaction was rolled back
     assert was_cleaned_up(action_id)
 
 

@@ -24,6 +24,7 @@ class TestInputSerializer(serializers.Serializer):
     wrap = BehaviourSerializer(required=False)
     skip_wrap = serializers.BooleanField(default=False)
     await_data = serializers.BooleanField(default=False)
+    finish_raises = serializers.BooleanField(default=False)
 
 
 def runs_dir():
@@ -76,6 +77,8 @@ def receive_data(action, stream, ctx):
 
 
 def finish(action, ctx):
+    if action.input.get("finish_raises"):
+        raise RuntimeError("unexpected test error in finish")
     action.result["steps_ran"] = action.state.get("ran", [])
     action.result["received"] = action.state.get("received")
 

@@ -13,7 +13,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("username")
         parser.add_argument("--project", required=True, help="The project the user belongs to.")
-        parser.add_argument("--staff", action="store_true", help="Operator (the admin role): reaches every project; may use the admin site.")
+        parser.add_argument(
+            "--staff",
+            action="store_true",
+            help="Operator (the admin role): reaches every project; may use the admin site.",
+        )
         parser.add_argument("--password", help="Also set a password (for the admin and the browsable API).")
 
     def handle(self, username, project, staff, password, **options):
