@@ -1,10 +1,16 @@
 """The input of a `clone` action: which image, to which stores (named, or all of some regions), and
 whether the copies become new images or more locations of the same image (Glance's copy-image)."""
 
-from django.conf import settings
 from rest_framework import serializers
 
-from imageactions.pipeline import MAX_IMAGE_NAME_LENGTH, Image, ImageStatus, all_stores, visible_to
+from imageactions.pipeline import (
+    MAX_IMAGE_NAME_LENGTH,
+    Image,
+    ImageStatus,
+    all_stores,
+    validate_store_names,
+    visible_to,
+)
 
 
 def _quoted(names) -> str:
@@ -58,13 +64,7 @@ class CloneInputSerializer(serializers.Serializer):
         return str(image_id)
 
     def validate_stores(self, names):
-        known = list(settings.IMAGE_STORES)
-        for name in names:
-            if name not in known:
-                raise serializers.ValidationError(
-                    f"There is no image store named '{name}'; the stores are {_quoted(known)} (GET /v2/stores)."
-                )
-        return list(dict.fromkeys(names))
+        return validate_store_names(names)
 
     def validate_regions(self, regions):
         known = list(dict.fromkeys(store.region for store in all_stores()))

@@ -15,7 +15,10 @@ from imageactions.pipeline import (
     UrlPolicy,
     UrlRefused,
     Visibility,
+    allowed,
+    needed_roles,
     validate_image_properties,
+    validate_store_names,
     visible_to,
 )
 
@@ -48,6 +51,14 @@ class ImagePropertiesSerializer(serializers.Serializer):
 
     def validate_tags(self, tags):
         return list(dict.fromkeys(tags))  # a tag given twice is one tag
+
+    def validate_visibility(self, visibility):
+        request = self.context.get("request")
+        if visibility == Visibility.PUBLIC and request is not None and not allowed(request.user, "publicize"):
+            raise serializers.ValidationError(
+                f"Making an image public needs one of the roles: {needed_roles('publicize')}."
+            )
+        return visibility
 
     def validate_properties(self, properties):
         return validate_image_properties(properties)  # the same limits as PATCH /v2/images/{id}
@@ -102,13 +113,7 @@ class ImportInputSerializer(serializers.Serializer):
     )
 
     def validate_stores(self, names):
-        known = list(settings.IMAGE_STORES)
-        for name in names:
-            if name not in known:
-                raise serializers.ValidationError(
-                    f"There is no image store named '{name}'; the stores are: {', '.join(known)} (GET /v2/stores)."
-                )
-        return list(dict.fromkeys(names))
+        return validate_store_names(names)
 
     def validate_image_id(self, image_id):
         request = self.context.get("request")

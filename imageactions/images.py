@@ -1,13 +1,15 @@
 """Recording Images: the one way an action type turns verified, stored bytes into an Image row.
 
 Part of the plugin surface (imageactions.pipeline): action types call create_image(),
-fill_image() or add_locations() from their `finish`, in the runner's success transaction, and
-in_use() from their clean-up before removing an object.
+fill_image() or add_locations() from their `finish`, in the runner's success transaction;
+in_use() says whether an object is an image's (imageactions.pipeline.discard_unowned asks it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+from django.db import transaction
 
 from .choices import ImageRole, ImageStatus
 from .models import Image, ImageAction, ImageLocation, ImageTag
@@ -34,9 +36,14 @@ def create_image(*, locations: dict[str, str], tags: Iterable[str] = (), **field
 
 
 def _add(image: Image, locations: dict[str, str], action_id) -> None:
+    # A store the image has a copy in already keeps that copy (two copy-image requests that
+    # raced); the second object is no image's, so its action's clean-up removes it on purge.
     ImageLocation.objects.bulk_create(
-        ImageLocation(image=image, store=store, key=key, created_by_action=action_id)
-        for store, key in locations.items()
+        (
+            ImageLocation(image=image, store=store, key=key, created_by_action=action_id)
+            for store, key in locations.items()
+        ),
+        ignore_conflicts=True,
     )
 
 
@@ -99,23 +106,29 @@ def _import_ended(image: Image, failed_stores: Iterable[str]) -> dict:
     return {**image.properties, IMPORTING_TO_STORES: "", FAILED_IMPORT: ",".join(failed_stores)}
 
 
-def import_started(image: Image, stores: list[str]) -> None:
+def import_started(image_id, stores: list[str]) -> None:
     """An import (or a copy) of the image's bytes into `stores` begins: Glance's reserved
-    properties say where it goes and no longer name an earlier failure."""
-    properties = {**image.properties, IMPORTING_TO_STORES: ",".join(stores), FAILED_IMPORT: ""}
-    Image.objects.filter(pk=image.pk).update(properties=properties)
+    properties say where it goes and no longer name an earlier failure. Call it before the
+    action can run, so its end is the last to write them."""
+    with transaction.atomic():
+        image = Image.objects.select_for_update().get(pk=image_id)
+        image.properties = {**image.properties, IMPORTING_TO_STORES: ",".join(stores), FAILED_IMPORT: ""}
+        image.save(update_fields=["properties", "updated_at"])
 
 
 def import_failed(image_id, stores: list[str], *, action: ImageAction) -> None:
+    from .pipeline.registry import action_types  # at call time: the registry's package imports this module
+
     """The import `action` into the image failed or was cancelled and wrote nothing: as in
     Glance, a record awaiting bytes is queued again (a new import may follow), and the image
     names the stores that failed (an active image that was being copied stays active)."""
     image = Image.objects.filter(pk=image_id, status__in=(*AWAITING_BYTES, ImageStatus.ACTIVE)).first()
     if image is None:
         return  # deleted meanwhile, or no longer importing
-    later = ImageAction.objects.filter(created_at__gt=action.created_at).exclude(pk=action.pk)
-    if later.filter(image_links__image_id=image_id, image_links__role=ImageRole.READ).exists():
-        return  # a later import has the image now (this one is being purged)
+    importers = [action_type.name for action_type in action_types().values() if action_type.import_methods]
+    later = ImageAction.objects.filter(created_at__gt=action.created_at, action_type__in=importers)
+    if later.exclude(pk=action.pk).filter(image_links__image_id=image_id, image_links__role=ImageRole.READ).exists():
+        return  # a later import or copy has the image now (this one is being purged)
     fields = ["properties", "updated_at"]
     if image.status != ImageStatus.ACTIVE:
         image.status = ImageStatus.QUEUED

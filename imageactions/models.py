@@ -309,11 +309,15 @@ class Image(models.Model):
     def __str__(self):
         return f"{self.name or self.id} ({self.disk_format})"
 
+    def _oldest_first(self) -> list["ImageLocation"]:
+        # Sorted here, not by the query, so a prefetched list (a page of images) serves it.
+        return sorted(self.locations.all(), key=lambda location: (location.created_at, location.pk))
+
     @property
     def location(self) -> "ImageLocation | None":
         """Where to read the bytes: the copy in the default store if there is one, else the oldest
         copy; None while the image has no bytes."""
-        locations = sorted(self.locations.all(), key=lambda location: (location.created_at, location.pk))
+        locations = self._oldest_first()
         for location in locations:
             if location.store == settings.DEFAULT_IMAGE_STORE:
                 return location
@@ -322,7 +326,7 @@ class Image(models.Model):
     @property
     def stores(self) -> list[str]:
         """The stores holding a copy of the bytes, oldest first."""
-        return [location.store for location in sorted(self.locations.all(), key=lambda loc: (loc.created_at, loc.pk))]
+        return [location.store for location in self._oldest_first()]
 
 
 class ImageLocation(models.Model):

@@ -21,11 +21,12 @@ READ, WRITE, ADMIN = ("reader", "member", "admin"), ("member", "admin"), ("admin
 DEFAULT_RULES: dict[str, tuple[str, ...]] = {
     "list": READ,  # list actions, images, stores
     "read": READ,  # show one, download its bytes
-    "create": WRITE,  # create an action or an image record
-    "upload": WRITE,  # send bytes: an action's data, an image's file or stage, a Glance import
+    "create": WRITE,  # create an action or an image record, start a Glance import or copy
+    "upload": WRITE,  # send bytes: an action's data, an image's file or stage
     "cancel": WRITE,  # cancel an action
     "change": WRITE,  # change an image (JSON-patch, tags, (de)activation)
     "delete": WRITE,  # delete an image or one store's copy of it
+    "publicize": ADMIN,  # make an image public (seen by every project), as in Glance
     "all_projects": ADMIN,  # read and act on every project's actions and images
     "operator_detail": ADMIN,  # owners of actions, how stores are reached
 }
@@ -47,7 +48,8 @@ def rules() -> dict[str, frozenset[str]]:
     merged = dict(DEFAULT_RULES)
     if settings.POLICY_FILE:
         merged.update(_read_policy_file(settings.POLICY_FILE))
-    return {rule: frozenset(roles) for rule, roles in merged.items()}
+    # Keystone's role names are compared in lower case (see KeystoneAuthentication).
+    return {rule: frozenset(role.lower() for role in roles) for rule, roles in merged.items()}
 
 
 def _read_policy_file(path: str) -> dict:

@@ -29,12 +29,14 @@ def owner_of(user) -> str:
     return project
 
 
-def visible_to(queryset, user):
-    """Restrict a queryset of owned objects to what `user` may reach (missing and foreign look alike)."""
-    if allowed(user, "all_projects"):
-        return queryset
+def _own(queryset, user):
     project = project_of(user)
     return queryset.none() if project is None else queryset.filter(owner=project)
+
+
+def visible_to(queryset, user):
+    """Restrict a queryset of owned objects to what `user` may reach (missing and foreign look alike)."""
+    return queryset if allowed(user, "all_projects") else _own(queryset, user)
 
 
 def listed_for(queryset, request):
@@ -46,5 +48,4 @@ def listed_for(queryset, request):
         return queryset
     if value not in ("", "0", "false", "no", "off"):
         raise ValidationError({"all_projects": ["Give true or false."]})
-    project = project_of(request.user)
-    return queryset.none() if project is None else queryset.filter(owner=project)
+    return _own(queryset, request.user)

@@ -1,9 +1,11 @@
-"""Limits on what users may attach to an image (tags, free-form properties), checked in one place.
+"""Limits on what users may attach to an image (tags, free-form properties) and the store names
+they may give, checked in one place.
 
 PATCH /v2/images/{id} validates through these functions; action types reach them (and the limits,
 for inputs that name each offending item) through imageactions.pipeline.
 """
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
@@ -16,6 +18,17 @@ MAX_PROPERTY_VALUE_LENGTH = 4096
 MAX_IMAGE_TAGS = 50
 MAX_TAG_LENGTH = 255  # ImageTag.name's column
 MAX_IMAGE_NAME_LENGTH = 255  # Image.name's column
+
+
+def validate_store_names(names) -> list[str]:
+    """`names` without repeats, each a configured image store."""
+    known = list(settings.IMAGE_STORES)
+    for name in names:
+        if name not in known:
+            raise ValidationError(
+                f"There is no image store named {name!r}; the stores are: {', '.join(known)} (GET /v2/stores)."
+            )
+    return list(dict.fromkeys(names))
 
 
 def validate_image_properties(value) -> dict[str, str]:

@@ -25,10 +25,10 @@ from ..choices import TERMINAL_STATUSES, ActionStatus, ImageRole, ImageStatus, V
 from ..images import AWAITING_BYTES, import_started
 from ..models import Image, ImageAction, ImageLocation, ImageTag
 from ..pipeline import ImportMethod, ImportRequest, StoredFile, action_types, safe_filename
-from ..policy import allowed
+from ..policy import allowed, needed_roles
 from ..projects import owner_of, visible_to
 from ..stores import StoreError, get_store
-from ..validators import validate_image_properties, validate_image_tags
+from ..validators import validate_image_properties, validate_image_tags, validate_store_names
 from . import glance
 from .errors import Conflict, flatten_errors
 from .parsers import BoundedJSONParser, ImageDataParser, JsonPatchParser
@@ -279,9 +279,12 @@ def _with_properties(properties: dict) -> dict:
         raise _bad_request(str(error.detail[0])) from None
 
 
-def _save(image: Image, fields: set[str], tags: list[str] | None) -> None:
+def _save(user, image: Image, fields: set[str], tags: list[str] | None) -> None:
     """Write only the `fields` a request changed: an import may be moving the same row's status
     and bytes meanwhile, and a whole-row save would put their old values back."""
+    made_public = image.visibility == Visibility.PUBLIC and (image._state.adding or "visibility" in fields)
+    if made_public and not allowed(user, "publicize"):
+        raise Forbidden(f"Making an image public ('publicize') needs one of the roles: {needed_roles('publicize')}.")
     with transaction.atomic():
         if image._state.adding:
             image.save()
@@ -322,11 +325,11 @@ def create_record(request) -> Image:
         else:
             properties[name] = value
     image.properties = _with_properties(properties)
-    _save(image, set(), tags)
+    _save(request.user, image, set(), tags)
     return image
 
 
-def apply_patch(image: Image, operations) -> None:
+def apply_patch(user, image: Image, operations) -> None:
     """Glance's JSON-patch (op add, replace or remove on one top-level attribute or property)."""
     if not isinstance(operations, list):
         raise _bad_request('Send a JSON list of operations, e.g. [{"op": "replace", "path": "/name", ...}].')
@@ -361,11 +364,11 @@ def apply_patch(image: Image, operations) -> None:
     if properties != image.properties:
         image.properties = _with_properties(properties)
         changed.add("properties")
-    _save(image, changed, tags)
+    _save(user, image, changed, tags)
 
 
 def _owned(image: Image, request) -> Image:
-    """Only the owner (or staff) changes an image; others see a public one but get 403."""
+    """Only the owner (or an admin) changes an image; others see a public one but get 403."""
     if not allowed(request.user, "all_projects") and image.owner != owner_of(request.user):
         raise Forbidden(f"You may not change image {image.pk}: it belongs to another project.")
     return image
@@ -403,9 +406,8 @@ def start_import(request, image: Image, body: dict) -> ImageAction:
     """Create the action that carries out the import `body` asks for into `image`."""
     action_type, input_data, stores = _import_input(request, image, body)
     with transaction.atomic():
-        action = runner.create_action(action_type, owner=image.owner, input_data=input_data)
-        import_started(image, stores)
-    return action
+        import_started(image.pk, stores)
+        return runner.create_action(action_type, owner=image.owner, input_data=input_data)
 
 
 def _move(image: Image, source, target) -> bool:
@@ -414,7 +416,7 @@ def _move(image: Image, source, target) -> bool:
     return bool(Image.objects.filter(pk=image.pk, status__in=sources).update(status=target))
 
 
-def _import_action(image: Image, *, importing_only: bool = False) -> ImageAction | None:
+def _pending_reader(image: Image, *, importing_only: bool = False) -> ImageAction | None:
     """The latest pending action reading this image (`importing_only`: of a type that carries out
     Glance imports, e.g. an import filling it or a copy-image)."""
     actions = ImageAction.objects.pending().filter(image_links__image_id=image.pk, image_links__role=ImageRole.READ)
@@ -445,15 +447,15 @@ def import_request(request, image: Image, method: ImportMethod, body: dict) -> I
             raise _bad_request("'stores' is a list of store names.")
     else:
         stores = [header or settings.DEFAULT_IMAGE_STORE]
+    try:
+        stores = validate_store_names(stores)
+    except exceptions.ValidationError as error:
+        raise _bad_request(str(error.detail[0])) from None
     for name in stores:
-        if name not in known:
-            raise _bad_request(f"Unknown store {name!r}; the stores are: {', '.join(known)}.")
         if method.copies_active_image and name in holding:
             raise _bad_request(f"Image {image.pk} is already present in store {name!r}.")
     fields = {"id": str(image.pk), "name": image.name, "disk_format": image.disk_format}
-    return ImportRequest(
-        image=fields, method=body["method"], stores=list(dict.fromkeys(stores)), all_stores_must_succeed=must_succeed
-    )
+    return ImportRequest(image=fields, method=body["method"], stores=stores, all_stores_must_succeed=must_succeed)
 
 
 def _remove_location(image: Image, location: ImageLocation, refusal: str) -> None:
@@ -604,7 +606,7 @@ class ImageViewSet(viewsets.ViewSet):
     policy_rules = {
         "file:PUT": "upload",
         "stage": "upload",
-        "import_image": "upload",
+        "import_image": "create",
         "tags": "change",
         "deactivate": "change",
         "reactivate": "change",
@@ -651,7 +653,7 @@ class ImageViewSet(viewsets.ViewSet):
         if request.content_type.split(";")[0].strip() != glance.PATCH_MEDIA_TYPE:
             raise UnsupportedMediaType(request.content_type, detail=f"Send the changes as {glance.PATCH_MEDIA_TYPE}.")
         image = _owned(self.get_object(pk), request)
-        apply_patch(image, request.data)
+        apply_patch(request.user, image, request.data)
         return Response(render(Image.objects.get(pk=image.pk)))
 
     @extend_schema(
@@ -662,7 +664,7 @@ class ImageViewSet(viewsets.ViewSet):
         image = _owned(self.get_object(pk), request)
         if image.protected:
             raise Forbidden(f"Image {image.pk} is protected and cannot be deleted.")
-        reader = _import_action(image)
+        reader = _pending_reader(image)
         if reader is not None:
             raise Conflict(
                 f"Image {image.pk} is being read by {reader.action_type} action {reader.pk} "
@@ -684,7 +686,7 @@ class ImageViewSet(viewsets.ViewSet):
                 raise exceptions.NotFound(f"Image {image.pk} has no tag {tag!r}.")
         else:
             present = [*image.tag_set.values_list("name", flat=True), tag]
-            _save(image, set(), _check_value("tags", present))
+            _save(request.user, image, set(), _check_value("tags", present))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -816,7 +818,7 @@ class ImageViewSet(viewsets.ViewSet):
         name = body["method"].get("name")
         if name == GLANCE_DIRECT:
             self._import_staged(image, body)
-        elif isinstance(name, str) and name in import_methods() and import_methods()[name][1].copies_active_image:
+        elif isinstance(name, str) and name in (methods := import_methods()) and methods[name][1].copies_active_image:
             self._copy(image, body)
         else:
             if image.status != ImageStatus.QUEUED:
@@ -833,21 +835,21 @@ class ImageViewSet(viewsets.ViewSet):
 
     def _import_staged(self, image: Image, body: dict) -> None:
         """glance-direct: the staged action goes on, to the stores this request names."""
-        action = _import_action(image)
+        action = _pending_reader(image)
         if image.status != ImageStatus.UPLOADING or action is None:
             raise Conflict(f"Image {image.pk} has status {image.status!r}; stage its data first.")
         body = {**body, "method": {**body["method"], STAGE: True}}
         _, input_data, stores = _import_input(self.request, image, body)
+        import_started(image.pk, stores)
         if not runner.release_held(action, input_data=input_data):
             raise Conflict(f"Image {image.pk} has status {image.status!r}; stage its data first.")
-        import_started(image, stores)
         _move(image, ImageStatus.UPLOADING, ImageStatus.IMPORTING)
 
     def _copy(self, image: Image, body: dict) -> None:
         """copy-image: the active image gets verified copies in more stores; it stays active."""
         if image.status != ImageStatus.ACTIVE:
             raise Conflict(f"Only an active image can be copied; image {image.pk} is {image.status!r}.")
-        busy = _import_action(image, importing_only=True)
+        busy = _pending_reader(image, importing_only=True)
         if busy is not None:
             raise Conflict(
                 f"Image {image.pk} is being imported or copied by action {busy.pk}; wait for it to end or "
@@ -901,7 +903,7 @@ class ImageLocationView(APIView):
                 raise Forbidden(
                     "Cannot delete image data from the only store containing it. Consider deleting the image instead."
                 )
-            reader = _import_action(image)
+            reader = _pending_reader(image)
             if reader is not None:
                 raise Conflict(
                     f"Image {image.pk} is being read by {reader.action_type} action {reader.pk}; "

@@ -14,6 +14,7 @@ from ..formats.convert import qemu_format_name
 from ..formats.errors import describe_size, human_size
 from ..images import AWAITING_BYTES, add_locations, create_image, fill_image, image_facts, import_failed
 from ..models import Image, ImageAction
+from ..policy import allowed, needed_roles
 from ..projects import owner_of, visible_to
 from ..stores import (
     ImageStore,
@@ -46,6 +47,7 @@ from ..validators import (
     MAX_PROPERTY_VALUE_LENGTH,
     MAX_TAG_LENGTH,
     validate_image_properties,
+    validate_store_names,
 )
 from .context import StepContext
 from .disk_images import (
@@ -113,6 +115,8 @@ __all__ = [
     "image_facts",
     "owner_of",
     "visible_to",
+    "allowed",
+    "needed_roles",
     # stores
     "ImageStore",
     "InvalidKey",
@@ -156,4 +160,5 @@ __all__ = [
     "MAX_PROPERTY_VALUE_LENGTH",
     "MAX_TAG_LENGTH",
     "validate_image_properties",
+    "validate_store_names",
 ]

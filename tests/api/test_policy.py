@@ -58,6 +58,14 @@ REQUESTS = {
         ),
     ),
     "delete": ("alice", lambda client, db: client.delete(f"/v2/images/{put_image('project-a').pk}")),
+    "publicize": (
+        "operator",
+        lambda client, db: client.patch(
+            f"/v2/images/{put_image('operators').pk}",
+            data=json.dumps([{"op": "replace", "path": "/visibility", "value": "public"}]),
+            content_type="application/openstack-images-v2.1-json-patch",
+        ),
+    ),
     "all_projects": ("operator", lambda client, db: client.get("/v2/image-actions", {"all_projects": "true"})),
     "operator_detail": ("operator", lambda client, db: client.get("/v2/info/stores/detail")),
 }
@@ -86,7 +94,7 @@ def test_members_are_refused_admin_rules_by_default(alice):
 
 def test_a_policy_file_can_grant_a_rule_to_more_roles(alice, policy_file):
     theirs = waiting_action(owner="project-b")
-    policy_file({"all_projects": ["member"]})
+    policy_file({"all_projects": ["Member"]})  # role names are compared without regard to case
     listed = alice.get("/v2/image-actions", {"all_projects": "true"}).json()["results"]
     assert [item["id"] for item in listed] == [str(theirs.pk)]
 

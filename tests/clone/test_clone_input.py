@@ -57,7 +57,7 @@ def test_clone_by_region_leaves_out_the_images_own_store(alice, stores):
 def test_clone_to_an_unknown_store_is_refused_listing_the_known_stores(alice, source):
     errors = input_errors(clone(alice, image_id=str(source.pk), stores=["away", "moon"]))
     assert errors["input.stores"] == [
-        "There is no image store named 'moon'; the stores are 'home', 'away', 'far' (GET /v2/stores)."
+        "There is no image store named 'moon'; the stores are: home, away, far (GET /v2/stores)."
     ]
     assert not ImageAction.objects.exists()
 

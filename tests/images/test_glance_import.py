@@ -114,7 +114,10 @@ def test_web_download_imports_through_an_image_action(alice, workers, image_serv
         ({"method": {"name": "web-download", "uri": "http://169.254.169.254/latest"}}, "not allowed"),
         ({"method": {"name": "web-download", "uri": "file:///etc/passwd"}}, "location"),
         ({"method": {"name": "copy-disk"}}, "Unknown import method"),
-        ({"method": {"name": "web-download", "uri": "http://example.org/x"}, "stores": ["elsewhere"]}, "Unknown store"),
+        (
+            {"method": {"name": "web-download", "uri": "http://example.org/x"}, "stores": ["elsewhere"]},
+            "no image store named 'elsewhere'",
+        ),
         ({}, "method"),
     ],
 )

@@ -234,7 +234,7 @@ def test_copy_image_refusals(alice, stores):
 
 def test_another_project_may_not_copy_an_image(alice, bob, stores):
     workers = stores.workers()
-    image_id = active_image(alice, workers, random_image(MiB, seed=79), visibility="public")
+    image_id = active_image(alice, workers, random_image(MiB, seed=79), visibility="community")
     assert copy_image(bob, image_id, stores=["away"]).status_code == 403
     clone = {"image_id": image_id, "stores": ["away"], "same_image": True}
     response = bob.post("/v2/image-actions", {"action_type": "clone", "input": clone}, format="json")

@@ -213,7 +213,7 @@ def test_json_patch_replaces_adds_and_removes(alice, make_image):
         image.pk,
         {"op": "replace", "path": "/name", "value": "web 2"},
         {"op": "add", "path": "/min_ram", "value": 512},  # add on an attribute replaces it, as in Glance
-        {"op": "replace", "path": "/visibility", "value": "public"},
+        {"op": "replace", "path": "/visibility", "value": "community"},
         {"op": "replace", "path": "/tags", "value": ["b", "c"]},
         {"op": "add", "path": "/hw_disk_bus", "value": "virtio"},
         {"op": "replace", "path": "/os_distro", "value": "ubuntu"},
@@ -222,9 +222,24 @@ def test_json_patch_replaces_adds_and_removes(alice, make_image):
     )
     assert response.status_code == 200, response.json()
     body = response.json()
-    assert (body["name"], body["min_ram"], body["visibility"], body["protected"]) == ("web 2", 512, "public", True)
+    assert (body["name"], body["min_ram"], body["visibility"], body["protected"]) == ("web 2", 512, "community", True)
     assert body["tags"] == ["b", "c"]
     assert (body["hw_disk_bus"], body["os_distro"], "old" in body) == ("virtio", "ubuntu", False)
+
+
+def test_only_admins_make_an_image_public_as_in_glance(alice, operator, make_image):
+    image = make_image("project-a")
+    refused = patch(alice, image.pk, {"op": "replace", "path": "/visibility", "value": "public"})
+    assert "public ('publicize') needs one of the roles: admin" in error_of(refused, 403)
+    body = {"name": "p", "disk_format": "raw", "container_format": "bare", "visibility": "public"}
+    assert alice.post("/v2/images", body, format="json").status_code == 403
+    upload = {
+        "action_type": "import",
+        "input": {"source": "upload", "image_properties": {"name": "p", "visibility": "public"}},
+    }
+    assert alice.post("/v2/image-actions", upload, format="json").status_code == 400
+    assert patch(operator, image.pk, {"op": "replace", "path": "/visibility", "value": "public"}).status_code == 200
+    assert patch(alice, image.pk, {"op": "replace", "path": "/name", "value": "still public"}).status_code == 200
 
 
 def test_json_patch_needs_its_media_type(alice, make_image):
@@ -353,12 +368,16 @@ def test_delete_keeps_bytes_that_another_image_still_uses(alice, make_image):
 def test_a_patch_writes_only_what_it_changes(alice, make_image):
     # An import moves the record's status and bytes while a PATCH may be under way: a PATCH that
     # read the row before must not put the old values back.
+    from django.contrib.auth import get_user_model
+
     from imageactions.api.images import apply_patch
 
     image = make_image("project-a", name="web")
     stale = Image.objects.get(pk=image.pk)
     Image.objects.filter(pk=image.pk).update(status="importing")
-    apply_patch(stale, [{"op": "replace", "path": "/name", "value": "renamed"}])
+    apply_patch(
+        get_user_model().objects.get(username="alice"), stale, [{"op": "replace", "path": "/name", "value": "renamed"}]
+    )
     assert Image.objects.values_list("name", "status").get(pk=image.pk) == ("renamed", "importing")
 
 
