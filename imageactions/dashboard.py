@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from .choices import TERMINAL_STATUSES, ActionStatus
+from .choices import TERMINAL_STATUSES, ActionStatus, StepState
 from .models import ImageAction, ImageLocation
 from .stores import StoreError, get_store
 
@@ -53,6 +53,7 @@ class Dashboard:
     throughput: list[HourThroughput]
     busiest_hour: int
     stores: list[dict] = field(default_factory=list)
+    pools: list[dict] = field(default_factory=list)
 
     @property
     def oldest_pending_age(self) -> timedelta | None:
@@ -159,6 +160,23 @@ def store_location(store: str, key: str = "") -> str:
         return f"{store} (store no longer configured): {key}" if key else f"{store} (store no longer configured)"
 
 
+def worker_pools() -> list[dict]:
+    """Each pool's queue depth and live clusters, with the steps their worker processes run."""
+    from .health import live_clusters, queue_depth
+
+    running: dict[str, list[dict]] = {}
+    for action in ImageAction.objects.filter(step_state=StepState.RUNNING).values("id", "progress_step", "worker"):
+        running.setdefault(action["worker"], []).append(action)
+    pools = []
+    for pool in settings.WORKER_POOLS:
+        clusters = []
+        for cluster in live_clusters(pool):
+            steps = [step for pid in cluster.workers for step in running.get(f"{cluster.host}:{pid}", [])]
+            clusters.append({"cluster": cluster, "steps": steps})
+        pools.append({"pool": pool, "queued": queue_depth(pool), "clusters": clusters})
+    return pools
+
+
 def build_dashboard(now: datetime | None = None) -> Dashboard:
     now = now or timezone.now()
     hours = last_24_hours(now)
@@ -172,6 +190,7 @@ def build_dashboard(now: datetime | None = None) -> Dashboard:
         throughput=throughput,
         busiest_hour=max([hour.finished for hour in throughput] + [1]),
         stores=images_per_store(),
+        pools=worker_pools(),
     )
 
 

@@ -154,6 +154,17 @@ if BROKER_URL:
     Q_CLUSTER["redis"] = BROKER_URL
 else:
     Q_CLUSTER["orm"] = "default"
+    # Where clusters publish their status (imageactions.health reads it): shared by the
+    # processes of this host; the Redis broker keeps it in Redis instead.
+    Q_CLUSTER["cache"] = "broker-stats"
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "broker-stats": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(DATA_DIR / "broker-stats"),
+    },
+}
 
 # -- Images and stores -------------------------------------------------------------------
 # {"NAME": {"type": "filesystem", "path": ..., "region": ...} | {"type": "s3", "bucket": ...,

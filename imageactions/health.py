@@ -1,0 +1,132 @@
+"""Is the service alive, and ready to do its work? What load balancers (/healthz, /readyz) and
+operators (the admin's workers table) ask.
+
+Worker pools are django-q2 clusters; each cluster's sentinel publishes its status (host, pid,
+worker processes) every guard cycle with a 3-second expiry, in Redis with the Redis broker,
+else in the `broker-stats` cache (a directory under DATA_DIR, shared by the processes of a
+host). A pool whose status is there is alive.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+from django.conf import settings
+from django.db import connection
+
+from .stores import all_stores
+
+QEMU_CHECK_SECONDS = 60  # qemu-img does not come and go: ask it at most this often
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    pool: str
+    host: str
+    pid: int
+    status: str
+    workers: list[int]
+    seen_at: datetime
+
+
+def live_clusters(pool: str) -> list[ClusterStatus]:
+    """The clusters of `pool` that published their status within its 3-second expiry."""
+    from django_q.brokers import get_broker
+    from django_q.signing import SignedPackage
+
+    from .runner import cluster_of
+
+    stat_key = f"django_q:{cluster_of(pool)}:cluster"
+    broker = get_broker()
+    if settings.BROKER_URL:
+        packs = broker.get_stats(f"{stat_key}:*") or []
+    else:  # the ORM broker keeps them in the cache, under a list of keys per cluster name
+        packs = [broker.cache.get(key) for key in broker.cache.get(stat_key) or []]
+    clusters = []
+    for pack in filter(None, packs):
+        try:
+            stat = SignedPackage.loads(pack)
+        except Exception:  # signed with another secret key, or an older django-q2: not ours
+            continue
+        clusters.append(ClusterStatus(pool, stat.host, stat.pid, stat.status, list(stat.workers), stat.timestamp))
+    return sorted(clusters, key=lambda cluster: (cluster.host, cluster.pid))
+
+
+def queue_depth(pool: str) -> int:
+    """Steps queued for `pool` and not yet taken by a worker."""
+    from django_q.brokers import get_broker
+
+    from .runner import cluster_of
+
+    return get_broker(list_key=cluster_of(pool)).queue_size() or 0
+
+
+def readiness(*, detail: bool) -> tuple[bool, dict]:
+    """Every check, and whether all passed. Without `detail` (anonymous callers) only pass or
+    fail per kind of check: no store, pool, host or error text."""
+    results = {
+        "database": _passes(_check_database),
+        "broker": _passes(_check_broker),
+        "qemu_img": {"ok": _qemu_img_works()},
+    }
+    stores = {store.name: _passes(store.exists, "readyz-probe") for store in all_stores()}
+    pools = {}
+    for pool in settings.WORKER_POOLS:
+        try:
+            clusters = live_clusters(pool)
+        except Exception:
+            clusters = []
+        pools[pool] = {
+            "ok": bool(clusters),
+            "clusters": len(clusters),
+            "workers": sum(len(c.workers) for c in clusters),
+        }
+    results["stores"] = {"ok": all(check["ok"] for check in stores.values())}
+    results["workers"] = {"ok": all(check["ok"] for check in pools.values())}
+    if detail:
+        results["stores"]["stores"] = stores
+        results["workers"]["pools"] = pools
+    else:
+        for check in results.values():
+            check.pop("error", None)
+    return all(check["ok"] for check in results.values()), results
+
+
+def _passes(check, *args) -> dict:
+    started = time.monotonic()
+    try:
+        check(*args)
+    except Exception as error:  # any failure makes the check fail; operators read why
+        return {"ok": False, "error": str(error)[:300]}
+    return {"ok": True, "seconds": round(time.monotonic() - started, 4)}
+
+
+def _check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _check_broker() -> None:
+    from django_q.brokers import get_broker
+
+    if not get_broker().ping():
+        raise RuntimeError("the broker did not answer")
+
+
+def _qemu_img_works() -> bool:
+    return _qemu_img_check(int(time.monotonic() // QEMU_CHECK_SECONDS))
+
+
+@lru_cache(maxsize=1)
+def _qemu_img_check(_period: int) -> bool:
+    if shutil.which("qemu-img") is None:
+        return False
+    try:
+        return subprocess.run(["qemu-img", "--version"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
