@@ -369,6 +369,7 @@ class Stack:
                 "-m",
                 "gunicorn",
                 "imageactions.wsgi:application",
+                "--no-control-socket",
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--workers",

@@ -4,14 +4,21 @@ create the data directory and the generated secret key before anything needs the
 Importing the settings has no side effects; this is where the service first touches the disk.
 """
 
+import os
 import secrets
 
 from django.conf import settings
 
 
 def prepare_data_dir() -> None:
-    """Create DATA_DIR and its static directory, and the secret key file when the key is generated."""
-    settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    """Create DATA_DIR and its static directory, and the secret key file when the key is generated.
+
+    Everything the service creates from here on is private to its user (umask 077): the data
+    directory holds the database with the API tokens, the secret key, staged and stored images.
+    """
+    os.umask(0o077)
+    settings.DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.DATA_DIR.chmod(0o700)
     settings.STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns about a missing one on every start
     key_file = settings.SECRET_KEY_FILE
     if key_file is None:

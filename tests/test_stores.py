@@ -141,6 +141,22 @@ def test_delete_removes_the_object_and_is_idempotent(store, staged_file):
     store.delete(new_key())
 
 
+def test_deleting_the_last_object_of_a_directory_removes_it_and_no_more(settings, tmp_path, staged_file):
+    settings.IMAGE_STORES = {"fs": {"type": "filesystem", "path": str(tmp_path / "store"), "region": "local"}}
+    store = get_store("fs")
+    first, second = "exports/one/disk.qcow2", "exports/two/disk.qcow2"
+    store.put_file(first, staged_file(b"one"), size=3)
+    store.put_file(second, staged_file(b"two"), size=3)
+    store.delete(first)
+    assert sorted(str(p.relative_to(tmp_path / "store")) for p in (tmp_path / "store").rglob("*")) == [
+        "exports",
+        "exports/two",
+        "exports/two/disk.qcow2",
+    ]
+    store.delete(second)
+    assert list((tmp_path / "store").iterdir()) == []  # the root itself stays
+
+
 def test_missing_key_raises_object_not_found_naming_key_and_store(store):
     key = new_key()
     with pytest.raises(ObjectNotFound, match=f"Object '{key}' was not found in image store 'contract'"):

@@ -133,6 +133,14 @@ class FilesystemStore(ImageStore):
         path = self._path_for(key)
         with self._translate_os_errors("delete", key):
             path.unlink(missing_ok=True)
+        # Keys like exports/ACTION/FILE leave a directory per action: remove those left empty.
+        for directory in path.parents:
+            if directory == self.root or not directory.is_relative_to(self.root):
+                break
+            try:
+                directory.rmdir()
+            except OSError:  # not empty (or already gone): its other objects keep it
+                break
 
     def local_path(self, key: str) -> Path:
         return self._path_for(key)

@@ -430,6 +430,7 @@ class Deployment:
                 "--timeout",
                 "60",
                 "imageactions.wsgi:application",
+                "--no-control-socket",
             ],
         )
         wait_until(self._api_answers, timeout=30, what="gunicorn start", interval=0.2)

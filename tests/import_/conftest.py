@@ -220,6 +220,7 @@ def api_server(transactional_db, tmp_path):
             "--timeout",
             "120",
             "imageactions.wsgi:application",
+            "--no-control-socket",
         ],
         cwd=ROOT,
         env=env,
