@@ -54,7 +54,9 @@ schema = schemathesis.openapi.from_wsgi("/v2/schema?format=json", application)
 @schema.parametrize()
 @FUZZ_SETTINGS
 def test_no_request_gets_a_server_error_or_an_answer_outside_the_schema(case, keep_test_connection, token_headers):
-    case.call_and_validate(headers=token_headers, checks=CHECKS)
+    # /readyz answers 503 by design while no worker runs (none does here); its schema says so.
+    checks = [check for check in CHECKS if check is not not_a_server_error] if case.path == "/readyz" else CHECKS
+    case.call_and_validate(headers=token_headers, checks=checks)
 
 
 @given(case=schema["/v2/image-actions"]["POST"].as_strategy(generation_mode=GenerationMode.POSITIVE))
