@@ -277,6 +277,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Operations are tagged by the segment after /v2 (image-actions, images, ...); the probes at
+    # the root (/healthz, /readyz) would otherwise make "v2" the tag of every API operation.
+    "SCHEMA_PATH_PREFIX": r"/v2",
     "PREPROCESSING_HOOKS": ["imageactions.api.schema.document_paths_without_trailing_slash"],
     # Every action type that converts offers the same formats: one enum, not one per input.
     "ENUM_NAME_OVERRIDES": {"ConversionFormatEnum": "imageactions.pipeline.CONVERSION_FORMATS"},

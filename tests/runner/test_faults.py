@@ -1,4 +1,5 @@
-"""The reaper recovers from dead workers, lost tasks and data that never came."""
+"""Recovery from dead workers (handed back at once by the cluster that saw the death, else by
+the reaper), lost tasks and data that never came."""
 
 import os
 import signal
@@ -37,7 +38,9 @@ def test_worker_killed_mid_step_is_replaced_and_the_step_runs_again_to_success(a
     body = poll(alice, action_id, is_terminal, timeout=settings.REAPER_INTERVAL + SCHEDULER_TICK + 10, interval=0.2)
     took = (time.monotonic_ns() - killed_at_ns) / 1e9
     assert body["status"] == "success", (body, workers.log_tail())
-    assert took <= settings.REAPER_INTERVAL + SCHEDULER_TICK + 5, took
+    # The cluster replaces the dead process within a guard cycle and hands the step back then,
+    # not after the heartbeat went stale and the reaper's schedule came round (tens of seconds).
+    assert took < 10, took
 
     work_runs = [(pid, marker) for step, pid, marker in step_runs(action_id) if step == "work"]
     assert len(work_runs) == 2
