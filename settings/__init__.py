@@ -16,6 +16,7 @@ DATA_DIR = Path(env_str("IMAGEACTIONS_DATA_DIR", str(BASE_DIR / "var"))).resolve
 SCRATCH_DIR = DATA_DIR / "scratch"
 
 DEBUG = env_bool("IMAGEACTIONS_DEBUG", False)
+PRODUCTION = env_bool("IMAGEACTIONS_PRODUCTION", False)
 
 
 def _secret_key() -> tuple[str, Path | None]:
@@ -27,7 +28,7 @@ def _secret_key() -> tuple[str, Path | None]:
     key = env_str("IMAGEACTIONS_SECRET_KEY", "")
     if key:
         return key, None
-    if env_bool("IMAGEACTIONS_PRODUCTION", False):
+    if PRODUCTION:
         from django.core.exceptions import ImproperlyConfigured
 
         raise ImproperlyConfigured("IMAGEACTIONS_SECRET_KEY must be set when IMAGEACTIONS_PRODUCTION=1")
@@ -38,6 +39,20 @@ def _secret_key() -> tuple[str, Path | None]:
 SECRET_KEY, SECRET_KEY_FILE = _secret_key()
 ALLOWED_HOSTS = env_list("IMAGEACTIONS_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("IMAGEACTIONS_CSRF_TRUSTED_ORIGINS", [])
+
+# -- HTTPS, terminated by a proxy in front of the service (production) ------------------------
+# The header in which that proxy passes the client's scheme, e.g. X-Forwarded-Proto; set, a
+# request it marks "https" is secure, and plain-HTTP requests are redirected to HTTPS (except
+# the load balancer's probes). Only set it when the proxy always sets (or strips) the header.
+PROXY_SCHEME_HEADER = env_str("IMAGEACTIONS_PROXY_SCHEME_HEADER", "")
+if PROXY_SCHEME_HEADER:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + PROXY_SCHEME_HEADER.upper().replace("-", "_"), "https")
+SECURE_SSL_REDIRECT = env_bool("IMAGEACTIONS_SSL_REDIRECT", PRODUCTION and bool(PROXY_SCHEME_HEADER))
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Cookies (the admin's session and CSRF) only over HTTPS; HSTS tells browsers to use nothing else.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("IMAGEACTIONS_SECURE_COOKIES", PRODUCTION)
+SECURE_HSTS_SECONDS = env_int("IMAGEACTIONS_HSTS_SECONDS", 365 * 24 * 3600 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = env_bool("IMAGEACTIONS_HSTS_PRELOAD", PRODUCTION)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -1,5 +1,6 @@
-"""What the service leaves on disk is private to its user: the data directory and everything the
-first start creates in it (the database holding the API tokens, the secret key)."""
+"""Production hardening: what the service leaves on disk is private to its user (the data
+directory, the database holding the API tokens, the secret key), and behind a TLS-terminating
+proxy it passes Django's deployment checks and sends plain HTTP to HTTPS."""
 
 import os
 import stat
@@ -31,3 +32,30 @@ def test_the_data_directory_and_its_files_are_private(tmp_path):
     for path in created:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+
+
+def test_production_behind_a_tls_proxy_passes_the_deployment_checks(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEACTIONS_")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="settings",
+        IMAGEACTIONS_DATA_DIR=str(tmp_path / "data"),
+        IMAGEACTIONS_PRODUCTION="1",
+        IMAGEACTIONS_SECRET_KEY="a-production-key-" + "x" * 50,
+        IMAGEACTIONS_ALLOWED_HOSTS="images.example.org",
+        IMAGEACTIONS_PROXY_SCHEME_HEADER="X-Forwarded-Proto",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout + result.stderr
+
+
+def test_plain_http_through_the_proxy_is_sent_to_https_but_the_probes_are_not(client, settings):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_SSL_REDIRECT = True
+    response = client.get("/v2/images", HTTP_X_FORWARDED_PROTO="http")
+    assert (response.status_code, response["Location"]) == (301, "https://testserver/v2/images")
+    assert client.get("/v2/images", HTTP_X_FORWARDED_PROTO="https").status_code == 401  # reached the API
+    assert client.get("/healthz", HTTP_X_FORWARDED_PROTO="http").status_code == 200
