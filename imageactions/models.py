@@ -22,6 +22,18 @@ class ProjectMember(models.Model):
         return f"{self.user} in {self.project}"
 
 
+class ApiToken(models.Model):
+    """A user's API token, kept as its SHA-256 only: the token itself is shown once, when
+    `manage.py create_api_user` makes it (tokens are 160 random bits, so no salt is needed)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_token")
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"token of {self.user}"
+
+
 class ImageActionQuerySet(models.QuerySet):
     """Every change of an action's status or step state is one of the named methods below: a
     conditional UPDATE that matches only rows in a starting state of choices.STEP_TRANSITIONS

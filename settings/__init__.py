@@ -62,7 +62,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -268,7 +267,7 @@ POLICY_FILE = env_str("IMAGEACTIONS_POLICY_FILE", "")
 # -- REST framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "imageactions.api.authentication.ApiTokenAuthentication",
         # X-Auth-Token: Keystone's token when Keystone is configured, else this service's own.
         "imageactions.api.authentication.KeystoneAuthentication"
         if KEYSTONE_URL

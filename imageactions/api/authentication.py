@@ -7,9 +7,20 @@ from rest_framework.authentication import BaseAuthentication, TokenAuthenticatio
 from rest_framework.exceptions import AuthenticationFailed
 
 from ..keystone import KeystoneUser
+from ..tokens import user_of
 
 
-class OpenStackTokenAuthentication(TokenAuthentication):
+class ApiTokenAuthentication(TokenAuthentication):
+    """`Authorization: Token TOKEN`: this service's own API tokens, looked up by their digest."""
+
+    def authenticate_credentials(self, key):
+        user = user_of(key)
+        if user is None:
+            raise AuthenticationFailed("Invalid token.")
+        return user, None
+
+
+class OpenStackTokenAuthentication(ApiTokenAuthentication):
     """The same API tokens, read from X-Auth-Token; nothing else about the caller is taken from headers."""
 
     def authenticate(self, request):

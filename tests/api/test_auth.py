@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
-from imageactions.models import ProjectMember
+from imageactions.models import ApiToken, ProjectMember
 
 ACTIONS = "/v2/image-actions"
 
@@ -62,13 +62,27 @@ def test_create_api_user_prints_a_token_that_works(db):
     assert not user.is_staff and not user.has_usable_password()
 
 
-def test_create_api_user_again_is_idempotent_and_keeps_the_token(db):
+def test_create_api_user_again_updates_the_user_and_replaces_its_token(db):
     first = create_api_user("dave", "--project", "project-d")
-    again = create_api_user("dave", "--project", "project-d")
-    assert again == first
+    again = create_api_user("dave", "--project", "project-e")
+    assert again != first
     assert get_user_model().objects.filter(username="dave").count() == 1
-    assert ProjectMember.objects.filter(user__username="dave").count() == 1
-    assert token_client(first).get(ACTIONS).status_code == 200
+    assert ProjectMember.objects.get(user__username="dave").project == "project-e"
+    assert token_client(first).get(ACTIONS).status_code == 401
+    assert token_client(again).get(ACTIONS).status_code == 200
+
+
+def test_tokens_are_stored_only_as_their_sha256(db):
+    import hashlib
+
+    from django.db import connection
+
+    token = create_api_user("dave", "--project", "project-d")
+    assert ApiToken.objects.get(user__username="dave").digest == hashlib.sha256(token.encode()).hexdigest()
+    with connection.cursor() as cursor:  # nowhere in the database in plain text
+        for table in connection.introspection.table_names():
+            cursor.execute(f'SELECT * FROM "{table}"')
+            assert token not in repr(cursor.fetchall()), table
 
 
 def test_create_api_user_with_staff_makes_an_operator_who_sees_every_project(db, alice):

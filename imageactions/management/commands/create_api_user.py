@@ -1,14 +1,18 @@
-"""Create (or update) an API user in a project and print its token."""
+"""Create (or update) an API user in a project and print a new token for it (shown only now: the
+service keeps its digest; the user's earlier token stops working)."""
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
-from rest_framework.authtoken.models import Token
 
 from imageactions.models import ProjectMember
+from imageactions.tokens import issue_token
 
 
 class Command(BaseCommand):
-    help = "Create an API user in a project (the project owns its actions and images) and print its token."
+    help = (
+        "Create or update an API user in a project (the project owns its actions and images) and print a new "
+        "token for it; its earlier token stops working."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("username")
@@ -30,5 +34,4 @@ class Command(BaseCommand):
             user.set_unusable_password()
         user.save()
         ProjectMember.objects.update_or_create(user=user, defaults={"project": project})
-        token, _ = Token.objects.get_or_create(user=user)
-        self.stdout.write(token.key)
+        self.stdout.write(issue_token(user))
