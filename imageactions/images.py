@@ -117,11 +117,11 @@ def import_started(image_id, stores: list[str]) -> None:
 
 
 def import_failed(image_id, stores: list[str], *, action: ImageAction) -> None:
-    from .pipeline.registry import action_types  # at call time: the registry's package imports this module
-
     """The import `action` into the image failed or was cancelled and wrote nothing: as in
     Glance, a record awaiting bytes is queued again (a new import may follow), and the image
     names the stores that failed (an active image that was being copied stays active)."""
+    from .pipeline.registry import action_types  # at call time: the registry's package imports this module
+
     image = Image.objects.filter(pk=image_id, status__in=(*AWAITING_BYTES, ImageStatus.ACTIVE)).first()
     if image is None:
         return  # deleted meanwhile, or no longer importing

@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 
 from .. import runner
 from ..choices import TERMINAL_STATUSES, ActionStatus, ImageRole, ImageStatus, Visibility
-from ..images import AWAITING_BYTES, import_started
+from ..images import AWAITING_BYTES, import_started, in_use
 from ..models import Image, ImageAction, ImageLocation, ImageTag
 from ..pipeline import ImportMethod, ImportRequest, StoredFile, action_types, safe_filename
 from ..policy import allowed, needed_roles
@@ -459,10 +459,13 @@ def import_request(request, image: Image, method: ImportMethod, body: dict) -> I
 
 
 def _remove_location(image: Image, location: ImageLocation, refusal: str) -> None:
-    """Remove a copy of the image's bytes: its object (unless another image's location shares it)
-    and its location. `refusal` starts the 503's message when the store cannot remove it."""
-    shared = ImageLocation.objects.filter(store=location.store, key=location.key).exclude(pk=location.pk).exists()
-    if not shared:
+    """Remove a copy of the image's bytes: its location, and its object unless another image's
+    location still holds it. `refusal` starts the 503's message when the store cannot remove it
+    (the location then stays)."""
+    with transaction.atomic():
+        location.delete()
+        if in_use(location.store, location.key):
+            return
         try:
             get_store(location.store).delete(location.key)
         except StoreError as error:
@@ -470,7 +473,6 @@ def _remove_location(image: Image, location: ImageLocation, refusal: str) -> Non
                 f"{refusal.format(image=image.pk)} because its bytes could not be removed from store "
                 f"{location.store!r}: {error}. Try again later; if it keeps failing, tell an operator."
             ) from error
-    location.delete()
 
 
 def _require_formats(image: Image, error=exceptions.ValidationError) -> None:

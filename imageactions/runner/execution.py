@@ -106,7 +106,6 @@ def _internal_error(action: ImageAction, token, event: ActionEvent, error: Excep
     """An unexpected exception (a bug, not a fault of the input or of a service): the action fails
     at once with a message that says so; the traceback is in its timeline, for operators only."""
     log.exception("action %s: internal error %s", action.pk, where)
-    event.save()
     _close_event(event, "error", repr(error), traceback.format_exc())
     end_owned(
         action,
@@ -212,7 +211,10 @@ def _close_event(event: ActionEvent, outcome: str, message: str, trace: str = ""
     event.outcome = outcome
     event.message = message[:4000]
     event.traceback = trace
-    event.save(update_fields=["finished_at", "outcome", "message", "traceback"])
+    if event.pk is None:  # opened and closed at once (an error after the step)
+        event.save()
+    else:
+        event.save(update_fields=["finished_at", "outcome", "message", "traceback"])
 
 
 def release_held(action: ImageAction, *, input_data: dict | None = None) -> bool:

@@ -39,35 +39,35 @@ def waiting_action(owner="project-a") -> ImageAction:
 
 # rule -> (who asks, the request), each needing exactly that rule.
 REQUESTS = {
-    "list": ("alice", lambda client, db: client.get("/v2/image-actions")),
-    "read": ("alice", lambda client, db: client.get(f"/v2/images/{put_image('project-a').pk}")),
-    "create": ("alice", lambda client, db: image_record(client)),
+    "list": ("alice", lambda client: client.get("/v2/image-actions")),
+    "read": ("alice", lambda client: client.get(f"/v2/images/{put_image('project-a').pk}")),
+    "create": ("alice", lambda client: image_record(client)),
     "upload": (
         "alice",
-        lambda client, db: client.put(
+        lambda client: client.put(
             f"/v2/images/{image_record(client).json()['id']}/stage", data=b"x", content_type="application/octet-stream"
         ),
     ),
-    "cancel": ("alice", lambda client, db: client.post(f"/v2/image-actions/{waiting_action().pk}/cancel")),
+    "cancel": ("alice", lambda client: client.post(f"/v2/image-actions/{waiting_action().pk}/cancel")),
     "change": (
         "alice",
-        lambda client, db: client.patch(
+        lambda client: client.patch(
             f"/v2/images/{put_image('project-a').pk}",
             data=json.dumps([{"op": "replace", "path": "/name", "value": "n"}]),
             content_type="application/openstack-images-v2.1-json-patch",
         ),
     ),
-    "delete": ("alice", lambda client, db: client.delete(f"/v2/images/{put_image('project-a').pk}")),
+    "delete": ("alice", lambda client: client.delete(f"/v2/images/{put_image('project-a').pk}")),
     "publicize": (
         "operator",
-        lambda client, db: client.patch(
+        lambda client: client.patch(
             f"/v2/images/{put_image('operators').pk}",
             data=json.dumps([{"op": "replace", "path": "/visibility", "value": "public"}]),
             content_type="application/openstack-images-v2.1-json-patch",
         ),
     ),
-    "all_projects": ("operator", lambda client, db: client.get("/v2/image-actions", {"all_projects": "true"})),
-    "operator_detail": ("operator", lambda client, db: client.get("/v2/info/stores/detail")),
+    "all_projects": ("operator", lambda client: client.get("/v2/image-actions", {"all_projects": "true"})),
+    "operator_detail": ("operator", lambda client: client.get("/v2/info/stores/detail")),
 }
 
 
@@ -79,10 +79,10 @@ def test_every_rule_has_a_request_here():
 def test_each_rule_grants_by_default_and_refuses_once_the_file_takes_it_away(rule, request, policy_file):
     who, send = REQUESTS[rule]
     client = request.getfixturevalue(who)
-    assert send(client, None).status_code != 403
+    assert send(client).status_code != 403
 
     policy_file({rule: ["nobody-has-this-role"]})
-    refused = send(client, None)
+    refused = send(client)
     assert refused.status_code == 403
     assert rule in json.dumps(refused.json())
 
