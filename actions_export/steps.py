@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from imageactions.pipeline import (
+    EXPORTED,
     IMAGE_HASHES,
     ActionStatus,
     Image,
@@ -19,6 +20,7 @@ from imageactions.pipeline import (
     StepError,
     StoredFile,
     StoreError,
+    bytes_moved,
     convert_image_file,
     image_file,
     qemu_format_name,
@@ -103,6 +105,7 @@ def upload(action: ImageAction, ctx: StepContext) -> None:
         hashes = exported.hexdigests()
     finally:
         exported.close()
+    bytes_moved(EXPORTED, exported.size)
     if not action.state.get("converted"):
         hashes = _as_recorded(image, hashes)
     ctx.progress(exported.size, exported.size, force=True)

@@ -16,12 +16,14 @@ from django.conf import settings
 
 from imageactions.pipeline import (
     IMAGE_HASHES,
+    RECEIVED,
     ActionStatus,
     ImageAction,
     ImageFormatError,
     StepContext,
     StepError,
     TransferError,
+    bytes_moved,
     check_announced_size,
     convert_image_file,
     copy_to_file,
@@ -91,6 +93,7 @@ def stage(action: ImageAction, ctx: StepContext, source, *, size: int | None) ->
     except (TransferError, ImageFormatError) as error:
         raise StepError(str(error)) from None
     ctx.progress(received.bytes_read, size or received.bytes_read, force=True)
+    bytes_moved(RECEIVED, received.bytes_read)
     action.state.update(
         size=result.size,
         hashes=result.hashes,

@@ -16,6 +16,18 @@ TERMINAL_STATUSES = (ActionStatus.SUCCESS, ActionStatus.FAILURE, ActionStatus.CA
 PENDING = "pending"  # the filter word for "not terminal"
 
 
+class FailureKind(models.TextChoices):
+    """Why an action failed, as the runner sees it (the `error_code` label of the ended-actions
+    metric): the step refused the input or its source or store failed, or the service failed it."""
+
+    STEP_FAILED = "step_failed"  # the step's own error, with its message for the user
+    INTERNAL_ERROR = "internal_error"  # a bug: an unexpected exception in the service's code
+    TIMED_OUT = "timed_out"  # the step ran past its time limit
+    WORKER_LOST = "worker_lost"  # the worker running the step died, too many times
+    DATA_NOT_RECEIVED = "data_not_received"  # the upload (or the release after staging) never came
+    NOT_INSTALLED = "not_installed"  # the action's type is not installed on this service
+
+
 class StepState(models.TextChoices):
     """Where the current step stands; the runner's own bookkeeping, never shown to users."""
 

@@ -1,5 +1,5 @@
-"""Is the service alive, and ready to do its work? What load balancers (/healthz, /readyz) and
-operators (the admin's workers table) ask.
+"""Is the service alive, and ready to do its work? What load balancers (/healthz, /readyz),
+operators (the admin's workers table) and Prometheus (the live-state gauges of /metrics) ask.
 
 Worker pools are django-q2 clusters; each cluster's sentinel publishes its status (host, pid,
 worker processes) every guard cycle with a 3-second expiry, in Redis with the Redis broker,
@@ -13,12 +13,18 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Count, Min
+from django.utils import timezone
+from prometheus_client.core import GaugeMetricFamily
 
+from .choices import TERMINAL_STATUSES, StepState
+from .models import ImageAction
+from .pipeline.registry import get_action_type
 from .stores import all_stores
 
 QEMU_CHECK_SECONDS = 60  # qemu-img does not come and go: ask it at most this often
@@ -130,3 +136,68 @@ def _qemu_img_check(_period: int) -> bool:
         return subprocess.run(["qemu-img", "--version"], capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+class LiveStateCollector:
+    """Gauges computed at scrape time from the database and the broker, the same for every
+    host that is scraped (aggregate them with max, not sum)."""
+
+    def collect(self):
+
+        pending = GaugeMetricFamily(
+            "imageactions_actions_pending",
+            "Actions not yet ended, by type and status.",
+            labels=["action_type", "status"],
+        )
+        for row in (
+            ImageAction.objects.exclude(status__in=TERMINAL_STATUSES)
+            .values("action_type", "status")
+            .annotate(count=Count("id"))
+            .order_by()
+        ):
+            pending.add_metric([row["action_type"], row["status"]], row["count"])
+        yield pending
+
+        now = timezone.now()
+        oldest_queued = dict.fromkeys(settings.WORKER_POOLS, 0.0)
+        queued = ImageAction.objects.pending().filter(step_state=StepState.QUEUED)
+        for row in queued.values("action_type", "step_index").annotate(oldest=Min("queued_at")).order_by():
+            action_type = get_action_type(row["action_type"])
+            if action_type is None or row["step_index"] >= len(action_type.steps) or row["oldest"] is None:
+                continue
+            pool = action_type.steps[row["step_index"]].pool_for(action_type.name)
+            oldest_queued[pool] = max(oldest_queued.get(pool, 0.0), (now - row["oldest"]).total_seconds())
+
+        stale_before = now - timedelta(seconds=3 * settings.HEARTBEAT_INTERVAL)
+        stale = ImageAction.objects.filter(step_state=StepState.RUNNING, heartbeat_at__lt=stale_before).count()
+        yield GaugeMetricFamily(
+            "imageactions_stale_runs",
+            "Steps marked running whose worker sent no heartbeat for three heartbeat intervals "
+            "(the reaper recovers them; a lasting value means it does not run).",
+            value=stale,
+        )
+
+        depth = GaugeMetricFamily(
+            "imageactions_queue_depth", "Steps on the broker not yet taken by a worker.", labels=["pool"]
+        )
+        age = GaugeMetricFamily(
+            "imageactions_queue_oldest_age_seconds",
+            "Age of the oldest step queued for the pool (0 when none waits).",
+            labels=["pool"],
+        )
+        clusters = GaugeMetricFamily(
+            "imageactions_live_clusters", "Worker clusters of the pool that reported in the last 3 s.", labels=["pool"]
+        )
+        workers = GaugeMetricFamily(
+            "imageactions_live_workers", "Worker processes of the pool's live clusters.", labels=["pool"]
+        )
+        for pool in settings.WORKER_POOLS:
+            age.add_metric([pool], oldest_queued.get(pool, 0.0))
+            try:
+                depth.add_metric([pool], queue_depth(pool))
+                live = live_clusters(pool)
+            except Exception:  # the broker is down: /readyz says so; the rest still answers
+                continue
+            clusters.add_metric([pool], len(live))
+            workers.add_metric([pool], sum(len(cluster.workers) for cluster in live))
+        yield from (depth, age, clusters, workers)

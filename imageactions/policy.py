@@ -29,6 +29,7 @@ DEFAULT_RULES: dict[str, tuple[str, ...]] = {
     "publicize": ADMIN,  # make an image public (seen by every project), as in Glance
     "all_projects": ADMIN,  # read and act on every project's actions and images
     "operator_detail": ADMIN,  # owners of actions, how stores are reached
+    "metrics": ADMIN,  # scrape /metrics (a scraper may instead send IMAGEACTIONS_METRICS_TOKEN)
 }
 
 

@@ -20,6 +20,10 @@ def prepare_data_dir() -> None:
     settings.DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings.DATA_DIR.chmod(0o700)
     settings.STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns about a missing one on every start
+    # Every process of this host records its metrics here (imageactions.metrics); the variable
+    # is set before prometheus_client is imported and inherited by the processes started from here.
+    settings.METRICS_DIR.mkdir(exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(settings.METRICS_DIR)
     key_file = settings.SECRET_KEY_FILE
     if key_file is None:
         return  # the key comes from the environment

@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from .api.discovery import root, versions
 from .api.health import HealthzView, ReadyzView
+from .api.metrics import MetricsView
 from .dashboard import dashboard_view
 
 urlpatterns = [
@@ -12,6 +13,7 @@ urlpatterns = [
     path("versions", versions),
     path("healthz", HealthzView.as_view(), name="healthz"),
     path("readyz", ReadyzView.as_view(), name="readyz"),
+    path("metrics", MetricsView.as_view(), name="metrics"),
     path("v2", versions),
     # Inside the admin (its login, staff only), ahead of admin.site.urls whose catch-all would 404 it.
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="imageactions-dashboard"),

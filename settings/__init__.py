@@ -14,6 +14,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # (imageactions.startup), never by importing this module.
 DATA_DIR = Path(env_str("IMAGEACTIONS_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 SCRATCH_DIR = DATA_DIR / "scratch"
+# Prometheus metrics of this host's processes (imageactions.metrics), one file set per process.
+METRICS_DIR = DATA_DIR / "metrics"
 
 DEBUG = env_bool("IMAGEACTIONS_DEBUG", False)
 PRODUCTION = env_bool("IMAGEACTIONS_PRODUCTION", False)
@@ -48,7 +50,7 @@ PROXY_SCHEME_HEADER = env_str("IMAGEACTIONS_PROXY_SCHEME_HEADER", "")
 if PROXY_SCHEME_HEADER:
     SECURE_PROXY_SSL_HEADER = ("HTTP_" + PROXY_SCHEME_HEADER.upper().replace("-", "_"), "https")
 SECURE_SSL_REDIRECT = env_bool("IMAGEACTIONS_SSL_REDIRECT", PRODUCTION and bool(PROXY_SCHEME_HEADER))
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # Cookies (the admin's session and CSRF) only over HTTPS; HSTS tells browsers to use nothing else.
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("IMAGEACTIONS_SECURE_COOKIES", PRODUCTION)
 SECURE_HSTS_SECONDS = env_int("IMAGEACTIONS_HSTS_SECONDS", 365 * 24 * 3600 if PRODUCTION else 0)
@@ -71,6 +73,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every request gets its id and its log line, redirects and errors included.
+    "imageactions.middleware.RequestTelemetryMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -264,6 +268,11 @@ KEYSTONE_MEMCACHED_SERVERS = env_list("IMAGEACTIONS_KEYSTONE_MEMCACHED_SERVERS",
 # A JSON file of {"rule": ["role", ...]} that replaces those rules of imageactions.policy's defaults.
 POLICY_FILE = env_str("IMAGEACTIONS_POLICY_FILE", "")
 
+# -- Monitoring ------------------------------------------------------------------------------
+# A secret a Prometheus scraper sends as `Authorization: Bearer ...` to read /metrics (and
+# `manage.py serve_metrics`); empty: only callers the `metrics` policy rule allows (admins).
+METRICS_TOKEN = env_str("IMAGEACTIONS_METRICS_TOKEN", "")
+
 # -- REST framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -299,12 +308,27 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"ConversionFormatEnum": "imageactions.pipeline.CONVERSION_FORMATS"},
 }
 
+# One line per record on standard error, as JSON (imageactions.logs.JsonFormatter) or, with
+# IMAGEACTIONS_LOG_FORMAT=text, as text; either way with the request and action they are about.
+LOG_FORMAT = env_str("IMAGEACTIONS_LOG_FORMAT", "json").strip().lower()
+if LOG_FORMAT not in ("json", "text"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"IMAGEACTIONS_LOG_FORMAT must be json or text; got {LOG_FORMAT!r}")
+LOG_LEVEL = env_str("IMAGEACTIONS_LOG_LEVEL", "INFO").upper()
+_OWN_HANDLER = {"handlers": ["console"], "propagate": False, "level": LOG_LEVEL}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("IMAGEACTIONS_LOG_LEVEL", "INFO")},
+    "formatters": {"structured": {"()": f"imageactions.logs.{LOG_FORMAT.capitalize()}Formatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Both come with handlers of their own; these replace them, so their lines are structured too.
+        "django-q": _OWN_HANDLER,
+        "gunicorn.error": _OWN_HANDLER,
+        # gunicorn's access log: the API writes its own line per request (imageactions.middleware).
+        "gunicorn.access": {"handlers": [], "propagate": False},
         # keystonemiddleware warns that the password plugin's options (username, password, ...)
         # are "not known" to it at every start; they are its auth plugin's, and they work.
         "keystonemiddleware._common.config": {"level": "ERROR"},

@@ -13,6 +13,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import exceptions, status
 from rest_framework.negotiation import BaseContentNegotiation
 
+from ..metrics import SERVED, bytes_moved
 from ..pipeline import StoredFile
 from ..stores import ObjectNotFound, StoreError, get_store
 
@@ -113,6 +114,7 @@ def stored_file_response(request, stored: StoredFile, *, what: str) -> HttpRespo
         content_type="application/octet-stream",
         status=status.HTTP_206_PARTIAL_CONTENT if byte_range else status.HTTP_200_OK,
     )
+    bytes_moved(SERVED, end - start)
     response.block_size = DOWNLOAD_BLOCK_SIZE
     response["Content-Length"] = str(end - start)
     response["Accept-Ranges"] = "bytes"

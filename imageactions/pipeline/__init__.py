@@ -13,6 +13,7 @@ from ..formats.compression import detect_compression, open_decompressed
 from ..formats.convert import qemu_format_name
 from ..formats.errors import describe_size, human_size
 from ..images import AWAITING_BYTES, add_locations, create_image, fill_image, image_facts, import_failed
+from ..metrics import EXPORTED, RECEIVED, bytes_moved
 from ..models import Image, ImageAction
 from ..policy import allowed, needed_roles
 from ..projects import owner_of, visible_to
@@ -76,6 +77,9 @@ from .registry import (
 )
 
 __all__ = [
+    "EXPORTED",
+    "RECEIVED",
+    "bytes_moved",
     # declaring an action type
     "ActionType",
     "ImportMethod",

@@ -14,6 +14,7 @@ from ..formats.convert import convert_and_reinspect, qemu_format_name
 from ..formats.errors import describe_size
 from ..formats.verifiers import configured_verifiers, run_verifiers
 from ..images import in_use
+from ..metrics import STORED, bytes_moved
 from ..models import Image
 from ..stores import StoreError, StoreUnavailable
 from ..transfer import TransferError, copy_to_file
@@ -195,9 +196,10 @@ def _put(target, key: str, path: Path, *, size: int, move: bool, progress, what:
         raise ImageLost(f"{what} was lost: its worker's scratch space is gone. Start the action again")
     if move:
         target.put_file(key, path, size=size, progress=progress)
-        return
-    with open(path, "rb") as source:
-        target.put_stream(key, source, size=size, progress=progress)
+    else:
+        with open(path, "rb") as source:
+            target.put_stream(key, source, size=size, progress=progress)
+    bytes_moved(STORED, size)
 
 
 def stored_locations(state: dict) -> dict[str, str]:

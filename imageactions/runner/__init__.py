@@ -7,8 +7,8 @@ ImageActionQuerySet's named transitions (see choices.STEP_TRANSITIONS).
 """
 
 from ..pipeline.context import scratch_dir
-from .ending import clean_up
-from .execution import receive_data, release_held, run_step, worker_name
+from .ending import clean_up, worker_name
+from .execution import receive_data, release_held, run_step
 from .maintenance import PURGE_SCHEDULE, REAPER_SCHEDULE, ensure_schedules, purge, reap
 from .queueing import RUN_STEP_TASK, cluster_of, create_action, request_cancel, retry_failed, send_task
 

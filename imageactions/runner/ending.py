@@ -4,18 +4,35 @@ the type's clean-up, and the clean-up itself (also run by purge)."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
+import traceback
 
 from django.db import transaction
+from django.utils import timezone
 
-from ..choices import ActionStatus, ImageRole
-from ..models import ActionImage, ImageAction
+from .. import metrics
+from ..choices import ActionStatus, FailureKind, ImageRole
+from ..logs import bound
+from ..models import ActionEvent, ActionImage, ImageAction
 from ..pipeline.context import StepContext, scratch_dir
 from ..pipeline.registry import ActionType, get_action_type
 
 log = logging.getLogger(__name__)
 
 CANCELLED_MESSAGE = "The action was cancelled."
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def internal_error_message(action: ImageAction, where: str) -> str:
+    return (
+        f"An internal error stopped the action {where} (a fault of this service, not of your input). "
+        f"The operators have the details (action {action.pk})."
+    )
 
 
 def finish_success(action: ImageAction, action_type: ActionType, *, token, ctx: StepContext | None = None) -> None:
@@ -40,6 +57,7 @@ def finish_success(action: ImageAction, action_type: ActionType, *, token, ctx: 
                 action_type.finish(action, ctx)
             ended.update(state=action.state, result=action.result, image_properties=action.image_properties)
             record_images(action, ImageRole.MADE, action_type.images_made(action.result))
+        transaction.on_commit(lambda: _ended(action, ActionStatus.SUCCESS, ""))
     if cancelled:
         cancel_owned(action, token)
         return
@@ -54,8 +72,9 @@ def record_images(action: ImageAction, role: str, image_ids) -> None:
     )
 
 
-def end_owned(action: ImageAction, token, status: str, message: str) -> bool:
-    """End the action as failure or cancelled, if the run holding `token` still owns it.
+def end_owned(action: ImageAction, token, status: str, message: str, *, kind: str = FailureKind.STEP_FAILED) -> bool:
+    """End the action as failure or cancelled (`kind`: why it failed), if the run holding
+    `token` still owns it.
 
     The clean-up comes first: whoever sees `failure` or `cancelled` must find nothing left
     behind. The state is saved before it, since the clean-up reads what the steps recorded.
@@ -63,40 +82,100 @@ def end_owned(action: ImageAction, token, status: str, message: str) -> bool:
     owned = ImageAction.objects.pending().owned_by(token).filter(pk=action.pk)
     if not owned.save_state(action.state):
         return False
-    clean_up(action)
-    return bool(owned.end(status, message))
+    if not clean_up(action):
+        status, message, kind = ActionStatus.FAILURE, _with_clean_up_error(action, message), FailureKind.INTERNAL_ERROR
+    if not owned.end(status, message):
+        return False
+    _ended(action, status, kind)
+    return True
 
 
 def cancel_owned(action: ImageAction, token) -> bool:
     return end_owned(action, token, ActionStatus.CANCELLED, CANCELLED_MESSAGE)
 
 
-def end_unclaimed(action: ImageAction, status: str, message: str) -> bool:
-    """End an action no worker holds (queued, or held for data), then clean up after it."""
-    if not ImageAction.objects.filter(pk=action.pk).end_unclaimed(status, message):
+def end_unclaimed(
+    action: ImageAction, status: str, message: str, *, kind: str = FailureKind.STEP_FAILED, step_state: str = ""
+) -> bool:
+    """End an action no worker holds (queued, or held for data; only in `step_state` when given),
+    then clean up after it."""
+    rows = ImageAction.objects.filter(pk=action.pk, **({"step_state": step_state} if step_state else {}))
+    if not rows.end_unclaimed(status, message):
         return False
-    clean_up(action)
+    _cleaned_after_end(action, status, message, kind)
     return True
 
 
-def fail_unowned(action: ImageAction, message: str) -> None:
+def fail_unowned(action: ImageAction, message: str, *, kind: str) -> None:
     if ImageAction.objects.filter(pk=action.pk).end(ActionStatus.FAILURE, message):
-        clean_up(action)
+        _cleaned_after_end(action, ActionStatus.FAILURE, message, kind)
 
 
-def clean_up(action: ImageAction) -> None:
-    """Remove what a failed, cancelled or purged action left: its type's leftovers and scratch."""
+def _cleaned_after_end(action: ImageAction, status: str, message: str, kind: str) -> None:
+    """Clean up after an action that ended before anything could run its clean-up; a clean-up
+    that fails turns it into an internal error, so nobody takes it for cleanly ended."""
+    if not clean_up(action):
+        status, kind = ActionStatus.FAILURE, FailureKind.INTERNAL_ERROR
+        ImageAction.objects.filter(pk=action.pk).update(status=status, message=_with_clean_up_error(action, message))
+    _ended(action, status, kind)
+
+
+def _ended(action: ImageAction, status: str, kind: str) -> None:
+    """Count and log an action's end (`kind`: why it failed, for failures only)."""
+    kind = kind if status == ActionStatus.FAILURE else ""
+    metrics.action_ended(action.action_type, status, kind)
+    with bound(action_id=str(action.pk), action_type=action.action_type, request_id=action.request_id):
+        log.info("action ended: %s", status, extra={"fields": {"outcome": status, "error_code": kind or None}})
+
+
+def _with_clean_up_error(action: ImageAction, message: str) -> str:
+    return f"{message} {internal_error_message(action, 'while cleaning up after it')}".strip()
+
+
+def clean_up(action: ImageAction) -> bool:
+    """Remove what a failed, cancelled or purged action left: its type's leftovers and scratch.
+
+    False when the type's clean-up raised (a bug: what it should have removed may remain); the
+    traceback is then in the action's timeline, for operators.
+    """
+    cleaned = True
     action_type = get_action_type(action.action_type)
     if action_type and action_type.clean_up:
         try:
             action.refresh_from_db(fields=["state", "result", "status"])
         except ImageAction.DoesNotExist:
             pass
+        started_at = timezone.now()
         try:
             action_type.clean_up(action, StepContext(action, None, None))
-        except Exception:
+        except Exception as error:
             log.exception("clean-up of action %s failed", action.pk)
+            cleaned = False
+            event = ActionEvent(action=action, step="clean-up", status=action.status, attempt=action.attempt,
+                                worker=worker_name(), started_at=started_at)  # fmt: skip
+            try:
+                close_event(event, "error", repr(error), traceback.format_exc())
+            except Exception:  # the action is gone (a purge): the log has it
+                log.warning("could not record the clean-up error of action %s", action.pk)
     remove_scratch(action.pk)
+    return cleaned
+
+
+def close_event(event: ActionEvent, outcome: str, message: str, trace: str = "") -> None:
+    """Record how a run of a step (or a clean-up) ended in the action's timeline."""
+    event.finished_at = timezone.now()
+    event.outcome = outcome
+    event.message = message[:4000]
+    event.traceback = trace
+    if event.pk is None:  # opened and closed at once (an error after the step)
+        event.save()
+    else:
+        event.save(update_fields=["finished_at", "outcome", "message", "traceback"])
+    seconds = (event.finished_at - event.started_at).total_seconds()
+    level = logging.INFO if outcome == "success" else logging.WARNING
+    log.log(level, "%s step ended: %s", event.step, outcome, extra={"fields": {"duration_s": round(seconds, 3)}})
+    if event.step != "clean-up":
+        metrics.step_ran(event.action.action_type, event.step, outcome, seconds)
 
 
 def remove_scratch(action_id) -> None:

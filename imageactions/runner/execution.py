@@ -3,9 +3,8 @@ faults, record each attempt in the timeline, then hand over to the next step or 
 
 from __future__ import annotations
 
+import contextvars
 import logging
-import os
-import socket
 import threading
 import time
 import traceback
@@ -15,21 +14,18 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
-from ..choices import ActionStatus, StepState
+from ..choices import ActionStatus, FailureKind, StepState
+from ..logs import bound
 from ..models import ActionEvent, ImageAction
 from ..pipeline.context import StepContext
 from ..pipeline.errors import ActionCancelled, RetryableStepError, RunSuperseded, StepError
 from ..pipeline.registry import ActionType, Step, get_action_type
-from .ending import cancel_owned, end_owned
+from .ending import cancel_owned, close_event, end_owned, internal_error_message, worker_name
 from .queueing import enqueue, queue_next_step
 
 log = logging.getLogger(__name__)
 
 DATA_RECEIVED = "data_received"  # in action.state: an action held after its data must not take more
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_step(action_id: str, index: int, attempt: int) -> None:
@@ -69,6 +65,17 @@ def claim_step(action_id, index: int, attempt: int, *, from_state: str) -> uuid.
 def execute_claimed_step(action: ImageAction, action_type: ActionType, step: Step, token, *, run=None) -> bool:
     """Run a claimed step (or `run`, e.g. receiving uploaded data in the API process), record how
     it ended, and on success hand the action to its next step. Returns True on success."""
+    with bound(
+        action_id=str(action.pk),
+        action_type=action.action_type,
+        step=step.name,
+        worker=worker_name(),
+        request_id=action.request_id,
+    ):
+        return _execute(action, action_type, step, token, run)
+
+
+def _execute(action: ImageAction, action_type: ActionType, step: Step, token, run) -> bool:
     ctx = StepContext(action, step, token)
     heartbeat = Heartbeat(action.pk, token)
     heartbeat.start()
@@ -106,13 +113,9 @@ def _internal_error(action: ImageAction, token, event: ActionEvent, error: Excep
     """An unexpected exception (a bug, not a fault of the input or of a service): the action fails
     at once with a message that says so; the traceback is in its timeline, for operators only."""
     log.exception("action %s: internal error %s", action.pk, where)
-    _close_event(event, "error", repr(error), traceback.format_exc())
+    close_event(event, "error", repr(error), traceback.format_exc())
     end_owned(
-        action,
-        token,
-        ActionStatus.FAILURE,
-        f"An internal error stopped the action {where} (a fault of this service, not of your input). "
-        f"The operators have the details (action {action.pk}).",
+        action, token, ActionStatus.FAILURE, internal_error_message(action, where), kind=FailureKind.INTERNAL_ERROR
     )
 
 
@@ -123,8 +126,12 @@ class Heartbeat(threading.Thread):
         super().__init__(daemon=True, name=f"heartbeat-{action_id}")
         self.action_id, self.token = action_id, token
         self.stopped = threading.Event()
+        self.log_context = contextvars.copy_context()  # a new thread starts with none
 
     def run(self):
+        self.log_context.run(self._beat)
+
+    def _beat(self):
         try:
             while not self.stopped.wait(settings.HEARTBEAT_INTERVAL):
                 try:
@@ -145,49 +152,59 @@ class Heartbeat(threading.Thread):
 def _run_with_retries(action: ImageAction, step: Step, ctx: StepContext, run) -> bool:
     attempt = action.attempt
     while True:
-        event = ActionEvent.objects.create(
-            action=action,
-            step=step.name,
-            status=step.status,
-            attempt=attempt,
-            worker=worker_name(),
-            started_at=timezone.now(),
-        )
-        try:
-            run(action, ctx)
-        except RunSuperseded:
-            _close_event(event, "superseded", "Another run took over this step.")
+        with bound(attempt=attempt):
+            outcome = _run_attempt(action, step, ctx, run, attempt)
+        if outcome is not None:
+            return outcome
+        attempt += 1
+        if not _wait_before_retry(action, ctx, step.backoff * 2 ** (attempt - 2), attempt):
             return False
-        except ActionCancelled:
-            _close_event(event, "cancelled", "Cancelled by the user.")
-            cancel_owned(action, ctx.token)
-            return False
-        except RetryableStepError as error:
-            if attempt > step.retries:
-                _close_event(event, "failure", str(error))
-                end_owned(action, ctx.token, ActionStatus.FAILURE, str(error))
-                return False
-            _close_event(event, "retry", str(error))
-            attempt += 1
-            if not _wait_before_retry(action, ctx, step.backoff * 2 ** (attempt - 2), attempt):
-                return False
-            continue
-        except StepError as error:
-            _close_event(event, "failure", str(error))
+
+
+def _run_attempt(action: ImageAction, step: Step, ctx: StepContext, run, attempt: int) -> bool | None:
+    """One run of the step: True when it succeeded, False when the run ended otherwise, None
+    when it should be tried again."""
+    log.info("%s step started (attempt %d)", step.name, attempt)
+    event = ActionEvent.objects.create(
+        action=action,
+        step=step.name,
+        status=step.status,
+        attempt=attempt,
+        worker=worker_name(),
+        started_at=timezone.now(),
+    )
+    try:
+        run(action, ctx)
+    except RunSuperseded:
+        close_event(event, "superseded", "Another run took over this step.")
+        return False
+    except ActionCancelled:
+        close_event(event, "cancelled", "Cancelled by the user.")
+        cancel_owned(action, ctx.token)
+        return False
+    except RetryableStepError as error:
+        if attempt > step.retries:
+            close_event(event, "failure", str(error))
             end_owned(action, ctx.token, ActionStatus.FAILURE, str(error))
             return False
-        except (OperationalError, InterfaceError):
-            # The database went away mid-step (a restart, a failover): not the step's fault, and
-            # nothing can be recorded now. This run ends; its heartbeat goes stale and the reaper
-            # starts the step again once the database is back.
-            log.warning("step %s of action %s lost its database connection", step.name, action.pk, exc_info=True)
-            close_old_connections()
-            return False
-        except Exception as error:
-            _internal_error(action, ctx.token, event, error, f"in its {step.name} step")
-            return False
-        _close_event(event, "success", "")
-        return True
+        close_event(event, "retry", str(error))
+        return None
+    except StepError as error:
+        close_event(event, "failure", str(error))
+        end_owned(action, ctx.token, ActionStatus.FAILURE, str(error))
+        return False
+    except (OperationalError, InterfaceError):
+        # The database went away mid-step (a restart, a failover): not the step's fault, and
+        # nothing can be recorded now. This run ends; its heartbeat goes stale and the reaper
+        # starts the step again once the database is back.
+        log.warning("step %s of action %s lost its database connection", step.name, action.pk, exc_info=True)
+        close_old_connections()
+        return False
+    except Exception as error:
+        _internal_error(action, ctx.token, event, error, f"in its {step.name} step")
+        return False
+    close_event(event, "success", "")
+    return True
 
 
 def _wait_before_retry(action: ImageAction, ctx: StepContext, delay: float, attempt: int) -> bool:
@@ -204,17 +221,6 @@ def _wait_before_retry(action: ImageAction, ctx: StepContext, delay: float, atte
         return False  # superseded while waiting
     action.attempt = attempt
     return True
-
-
-def _close_event(event: ActionEvent, outcome: str, message: str, trace: str = "") -> None:
-    event.finished_at = timezone.now()
-    event.outcome = outcome
-    event.message = message[:4000]
-    event.traceback = trace
-    if event.pk is None:  # opened and closed at once (an error after the step)
-        event.save()
-    else:
-        event.save(update_fields=["finished_at", "outcome", "message", "traceback"])
 
 
 def release_held(action: ImageAction, *, input_data: dict | None = None) -> bool:

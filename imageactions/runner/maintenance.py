@@ -12,10 +12,11 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from ..choices import ActionStatus, StepState
+from ..choices import ActionStatus, FailureKind, StepState
+from ..logs import bound
 from ..models import ActionEvent, ImageAction
 from ..pipeline.registry import get_action_type
-from .ending import CANCELLED_MESSAGE, clean_up, end_owned
+from .ending import CANCELLED_MESSAGE, clean_up, end_owned, end_unclaimed
 from .execution import DATA_RECEIVED
 from .queueing import cluster_of, enqueue, send_task
 
@@ -51,11 +52,10 @@ def reap() -> dict:
                 f"No data was uploaded within {waited} of creating the action; "
                 "create a new action and PUT the data to it promptly."
             )
-        if ImageAction.objects.filter(pk=action.pk, step_state=StepState.HELD).end_unclaimed(
-            ActionStatus.FAILURE, message
+        if end_unclaimed(
+            action, ActionStatus.FAILURE, message, kind=FailureKind.DATA_NOT_RECEIVED, step_state=StepState.HELD
         ):
             counts["expired_holds"] += 1
-            clean_up(action)
     _schedule_next(REAPER_SCHEDULE, settings.REAPER_INTERVAL)
     if any(counts.values()):
         log.info("reaper: %s", counts)
@@ -103,6 +103,14 @@ def hand_back_on_worker_death() -> None:
 
 
 def _recover_dead_run(action: ImageAction, counts: dict) -> None:
+    with bound(
+        action_id=str(action.pk), action_type=action.action_type, worker=action.worker, request_id=action.request_id
+    ):
+        log.warning("recovering the run of a worker that stopped responding")
+        _recover(action, counts)
+
+
+def _recover(action: ImageAction, counts: dict) -> None:
     action_type = get_action_type(action.action_type)
     step = action_type.steps[action.step_index] if action_type else None
     step_name = step.name if step else action.progress_step
@@ -123,6 +131,7 @@ def _recover_dead_run(action: ImageAction, counts: dict) -> None:
             ActionStatus.FAILURE,
             f"The {step_name} step did not finish within its time limit of {_duration(step.timeout)}; "
             "the action was stopped. Try again, or ask an operator about large images.",
+            kind=FailureKind.TIMED_OUT,
         ):
             counts["failed"] += 1
         return
@@ -144,7 +153,7 @@ def _recover_dead_run(action: ImageAction, counts: dict) -> None:
         status, message = ActionStatus.CANCELLED, CANCELLED_MESSAGE
     else:
         status = ActionStatus.FAILURE
-    if end_owned(action, action.run_token, status, message):
+    if end_owned(action, action.run_token, status, message, kind=FailureKind.WORKER_LOST):
         counts["failed"] += 1
 
 

@@ -7,7 +7,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ..choices import ActionStatus, ImageRole, StepState
+from .. import metrics
+from ..choices import ActionStatus, FailureKind, ImageRole, StepState
+from ..logs import current_request_id
 from ..models import ActionImage, ImageAction
 from ..pipeline.context import StepContext
 from ..pipeline.registry import ActionType, get_action_type
@@ -32,8 +34,10 @@ def create_action(action_type: ActionType, *, owner: str, input_data: dict) -> I
         status=ActionStatus.WAITING,
         step_state=StepState.HELD if held else StepState.QUEUED,
         queued_at=timezone.now(),
+        request_id=current_request_id(),
     )
     record_images(action, ImageRole.READ, action_type.images_read(input_data))
+    transaction.on_commit(lambda: metrics.action_created(action_type.name))
     if not held:
         transaction.on_commit(lambda: enqueue(action.pk))
     return action
@@ -44,7 +48,11 @@ def enqueue(action_id) -> None:
     action = ImageAction.objects.get(pk=action_id)
     action_type = get_action_type(action.action_type)
     if action_type is None:
-        fail_unowned(action, f"The action type {action.action_type!r} is not installed on this service.")
+        fail_unowned(
+            action,
+            f"The action type {action.action_type!r} is not installed on this service.",
+            kind=FailureKind.NOT_INSTALLED,
+        )
         return
     queue_next_step(action, action_type, start=action.step_index, ctx=None)
 

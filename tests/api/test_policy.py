@@ -68,6 +68,7 @@ REQUESTS = {
     ),
     "all_projects": ("operator", lambda client: client.get("/v2/image-actions", {"all_projects": "true"})),
     "operator_detail": ("operator", lambda client: client.get("/v2/info/stores/detail")),
+    "metrics": ("operator", lambda client: client.get("/metrics")),
 }
 
 

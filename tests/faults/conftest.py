@@ -431,6 +431,8 @@ class Deployment:
                 "60",
                 "imageactions.wsgi:application",
                 "--no-control-socket",
+                "--logger-class",
+                "imageactions.logs.GunicornLogger",
             ],
         )
         wait_until(self._api_answers, timeout=30, what="gunicorn start", interval=0.2)

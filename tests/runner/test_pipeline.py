@@ -4,6 +4,7 @@ import json
 import os
 import time
 
+import pytest
 from django.conf import settings
 
 from imageactions.models import ActionEvent, ImageAction
@@ -78,6 +79,29 @@ def test_a_bug_in_finish_fails_the_action_at_once_not_as_a_dead_worker(alice, wo
     assert step_run_counts(action_id) == {"prepare": 1, "work": 1, "wrap": 1}
     assert not ImageAction.objects.get(pk=action_id).result  # finish's transaction was rolled back
     assert was_cleaned_up(action_id)
+
+
+@pytest.mark.parametrize("ending", ["fail", "cancel"])
+def test_a_bug_in_clean_up_fails_the_action_as_an_internal_error_with_the_traceback_for_operators(
+    alice, workers, ending
+):
+    if ending == "fail":
+        action_id = create_test_action(
+            alice, work={"kind": "fail", "message": "the input was wrong"}, clean_up_raises=True
+        )
+    else:
+        action_id = create_test_action(alice, work={"kind": "sleep", "seconds": 30}, clean_up_raises=True)
+        poll(alice, action_id, lambda body: body["status"] == "working")
+        assert alice.post(f"/v2/image-actions/{action_id}/cancel").status_code == 202
+    body = poll(alice, action_id, is_terminal)
+    assert body["status"] == "failure", body
+    if ending == "fail":  # the step's own message stays, for the user
+        assert body["message"].startswith("the input was wrong")
+    assert "internal error stopped the action while cleaning up after it" in body["message"]
+    assert "unexpected test error" not in json.dumps(body)
+    [event] = ActionEvent.objects.filter(action_id=action_id, step="clean-up")
+    assert event.outcome == "error" and "RuntimeError: unexpected test error in clean_up" in event.traceback
+    assert not (settings.SCRATCH_DIR / action_id).exists()  # the scratch space went all the same
 
 
 def test_retryable_error_is_retried_and_the_attempts_are_logged(alice, workers):

@@ -25,6 +25,7 @@ class TestInputSerializer(serializers.Serializer):
     skip_wrap = serializers.BooleanField(default=False)
     await_data = serializers.BooleanField(default=False)
     finish_raises = serializers.BooleanField(default=False)
+    clean_up_raises = serializers.BooleanField(default=False)
 
 
 def runs_dir():
@@ -84,4 +85,6 @@ def finish(action, ctx):
 
 
 def clean_up(action, ctx):
+    if action.input.get("clean_up_raises"):
+        raise RuntimeError("unexpected test error in clean_up")
     (runs_dir() / f"{action.pk}.cleaned").write_text("cleaned")
