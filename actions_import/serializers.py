@@ -10,6 +10,7 @@ from imageactions.pipeline import (
     HEX_LENGTHS,
     MAX_IMAGE_NAME_LENGTH,
     MAX_IMAGE_TAGS,
+    MAX_STORED_INT,
     MAX_TAG_LENGTH,
     Image,
     UrlPolicy,
@@ -45,8 +46,8 @@ class ImagePropertiesSerializer(serializers.Serializer):
     )
     container_format = serializers.ChoiceField(choices=CONTAINER_FORMATS, default="bare")
     visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PRIVATE)
-    min_disk = serializers.IntegerField(min_value=0, default=0, help_text="GiB")
-    min_ram = serializers.IntegerField(min_value=0, default=0, help_text="MiB")
+    min_disk = serializers.IntegerField(min_value=0, max_value=MAX_STORED_INT, default=0, help_text="GiB")
+    min_ram = serializers.IntegerField(min_value=0, max_value=MAX_STORED_INT, default=0, help_text="MiB")
     properties = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
 
     def validate_tags(self, tags):

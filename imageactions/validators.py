@@ -18,6 +18,7 @@ MAX_PROPERTY_VALUE_LENGTH = 4096
 MAX_IMAGE_TAGS = 50
 MAX_TAG_LENGTH = 255  # ImageTag.name's column
 MAX_IMAGE_NAME_LENGTH = 255  # Image.name's column
+MAX_STORED_INT = 2**31 - 1  # the largest value of an integer column (Image.min_disk, min_ram)
 
 
 def validate_store_names(names) -> list[str]:

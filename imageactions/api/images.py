@@ -28,7 +28,7 @@ from ..pipeline import ImportMethod, ImportRequest, StoredFile, action_types, sa
 from ..policy import allowed, needed_roles
 from ..projects import owner_of, visible_to
 from ..stores import StoreError, get_store
-from ..validators import validate_image_properties, validate_image_tags, validate_store_names
+from ..validators import MAX_STORED_INT, validate_image_properties, validate_image_tags, validate_store_names
 from . import glance
 from .errors import Conflict, flatten_errors
 from .parsers import BoundedJSONParser, ImageDataParser, JsonPatchParser
@@ -48,7 +48,6 @@ SORT_NULLS = {"name": Value(""), "container_format": Value(""), "disk_format": V
 LIST_PARAMETERS = {"limit", "marker", "sort", "sort_key", "sort_dir", "member_status"}
 EXACT_FILTERS = ("name", "status", "owner", "checksum", "os_hash_value", "disk_format", "container_format", "id")
 TIME_OPERATORS = {"gt": "gt", "gte": "gte", "lt": "lt", "lte": "lte", "eq": "exact"}
-MAX_INT = 2**31 - 1
 GLANCE_DIRECT, STAGE = "glance-direct", "stage"
 
 
@@ -252,8 +251,8 @@ def _check_value(name: str, value):
             raise _bad_request(f"'{name}' is one of: {', '.join(allowed)}, or null.")
         return value
     if name in ("min_disk", "min_ram"):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
-            raise _bad_request(f"'{name}' is a whole number from 0 to {MAX_INT}.")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STORED_INT:
+            raise _bad_request(f"'{name}' is a whole number from 0 to {MAX_STORED_INT}.")
         return value
     if name == "tags":
         try:

@@ -197,9 +197,36 @@ class ImageActionCreateSerializer(serializers.Serializer):
                 {"input": [f"Expected a JSON object, got {type(attrs['input']).__name__}."]}
             )
         input_serializer = get_action_type(name).input_serializer(data=attrs["input"], context=self.context)
+        # A field the service does not know is refused, not dropped: a misspelt option that
+        # was silently ignored would run the action differently from what the caller meant.
+        unknown = unknown_fields(self, self.initial_data) + unknown_fields(input_serializer, attrs["input"], "input.")
+        if unknown:
+            raise serializers.ValidationError(
+                {name: ["Unknown field; see the action type's input in the API schema (/v2/docs)."] for name in unknown}
+            )
         if not input_serializer.is_valid():
             raise serializers.ValidationError({"input": input_serializer.errors})
         return {"action_type": name, "input": jsonable(input_serializer.validated_data)}
+
+
+def unknown_fields(serializer: serializers.Serializer, data, prefix: str = "") -> list[str]:
+    """The dotted names of the keys of `data` that `serializer` has no writable field for, at
+    every depth its fields describe (a free-form object, like an image's properties, takes any key)."""
+    if not isinstance(data, dict):
+        return []
+    found = []
+    for key, value in data.items():
+        field, name = serializer.fields.get(key), f"{prefix}{key}"
+        if field is None or field.read_only:
+            found.append(name)
+        elif isinstance(field, serializers.ListSerializer) or (
+            isinstance(field, serializers.ListField) and isinstance(field.child, serializers.Serializer)
+        ):
+            for index, item in enumerate(value if isinstance(value, list) else []):
+                found += unknown_fields(field.child, item, f"{name}.{index}.")
+        elif isinstance(field, serializers.Serializer):
+            found += unknown_fields(field, value, f"{name}.")
+    return found
 
 
 def jsonable(data):

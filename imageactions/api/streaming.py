@@ -181,3 +181,37 @@ class DownloadExpired(exceptions.APIException):
     status_code = status.HTTP_410_GONE
     default_code = "gone"
     default_detail = "The file has expired."
+
+
+def request_body_is_empty(request) -> bool:
+    """Whether the request (Django's) came without a body: a Content-Length of 0, or neither a
+    length nor a chunked body. A chunked body is asked for its first byte, which is then put
+    back in front of the rest for whoever reads the body."""
+    meta = request.META
+    length = (meta.get("CONTENT_LENGTH") or "").strip()
+    if length:
+        return length == "0"
+    chunked = "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if not (chunked and meta.get("wsgi.input_terminated") and "wsgi.input" in meta):
+        return True
+    first = meta["wsgi.input"].read(1)
+    if not first:
+        return True
+    meta["wsgi.input"] = _ReadBack(first, meta["wsgi.input"])
+    return False
+
+
+class _ReadBack:
+    """A stream with the bytes already read from it in front again."""
+
+    def __init__(self, head: bytes, rest):
+        self.head, self.rest = head, rest
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.head:
+            return self.rest.read(size)
+        if size is None or size < 0:
+            data, self.head = self.head + self.rest.read(), b""
+            return data
+        data, self.head = self.head[:size], self.head[size:]
+        return data

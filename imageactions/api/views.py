@@ -1,5 +1,7 @@
 """The /v2/image-actions resource and its per-type aliases."""
 
+import re
+
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
@@ -12,7 +14,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from drf_spectacular.views import SpectacularRedocView
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action as route
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import BaseParser
@@ -32,6 +34,7 @@ from .streaming import (
     IgnoreAcceptHeader,
     download_parameters,
     download_responses,
+    request_body_is_empty,
     stored_file_response,
 )
 
@@ -52,6 +55,9 @@ def error_responses(*codes: int, words: dict[int, str] | None = None) -> dict:
     return {code: OpenApiResponse(ErrorSerializer, description=words[code]) for code in codes}
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/=]*")
+
+
 class NewestFirstCursorPagination(CursorPagination):
     """Keyset pagination: a page costs the same at row one million as at row one."""
 
@@ -59,19 +65,44 @@ class NewestFirstCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 1000
+    invalid_cursor_message = "Invalid cursor: pass the `next` or `previous` link of a page of this list unchanged."
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise ValidationError({"limit": [f"A whole number from 1 to {self.max_page_size}; got {raw!r}."]})
+        return int(raw)
 
     def decode_cursor(self, request):
-        cursor = super().decode_cursor(request)
+        raw = request.query_params.get(self.cursor_query_param)
+        if raw is not None and not _BASE64.fullmatch(raw):  # base64 decoding would skip such characters
+            raise self._invalid_cursor()
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFound:
+            raise self._invalid_cursor() from None
         if cursor is not None and cursor.position is not None:
-            # A hand-made cursor could carry a position that is no timestamp: 404 like any bad cursor.
+            # A hand-made cursor could carry a position that is no timestamp.
             field = self.ordering[0].lstrip("-")
             try:
                 position = ImageAction._meta.get_field(field).to_python(cursor.position)
             except (DjangoValidationError, FieldDoesNotExist):
-                raise NotFound(self.invalid_cursor_message) from None
+                raise self._invalid_cursor() from None
             if position is None or timezone.is_naive(position):  # real cursors carry their UTC offset
-                raise NotFound(self.invalid_cursor_message)
+                raise self._invalid_cursor()
         return cursor
+
+    def _invalid_cursor(self) -> ValidationError:
+        return ValidationError({"cursor": [self.invalid_cursor_message]})
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": self.max_page_size}
+        return parameters
 
 
 class StreamedBodyParser(BaseParser):
@@ -109,8 +140,9 @@ class ImageActionSchema(AutoSchema):
         summary="List your actions",
         responses={
             200: ImageActionSerializer(many=True),
-            **error_responses(400, 401),
-            404: OpenApiResponse(ErrorSerializer, description="The `cursor` is not one this list handed out."),
+            **error_responses(
+                400, 401, words={400: "A filter, `limit` or `cursor` is invalid, or a query parameter is unknown."}
+            ),
         },
     ),
     retrieve=extend_schema(
@@ -133,6 +165,17 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     # Any text, not only UUIDs, reaches the view: a malformed id gets the same JSON 404 as a
     # missing or foreign one, instead of Django's HTML page.
     lookup_value_regex = "[^/]+"
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        refuse_unknown_query_parameters(request, self.query_parameters())
+
+    def query_parameters(self) -> tuple[set[str], set[str]]:
+        """The query parameters this route takes: (all of them, those that may be repeated)."""
+        if self.action != "list":
+            return set(), set()
+        filters = set(self.filterset_class.base_filters)
+        return {*filters, "ordering", "cursor", "limit", "all_projects"}, {"action_type", "status"}
 
     def get_queryset(self):
         actions = ImageAction.objects.all()
@@ -199,6 +242,15 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     @route(detail=True, methods=["put"], parser_classes=[StreamedBodyParser])
     def data(self, request, pk=None):
         action = self.get_object()
+        if request_body_is_empty(request._request):
+            raise ValidationError(
+                {
+                    "body": [
+                        "The upload has no data: send the bytes as the request body, with a Content-Length "
+                        "or chunked transfer encoding. The action still waits for its data."
+                    ]
+                }
+            )
         if not runner.receive_data(action, request.stream or request._request):
             raise Conflict(f"The action is not awaiting data (status {action.status!r}).")
         action.refresh_from_db()
@@ -232,6 +284,21 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
                 f"The file of action {action.pk} expired at {action.expires_at.isoformat()}; run the action again."
             )
         return stored_file_response(request, stored, what=f"the file of action {action.pk}")
+
+
+def refuse_unknown_query_parameters(request, parameters: tuple[set[str], set[str]]) -> None:
+    """400 for a query parameter the route does not take, or that it takes once, given twice:
+    ignored, `?pending=true` would answer every action and look like a result."""
+    known, repeatable = parameters
+    errors = {}
+    for name in request.query_params:
+        if name not in known:
+            takes = f"this route takes: {', '.join(sorted(known))}" if known else "this route takes none"
+            errors[name] = [f"Unknown query parameter; {takes}."]
+        elif name not in repeatable and len(request.query_params.getlist(name)) > 1:
+            errors[name] = ["Given more than once; it takes one value."]
+    if errors:
+        raise ValidationError(errors)
 
 
 class AliasViewSetMixin:

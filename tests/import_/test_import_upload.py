@@ -84,6 +84,25 @@ def test_chunked_upload_through_gunicorn_creates_the_image(alice, workers, api_s
     assert_image_of(action, data)
 
 
+def test_an_empty_upload_is_a_400_and_the_action_still_waits_for_its_data(alice, workers, api_server):
+    action_id = start_import(alice, UPLOAD)
+    headers = {"Authorization": f"Token {token_of(alice)}", "Content-Type": "application/octet-stream"}
+    url = f"{api_server.base_url}/v2/image-actions/{action_id}/data"
+    empty_bodies = [
+        {"data": b""},  # Content-Length: 0
+        {"data": iter([b""])},  # chunked, with no chunk
+    ]
+    for body in empty_bodies:
+        response = requests.put(url, headers=headers, timeout=30, **body)
+        assert response.status_code == 400, response.text
+        assert "no data" in response.json()["errors"]["body"][0]
+        assert alice.get(f"/v2/image-actions/{action_id}").json()["status"] == "waiting"
+    data = random_image(300_001, seed=13)  # chunked: its first byte is read, then put back
+    response = requests.put(url, headers=headers, data=iter([data[:1], data[1:]]), timeout=60)
+    assert response.status_code == 200, (response.text, api_server.log_tail())
+    assert_image_of(wait_for_action(action_id, workers=workers), data)
+
+
 def test_upload_interrupted_by_the_client_fails_naming_the_bytes_received(alice, workers, api_server):
     action_id = start_import(alice, UPLOAD)
     head = (
