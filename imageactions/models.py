@@ -269,6 +269,25 @@ class ActionEvent(models.Model):
         return f"{self.step} #{self.attempt}: {self.outcome or 'running'}"
 
 
+class IdempotencyKey(models.Model):
+    """An `Idempotency-Key` a project sent with a create, the request it came with and the answer
+    it got: a retry with the same key within IDEMPOTENCY_WINDOW gets that answer again."""
+
+    owner = models.CharField(max_length=64)
+    key = models.CharField(max_length=255)
+    request_digest = models.CharField(max_length=64)  # SHA-256 of the route and the body
+    action = models.ForeignKey(ImageAction, on_delete=models.CASCADE, related_name="idempotency_keys")
+    response = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "key"], name="idempotency_key_unique")]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_key_created_idx")]
+
+    def __str__(self):
+        return f"{self.owner}: {self.key}"
+
+
 class ActionImage(models.Model):
     """An image an action reads (from its input) or made (in its result), as its action type
     declares: what `?image_id=`, the delete guard and the operators' search look up."""

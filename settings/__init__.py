@@ -138,6 +138,8 @@ QUEUED_TASK_TIMEOUT = env_float("IMAGEACTIONS_QUEUED_TASK_TIMEOUT", 600)
 # An action that waits for uploaded data fails when none arrived within this many seconds.
 DATA_WAIT_TIMEOUT = env_float("IMAGEACTIONS_DATA_WAIT_TIMEOUT", 3600)
 PURGE_INTERVAL = env_float("IMAGEACTIONS_PURGE_INTERVAL", 600)
+# Seconds a create's Idempotency-Key is remembered: a retry within it gets the first answer.
+IDEMPOTENCY_WINDOW = env_float("IMAGEACTIONS_IDEMPOTENCY_WINDOW", 24 * 3600)
 PROGRESS_WRITE_INTERVAL = env_float("IMAGEACTIONS_PROGRESS_WRITE_INTERVAL", 0.5)
 # How many times a step whose worker died is started again before the action fails.
 MAX_STEP_RESTARTS = env_int("IMAGEACTIONS_MAX_STEP_RESTARTS", 2)

@@ -1,10 +1,11 @@
 """The /v2/image-actions resource and its per-type aliases."""
 
+import logging
 import re
 
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import Http404
 from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
@@ -20,7 +21,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
-from .. import runner
+from .. import idempotency, runner
 from ..choices import ActionStatus
 from ..filtersets import ImageActionFilterSet
 from ..models import ImageAction
@@ -37,6 +38,8 @@ from .streaming import (
     request_body_is_empty,
     stored_file_response,
 )
+
+log = logging.getLogger(__name__)
 
 
 def error_responses(*codes: int, words: dict[int, str] | None = None) -> dict:
@@ -114,6 +117,18 @@ class StreamedBodyParser(BaseParser):
         return {}
 
 
+IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
+    idempotency.HEADER,
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Any unique string (e.g. a UUID), 1 to 255 printable ASCII characters. A retry with the "
+    "same key and the same request within IMAGEACTIONS_IDEMPOTENCY_WINDOW (24 h) answers with the action "
+    "the first one created (and `Idempotent-Replayed: true`) instead of creating another; the same key "
+    "with a different request is a 409.",
+)
+
+
 class ImageActionSchema(AutoSchema):
     """Builds the create body from the registry when the schema is generated, not at import time,
     so every installed action type appears, and an alias shows only its own type's input."""
@@ -125,8 +140,17 @@ class ImageActionSchema(AutoSchema):
 
     def get_response_serializers(self):
         if self.view.action == "create":
-            return {201: ImageActionSerializer, **error_responses(400, 401, 403, 411, 413, 415)}
+            conflict = "The Idempotency-Key was sent with a different request within its window."
+            return {
+                201: ImageActionSerializer,
+                **error_responses(400, 401, 403, 409, 411, 413, 415, words={409: conflict}),
+            }
         return super().get_response_serializers()
+
+    def get_override_parameters(self):
+        if self.view.action == "create":
+            return [IDEMPOTENCY_KEY_PARAMETER]
+        return super().get_override_parameters()
 
     def get_summary(self):
         if self.view.action == "create":
@@ -210,13 +234,44 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         serializer = ImageActionCreateSerializer(
             data=data, context=self.get_serializer_context(), fixed_action_type=self.fixed_action_type
         )
+        key = idempotency.key_of(request)
         serializer.is_valid(raise_exception=True)
-        action_type = get_action_type(serializer.validated_data["action_type"])
-        with transaction.atomic():
-            action = runner.create_action(action_type, owner=owner, input_data=serializer.validated_data["input"])
-        body = ImageActionSerializer(action, context=self.get_serializer_context()).data
-        location = request.build_absolute_uri(f"/v2/image-actions/{action.pk}")
-        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": location})
+        validated = serializer.validated_data
+        # Two requests are the same when they mean the same: defaults filled in, keys in any order.
+        digest = idempotency.request_digest("create", validated)
+        if key and (earlier := self._earlier_answer(owner, key, digest)):
+            return earlier
+        action_type = get_action_type(validated["action_type"])
+        try:
+            with transaction.atomic():
+                action = runner.create_action(action_type, owner=owner, input_data=validated["input"])
+                body = ImageActionSerializer(action, context=self.get_serializer_context()).data
+                if key:
+                    idempotency.remember(owner, key, digest, action, body)
+        except IntegrityError:
+            # A concurrent request with the same key made its action first (and this one is
+            # rolled back, its task never sent): answer as it was answered.
+            log.info("Idempotency-Key %r: a concurrent request created the action first", key)
+            if key and (earlier := self._earlier_answer(owner, key, digest)):
+                return earlier
+            raise
+        return self._created(action, body)
+
+    def _earlier_answer(self, owner: str, key: str, digest: str) -> Response | None:
+        try:
+            earlier = idempotency.earlier_answer(owner, key, digest)
+        except idempotency.KeyReused as error:
+            raise Conflict(str(error)) from None
+        if earlier is None:
+            return None
+        action, body = earlier
+        return self._created(action, body, replayed=True)
+
+    def _created(self, action: ImageAction, body: dict, *, replayed: bool = False) -> Response:
+        headers = {"Location": self.request.build_absolute_uri(f"/v2/image-actions/{action.pk}")}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(body, status=status.HTTP_201_CREATED, headers=headers)
 
     @extend_schema(
         request=None,

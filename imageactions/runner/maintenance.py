@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
+from .. import idempotency
 from ..choices import ActionStatus, FailureKind, StepState
 from ..logs import bound
 from ..models import ActionEvent, ImageAction
@@ -170,13 +171,14 @@ def _times(count: int) -> str:
 
 
 def purge() -> int:
-    """Delete expired actions with everything they left behind."""
+    """Delete expired actions with everything they left behind, and idempotency keys past their window."""
     expired = ImageAction.objects.filter(expires_at__lt=timezone.now())
     count = 0
     for action in expired.iterator(chunk_size=500):
         clean_up(action)
         action.delete()
         count += 1
+    idempotency.forget_expired()
     _schedule_next(PURGE_SCHEDULE, settings.PURGE_INTERVAL)
     if count:
         log.info("purged %d expired actions", count)
