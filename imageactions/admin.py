@@ -45,7 +45,7 @@ class ImageActionAdmin(admin.ModelAdmin):
     actions = ["cancel_actions", "retry_failed_actions", "purge_expired_actions"]
     readonly_fields = [f.name for f in ImageAction._meta.get_fields() if f.concrete]
     fieldsets = [
-        (None, {"fields": ["id", "action_type", "status", "owner", "message", "request_id"]}),
+        (None, {"fields": ["id", "action_type", "status", "owner", "message", "labels", "request_id"]}),
         ("Request and result", {"fields": ["input", "image_properties", "result"]}),
         ("Progress", {"fields": ["progress_step", "progress_done", "progress_total"]}),
         ("Times", {"fields": ["created_at", "updated_at", "started_at", "finished_at", "expires_at"]}),

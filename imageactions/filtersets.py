@@ -6,6 +6,7 @@ from rest_framework.exceptions import ValidationError
 
 from .choices import PENDING, TERMINAL_STATUSES
 from .models import ActionImage, ImageAction
+from .validators import LABEL_KEY
 
 ORDERINGS = ("created_at", "-created_at", "updated_at", "-updated_at")
 
@@ -26,6 +27,10 @@ class ImageActionFilterSet(django_filters.FilterSet):
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
     updated_after = django_filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
     image_id = django_filters.UUIDFilter(method="filter_image_id", help_text="Actions that read or made this image.")
+    label = django_filters.CharFilter(
+        method="filter_label",
+        help_text="KEY=VALUE: actions with this label; KEY: actions with a label of that key. Repeat for all of several.",
+    )
 
     class Meta:
         model = ImageAction
@@ -51,6 +56,17 @@ class ImageActionFilterSet(django_filters.FilterSet):
         if others:
             wanted |= Q(status__in=others)
         return queryset.filter(wanted)
+
+    def filter_label(self, queryset, name, value):
+        for wanted in self.request.GET.getlist("label"):
+            key, has_value, label_value = wanted.partition("=")
+            if not LABEL_KEY.fullmatch(key):
+                raise ValidationError({"label": [f"{wanted!r}: expected KEY=VALUE or KEY, KEY as labels have it."]})
+            if has_value:
+                queryset = queryset.filter(**{f"labels__{key}": label_value})
+            else:
+                queryset = queryset.filter(labels__has_key=key)
+        return queryset
 
     def filter_image_id(self, queryset, name, value):
         return queryset.filter(Exists(ActionImage.objects.filter(action=OuterRef("pk"), image_id=value)))

@@ -199,6 +199,8 @@ class ImageAction(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # The user's own key/value labels (imageactions.validators.validate_labels), filterable.
+    labels = models.JSONField(default=dict, blank=True)
     # The X-Request-Id of the request that created it: the workers' log lines carry it too.
     request_id = models.CharField(max_length=128, blank=True, default="")
     # What steps hand to later steps (e.g. the staged file and its hashes); never shown to users.

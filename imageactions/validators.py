@@ -1,9 +1,11 @@
-"""Limits on what users may attach to an image (tags, free-form properties) and the store names
-they may give, checked in one place.
+"""Limits on what users may attach to an image (tags, free-form properties) or an action (labels)
+and the store names they may give, checked in one place.
 
 PATCH /v2/images/{id} validates through these functions; action types reach them (and the limits,
 for inputs that name each offending item) through imageactions.pipeline.
 """
+
+import re
 
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
@@ -19,6 +21,10 @@ MAX_IMAGE_TAGS = 50
 MAX_TAG_LENGTH = 255  # ImageTag.name's column
 MAX_IMAGE_NAME_LENGTH = 255  # Image.name's column
 MAX_STORED_INT = 2**31 - 1  # the largest value of an integer column (Image.min_disk, min_ram)
+# Labels on actions: few and short, so that they stay usable as filters (like GCE's labels).
+MAX_LABELS = 32
+MAX_LABEL_VALUE_LENGTH = 255
+LABEL_KEY = re.compile(r"[a-z][a-z0-9_.\-/]{0,62}")
 
 
 def validate_store_names(names) -> list[str]:
@@ -94,3 +100,24 @@ class ImageTagsField(serializers.JSONField):
 
     def to_internal_value(self, data):
         return validate_image_tags(super().to_internal_value(data))
+
+
+def validate_labels(value) -> dict[str, str]:
+    """`value` if it is an object of at most MAX_LABELS labels: each key a lower-case letter then up
+    to 62 of lower-case letters, digits and `_.-/`; each value a string of printable characters."""
+    if not isinstance(value, dict):
+        raise ValidationError(f'Expected an object of labels, e.g. {{"team": "ci"}}; got {type(value).__name__}.')
+    if len(value) > MAX_LABELS:
+        raise ValidationError(f"{len(value)} labels given; an action may have at most {MAX_LABELS}.")
+    for key, item in value.items():
+        if not LABEL_KEY.fullmatch(key):
+            raise ValidationError(
+                f"Label key {key[:70]!r}: a lower-case letter, then up to 62 lower-case letters, digits, '_', '.', '-' or '/'."
+            )
+        if not isinstance(item, str):
+            raise ValidationError(f"Label {key!r} must be a string, got {type(item).__name__}.")
+        if len(item) > MAX_LABEL_VALUE_LENGTH or not item.isprintable():
+            raise ValidationError(
+                f"Label {key!r}: a value of at most {MAX_LABEL_VALUE_LENGTH} printable characters (it has {len(item)})."
+            )
+    return value

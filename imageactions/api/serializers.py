@@ -12,6 +12,7 @@ from ..choices import ActionStatus, Visibility
 from ..models import ImageAction
 from ..pipeline import ActionType, action_types, get_action_type, step_statuses
 from ..policy import allowed
+from ..validators import MAX_LABEL_VALUE_LENGTH, MAX_LABELS, validate_labels
 
 
 def _status_choices():
@@ -101,6 +102,22 @@ class ActionResultFieldSchema(OpenApiSerializerFieldExtension):
         return {"anyOf": [*results, rest], "description": description}
 
 
+class LabelsField(serializers.DictField):
+    """The user's labels of an action: `{"team": "ci", "build": "4711"}`."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault(
+            "help_text",
+            f"Your own key/value labels, at most {MAX_LABELS}: each key a lower-case letter then up to 62 "
+            f"lower-case letters, digits, '_', '.', '-' or '/'; each value up to {MAX_LABEL_VALUE_LENGTH} "
+            "printable characters. Filter with ?label=KEY=VALUE or ?label=KEY.",
+        )
+        super().__init__(child=serializers.CharField(allow_blank=True, trim_whitespace=False), **kwargs)
+
+    def to_internal_value(self, data):
+        return validate_labels(data)  # as sent: a number is refused, not turned into text
+
+
 class ImageActionSerializer(serializers.ModelSerializer):
     """An action as users see it; `owner` only for staff."""
 
@@ -109,6 +126,7 @@ class ImageActionSerializer(serializers.ModelSerializer):
     image_properties = NewImagePropertiesField(read_only=True)
     result = ActionResultField(read_only=True)
     progress = ProgressSerializer(read_only=True)
+    labels = LabelsField(read_only=True)
     # Not read_only on purpose: the schema marks read-only fields as always present, and
     # `owner` is absent for non-staff. This serializer only ever renders, so nothing is written.
     owner = serializers.CharField(required=False, help_text="The owning project; shown to staff only.")
@@ -125,6 +143,7 @@ class ImageActionSerializer(serializers.ModelSerializer):
             "result",
             "message",
             "progress",
+            "labels",
             "created_at",
             "updated_at",
             "started_at",
@@ -160,11 +179,18 @@ class ErrorSerializer(serializers.Serializer):
     )
 
 
+class LabelsUpdateSerializer(serializers.Serializer):
+    """PATCH /v2/image-actions/{id}: the labels, replaced as a whole (send the ones to keep)."""
+
+    labels = LabelsField()
+
+
 class ImageActionCreateSerializer(serializers.Serializer):
-    """`{"action_type": ..., "input": {...}}`; the input is validated by the type's serializer."""
+    """`{"action_type": ..., "input": {...}, "labels": {...}}`; the input is validated by the type's serializer."""
 
     action_type = serializers.CharField()
     input = serializers.JSONField()
+    labels = LabelsField(required=False, default=dict)
 
     def __init__(self, *args, fixed_action_type: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -206,7 +232,7 @@ class ImageActionCreateSerializer(serializers.Serializer):
             )
         if not input_serializer.is_valid():
             raise serializers.ValidationError({"input": input_serializer.errors})
-        return {"action_type": name, "input": jsonable(input_serializer.validated_data)}
+        return {"action_type": name, "input": jsonable(input_serializer.validated_data), "labels": attrs["labels"]}
 
 
 def unknown_fields(serializer: serializers.Serializer, data, prefix: str = "") -> list[str]:
@@ -246,7 +272,7 @@ def type_create_serializer(action_type: ActionType, *, alias: bool) -> type:
     Cached so that each schema component has exactly one class behind it.
     """
     name = action_type.name
-    fields = {"input": action_type.input_serializer()}
+    fields = {"input": action_type.input_serializer(), "labels": LabelsField(required=False)}
     if not alias:
         fields["action_type"] = serializers.ChoiceField(choices=[name])
     description = action_type.description or f"Create a {name} action."

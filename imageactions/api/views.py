@@ -29,7 +29,14 @@ from ..pipeline import get_action_type
 from ..projects import listed_for, owner_of, visible_to
 from .errors import Conflict, LengthRequired
 from .parsers import BoundedJSONParser
-from .serializers import ErrorSerializer, ImageActionCreateSerializer, ImageActionSerializer, create_request_schema
+from .serializers import (
+    ErrorSerializer,
+    ImageActionCreateSerializer,
+    ImageActionSerializer,
+    LabelsUpdateSerializer,
+    create_request_schema,
+    unknown_fields,
+)
 from .streaming import (
     DownloadExpired,
     IgnoreAcceptHeader,
@@ -199,7 +206,7 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         if self.action != "list":
             return set(), set()
         filters = set(self.filterset_class.base_filters)
-        return {*filters, "ordering", "cursor", "limit", "all_projects"}, {"action_type", "status"}
+        return {*filters, "ordering", "cursor", "limit", "all_projects"}, {"action_type", "status", "label"}
 
     def get_queryset(self):
         actions = ImageAction.objects.all()
@@ -228,7 +235,7 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             # Django reads exactly Content-Length bytes; a chunked body would silently read as empty.
             raise LengthRequired()
         data = request.data
-        if self.fixed_action_type and isinstance(data, dict) and not {"input", "action_type"} & set(data):
+        if self.fixed_action_type and isinstance(data, dict) and not {"input", "action_type", "labels"} & set(data):
             # The alias's own dialect (the design this service comes from): the body is the input.
             data = {"input": data}
         serializer = ImageActionCreateSerializer(
@@ -244,7 +251,9 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         action_type = get_action_type(validated["action_type"])
         try:
             with transaction.atomic():
-                action = runner.create_action(action_type, owner=owner, input_data=validated["input"])
+                action = runner.create_action(
+                    action_type, owner=owner, input_data=validated["input"], labels=validated["labels"]
+                )
                 body = ImageActionSerializer(action, context=self.get_serializer_context()).data
                 if key:
                     idempotency.remember(owner, key, digest, action, body)
@@ -272,6 +281,22 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         return Response(body, status=status.HTTP_201_CREATED, headers=headers)
+
+    @extend_schema(
+        request=LabelsUpdateSerializer,
+        responses={200: ImageActionSerializer, **error_responses(400, 401, 404)},
+        summary="Change an action's labels (replaced as a whole)",
+    )
+    def partial_update(self, request, pk=None):
+        action = self.get_object()
+        serializer = LabelsUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        unknown = unknown_fields(serializer, request.data)
+        if unknown:
+            raise ValidationError({name: ["Unknown field; only `labels` can be changed."] for name in unknown})
+        ImageAction.objects.filter(pk=action.pk).update(labels=serializer.validated_data["labels"])
+        action.refresh_from_db()
+        return Response(ImageActionSerializer(action, context=self.get_serializer_context()).data)
 
     @extend_schema(
         request=None,

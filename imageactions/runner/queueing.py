@@ -23,7 +23,7 @@ def cluster_of(pool: str) -> str:
     return settings.QUEUE_PREFIX + pool
 
 
-def create_action(action_type: ActionType, *, owner: str, input_data: dict) -> ImageAction:
+def create_action(action_type: ActionType, *, owner: str, input_data: dict, labels: dict | None = None) -> ImageAction:
     """Record a new action and queue its first step once the row is committed."""
     held = action_type.awaits_data(input_data)
     action = ImageAction.objects.create(
@@ -35,6 +35,7 @@ def create_action(action_type: ActionType, *, owner: str, input_data: dict) -> I
         step_state=StepState.HELD if held else StepState.QUEUED,
         queued_at=timezone.now(),
         request_id=current_request_id(),
+        labels=labels or {},
     )
     record_images(action, ImageRole.READ, action_type.images_read(input_data))
     transaction.on_commit(lambda: metrics.action_created(action_type.name))
