@@ -138,6 +138,9 @@ QUEUED_TASK_TIMEOUT = env_float("IMAGEACTIONS_QUEUED_TASK_TIMEOUT", 600)
 # An action that waits for uploaded data fails when none arrived within this many seconds.
 DATA_WAIT_TIMEOUT = env_float("IMAGEACTIONS_DATA_WAIT_TIMEOUT", 3600)
 PURGE_INTERVAL = env_float("IMAGEACTIONS_PURGE_INTERVAL", 600)
+# GET /v2/image-actions/{id}?wait=N: the largest N, and how often a waiting request reads the status.
+MAX_WAIT = env_float("IMAGEACTIONS_MAX_WAIT", 60)
+WAIT_POLL_INTERVAL = env_float("IMAGEACTIONS_WAIT_POLL_INTERVAL", 0.25)
 # Seconds a create's Idempotency-Key is remembered: a retry within it gets the first answer.
 IDEMPOTENCY_WINDOW = env_float("IMAGEACTIONS_IDEMPOTENCY_WINDOW", 24 * 3600)
 PROGRESS_WRITE_INTERVAL = env_float("IMAGEACTIONS_PROGRESS_WRITE_INTERVAL", 0.5)

@@ -2,7 +2,9 @@
 
 import logging
 import re
+import time
 
+from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
@@ -22,7 +24,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
 from .. import idempotency, runner
-from ..choices import ActionStatus
+from ..choices import TERMINAL_STATUSES, ActionStatus
 from ..filtersets import ImageActionFilterSet
 from ..models import ImageAction
 from ..pipeline import get_action_type
@@ -177,7 +179,22 @@ class ImageActionSchema(AutoSchema):
         },
     ),
     retrieve=extend_schema(
-        summary="Show one action", responses={200: ImageActionSerializer, **error_responses(401, 404)}
+        summary="Show one action; with ?wait=N, once its status changes (or after N seconds)",
+        responses={200: ImageActionSerializer, **error_responses(400, 401, 404)},
+        parameters=[
+            OpenApiParameter(
+                "wait",
+                OpenApiTypes.INT,
+                description="Answer as soon as the action's status differs from `seen_status` (or from its "
+                "status when the request came) or it has ended, at the latest after this many seconds "
+                f"(1 to IMAGEACTIONS_MAX_WAIT, default {settings.MAX_WAIT:g}); 0 or absent: answer at once.",
+            ),
+            OpenApiParameter(
+                "seen_status",
+                OpenApiTypes.STR,
+                description="With `wait`: the status the client last saw, so that a change in between is not missed.",
+            ),
+        ],
     ),
 )
 class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -203,6 +220,8 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
 
     def query_parameters(self) -> tuple[set[str], set[str]]:
         """The query parameters this route takes: (all of them, those that may be repeated)."""
+        if self.action == "retrieve":
+            return {"wait", "seen_status"}, set()
         if self.action != "list":
             return set(), set()
         filters = set(self.filterset_class.base_filters)
@@ -217,6 +236,14 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         if self.fixed_action_type:
             queryset = queryset.filter(action_type=self.fixed_action_type)
         return queryset
+
+    def retrieve(self, request, *args, **kwargs):
+        action = self.get_object()
+        wait = _wait_seconds(request)
+        if wait and action.status not in TERMINAL_STATUSES:
+            seen = request.query_params.get("seen_status") or action.status
+            _wait_for_change(action, seen, deadline=time.monotonic() + wait)
+        return Response(self.get_serializer(action).data)
 
     def get_object(self):
         try:
@@ -364,6 +391,34 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
                 f"The file of action {action.pk} expired at {action.expires_at.isoformat()}; run the action again."
             )
         return stored_file_response(request, stored, what=f"the file of action {action.pk}")
+
+
+def _wait_seconds(request) -> float:
+    raw = request.query_params.get("wait")
+    if raw is None:
+        return 0
+    if not raw.isdigit() or int(raw) > settings.MAX_WAIT:
+        raise ValidationError({"wait": [f"Whole seconds from 0 to {settings.MAX_WAIT:g}; got {raw!r}."]})
+    return int(raw)
+
+
+def _wait_for_change(action: ImageAction, seen: str, *, deadline: float) -> None:
+    """Hold the request until the action's status is not `seen` or it ended, or the deadline.
+
+    A cheap poll of one column (WAIT_POLL_INTERVAL), not a notification: it works the same on
+    SQLite and PostgreSQL, and holds one of the API process's threads at most until `deadline`.
+    """
+    rows = ImageAction.objects.filter(pk=action.pk)
+    while action.status == seen and action.status not in TERMINAL_STATUSES:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        time.sleep(min(settings.WAIT_POLL_INTERVAL, remaining))
+        status = rows.values_list("status", flat=True).first()
+        if status is None:
+            return  # purged meanwhile: answer with what was read
+        if status != action.status:
+            action.refresh_from_db()
 
 
 def refuse_unknown_query_parameters(request, parameters: tuple[set[str], set[str]]) -> None:
