@@ -12,6 +12,7 @@ class ActionsImportConfig(AppConfig):
 
         from . import steps
         from .glance import IMPORT_METHODS
+        from .preview import preview_import
         from .serializers import UPLOAD, ImportInputSerializer, ImportResultSerializer, image_properties_of
 
         register(
@@ -36,6 +37,7 @@ class ActionsImportConfig(AppConfig):
                 clean_up=steps.clean_up,
                 awaits_data=lambda data: data.get("source") == UPLOAD,
                 receive_data=steps.receive_upload,
+                dry_run=preview_import,
                 image_properties=image_properties_of,
             )
         )

@@ -80,6 +80,7 @@ class OpenedSource:
     reader: BinaryIO  # read(n) -> bytes; raises StepError with the user's message
     size: int | None  # what the source announced, if it did
     close: Callable[[], None]
+    content_type: str | None = None  # what the source says the bytes are, if it does
 
 
 def open_source(location: Location) -> OpenedSource:
@@ -157,7 +158,7 @@ def _http_source(response: requests.Response, url: str, policy: UrlPolicy) -> Op
     length = response.headers.get("Content-Length")
     size = int(length) if length and length.isdigit() else None
     body = ResumableHttpBody(response, url, size=size, policy=policy)
-    return OpenedSource(body, size, body.close)
+    return OpenedSource(body, size, body.close, response.headers.get("Content-Type"))
 
 
 class ResumableHttpBody(GuardedReader):
@@ -300,7 +301,7 @@ def open_s3(location: Location) -> OpenedSource:
         raise StepError(f"{FAILED} The S3 service could not be reached for '{name}': {error}") from None
     body, size = obj["Body"], obj.get("ContentLength")
     reader = GuardedReader(read=body.read, what=name, size=size, stall_seconds=settings.HTTP_READ_TIMEOUT)
-    return OpenedSource(reader, size, body.close)
+    return OpenedSource(reader, size, body.close, obj.get("ContentType"))
 
 
 def s3_source_client():
@@ -355,4 +356,4 @@ def open_swift(location: Location) -> OpenedSource:
         size=size,
         stall_seconds=timeout[1] if isinstance(timeout, (tuple, list)) else timeout,
     )
-    return OpenedSource(reader, size, close)
+    return OpenedSource(reader, size, close, response.headers.get("Content-Type"))

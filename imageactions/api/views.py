@@ -27,7 +27,7 @@ from .. import idempotency, runner
 from ..choices import TERMINAL_STATUSES, ActionStatus
 from ..filtersets import ImageActionFilterSet
 from ..models import ImageAction
-from ..pipeline import get_action_type
+from ..pipeline import StepError, get_action_type
 from ..projects import listed_for, owner_of, visible_to
 from .errors import Conflict, LengthRequired
 from .parsers import BoundedJSONParser
@@ -138,6 +138,18 @@ IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
 )
 
 
+DRY_RUN_PARAMETER = OpenApiParameter(
+    "dry_run",
+    OpenApiTypes.BOOL,
+    OpenApiParameter.QUERY,
+    required=False,
+    description="true: create nothing; check the request as far as possible (the input, and what the "
+    "action type checks before it starts, e.g. an import's source: the URL policy, its answer, size, type, "
+    "compression and disk format from its first bytes) and answer 200 with `checks`, or the 400 the "
+    "request would get or the action would fail with.",
+)
+
+
 class ImageActionSchema(AutoSchema):
     """Builds the create body from the registry when the schema is generated, not at import time,
     so every installed action type appears, and an alias shows only its own type's input."""
@@ -150,15 +162,21 @@ class ImageActionSchema(AutoSchema):
     def get_response_serializers(self):
         if self.view.action == "create":
             conflict = "The Idempotency-Key was sent with a different request within its window."
+            dry_run = OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="With dry_run=true: nothing was created; `action_type`, `input` and `labels` as the "
+                "create would take them, and `checks`, what the action type found (e.g. `source`).",
+            )
             return {
                 201: ImageActionSerializer,
+                200: dry_run,
                 **error_responses(400, 401, 403, 409, 411, 413, 415, words={409: conflict}),
             }
         return super().get_response_serializers()
 
     def get_override_parameters(self):
         if self.view.action == "create":
-            return [IDEMPOTENCY_KEY_PARAMETER]
+            return [IDEMPOTENCY_KEY_PARAMETER, DRY_RUN_PARAMETER]
         return super().get_override_parameters()
 
     def get_summary(self):
@@ -222,6 +240,8 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         """The query parameters this route takes: (all of them, those that may be repeated)."""
         if self.action == "retrieve":
             return {"wait", "seen_status"}, set()
+        if self.action == "create":
+            return {"dry_run"}, set()
         if self.action != "list":
             return set(), set()
         filters = set(self.filterset_class.base_filters)
@@ -271,6 +291,8 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         key = idempotency.key_of(request)
         serializer.is_valid(raise_exception=True)
         validated = serializer.validated_data
+        if _flag(request, "dry_run"):
+            return self._dry_run(validated)
         # Two requests are the same when they mean the same: defaults filled in, keys in any order.
         digest = idempotency.request_digest("create", validated)
         if key and (earlier := self._earlier_answer(owner, key, digest)):
@@ -292,6 +314,18 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
                 return earlier
             raise
         return self._created(action, body)
+
+    def _dry_run(self, validated: dict) -> Response:
+        """What the create would do, checked as far as it can be without doing it: nothing is
+        created or remembered; a check that fails answers 400 as the action would fail."""
+        action_type = get_action_type(validated["action_type"])
+        checks = {}
+        if action_type.dry_run:
+            try:
+                checks = action_type.dry_run(validated["input"])
+            except StepError as error:
+                raise ValidationError({"input": [str(error)]}) from None
+        return Response({"dry_run": True, **validated, "checks": checks}, status=status.HTTP_200_OK)
 
     def _earlier_answer(self, owner: str, key: str, digest: str) -> Response | None:
         try:
@@ -391,6 +425,15 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
                 f"The file of action {action.pk} expired at {action.expires_at.isoformat()}; run the action again."
             )
         return stored_file_response(request, stored, what=f"the file of action {action.pk}")
+
+
+def _flag(request, name: str) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None or raw.lower() in ("false", "0"):
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    raise ValidationError({name: [f"true or false; got {raw!r}."]})
 
 
 def _wait_seconds(request) -> float:

@@ -2,7 +2,7 @@
 tables only, so inspecting a multi-GiB image costs milliseconds and never runs qemu."""
 
 from .errors import ImageFormatError, MalformedImageError, NotADiskImageError, UnsafeImageError
-from .inspect import inspect_image
+from .inspect import inspect_image, normalise_declared_format, sniff_format
 from .inspection import DISK_FORMATS, Inspection
 
 __all__ = [
@@ -13,4 +13,6 @@ __all__ = [
     "NotADiskImageError",
     "UnsafeImageError",
     "inspect_image",
+    "normalise_declared_format",
+    "sniff_format",
 ]

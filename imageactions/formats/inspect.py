@@ -6,7 +6,7 @@ import os
 from . import iso, qcow2, raw, vdi, vhdx, vmdk, vpc
 from .errors import ImageFormatError, NotADiskImageError, UnsafeImageError, describe_size, quoted
 from .inspection import DISK_FORMATS, Inspection, with_article
-from .reader import ImageReader
+from .reader import HEAD_SIZE, ImageReader
 from .signatures import (
     TEXT_SAMPLE_SIZE,
     describe_non_image,
@@ -71,7 +71,18 @@ def detect_format(reader: ImageReader) -> str:
     is no disk image and data that carries the signatures of several formats."""
     if reader.size == 0:
         raise NotADiskImageError("The image is empty (0 bytes); upload the disk image's data.")
-    head, tail = reader.head, reader.tail
+    return _format_of(reader.head, reader.tail)
+
+
+def sniff_format(head: bytes) -> str:
+    """The disk format the first bytes of an image show, refusing what detect_format() refuses
+    from them; without the end of the file a VHD whose only footer is at the end reads as raw."""
+    if not head:
+        raise NotADiskImageError("The image is empty (0 bytes); upload the disk image's data.")
+    return _format_of(head[:HEAD_SIZE], b"")
+
+
+def _format_of(head: bytes, tail: bytes) -> str:
     unaccepted = describe_unaccepted_disk_format(head, tail)
     if unaccepted:
         raise UnsafeImageError(unaccepted)

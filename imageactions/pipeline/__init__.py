@@ -8,7 +8,7 @@ queries. The rest of `imageactions` is private to the core.
 """
 
 from ..choices import ActionStatus, ImageStatus, Visibility
-from ..formats import ImageFormatError, Inspection
+from ..formats import ImageFormatError, Inspection, normalise_declared_format, sniff_format
 from ..formats.compression import detect_compression, open_decompressed
 from ..formats.convert import qemu_format_name
 from ..formats.errors import describe_size, human_size
@@ -78,6 +78,8 @@ from .registry import (
 )
 
 __all__ = [
+    "normalise_declared_format",
+    "sniff_format",
     "EXPORTED",
     "RECEIVED",
     "bytes_moved",

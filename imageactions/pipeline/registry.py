@@ -119,6 +119,10 @@ class ActionType:
     # Glance's interoperable import methods this type carries out, by name ("glance-direct"
     # also serves PUT /v2/images/{id}/stage and /file).
     import_methods: dict[str, ImportMethod] = field(default_factory=dict, hash=False, compare=False)
+    # POST ...?dry_run=true: given the validated input, what the action would find, checked
+    # without changing anything (e.g. the first bytes of an import's source); raises StepError
+    # with the message the action would fail with. None: validating the input is all there is.
+    dry_run: Callable[[dict], dict] | None = None
     # Derives `image_properties` shown on the action from its validated input.
     image_properties: Callable[[dict], dict] = lambda data: {}
     # The file a successful action offers at GET /v2/image-actions/{id}/file (e.g. an export's

@@ -1,0 +1,81 @@
+"""POST ...?dry_run=true: an import checked as far as it can be without importing — the input,
+the URL policy, the source's answer and, from its first bytes, compression and disk format."""
+
+import gzip
+import subprocess
+
+import pytest
+
+from imageactions.models import IdempotencyKey, ImageAction
+
+from .conftest import import_body, random_image
+
+ACTIONS = "/v2/image-actions"
+
+
+def dry_run(client, source: dict, **properties):
+    return client.post(f"{ACTIONS}?dry_run=true", import_body(source, **properties), format="json")
+
+
+@pytest.fixture
+def qcow2_bytes(tmp_path) -> bytes:
+    path = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "64M"], check=True)
+    return path.read_bytes()
+
+
+def test_a_dry_run_reports_what_the_source_holds_and_creates_nothing(alice, image_server, qcow2_bytes):
+    response = dry_run(alice, {"location": image_server.add("disk.qcow2", qcow2_bytes)}, disk_format="qcow2")
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["dry_run"] is True and body["action_type"] == "import"
+    assert body["input"]["image_properties"]["name"] == "test-image"
+    assert body["checks"]["source"] == {
+        "kind": "http",
+        "size": len(qcow2_bytes),
+        "content_type": "application/octet-stream",
+        "compression": None,
+        "disk_format": "qcow2",
+    }
+    assert not ImageAction.objects.exists()
+
+
+def test_a_compressed_source_is_seen_through(alice, image_server):
+    raw = random_image(300_000, seed=40)
+    body = dry_run(alice, {"location": image_server.add("disk.raw.gz", gzip.compress(raw))}).json()
+    assert body["checks"]["source"]["compression"] == "gzip"
+    assert body["checks"]["source"]["disk_format"] == "raw"
+
+
+@pytest.mark.parametrize(
+    ("serve", "declared", "says"),
+    [
+        (lambda server: server.url("/status/404"), None, "Received 404 response"),
+        (lambda server: server.add("movie.mp4", b"\x00\x00\x00\x20ftypisom" + b"\x00" * 5000), None, "MP4"),
+        (lambda server: server.add("raw.img", random_image(70_000, seed=41)), "qcow2", "declared as qcow2"),
+        (lambda server: server.url("/announce?length=999999999999999"), None, "larger than"),
+    ],
+)
+def test_a_source_the_import_would_fail_on_is_the_400_it_would_fail_with(alice, image_server, serve, declared, says):
+    properties = {"disk_format": declared} if declared else {}
+    response = dry_run(alice, {"location": serve(image_server)}, **properties)
+    assert response.status_code == 400, response.json()
+    assert says in response.json()["errors"]["input"][0]
+    assert not ImageAction.objects.exists()
+
+
+def test_the_url_policy_applies_to_a_dry_run(alice, image_server, settings):
+    settings.URL_ALLOWED_NETWORKS = []
+    response = dry_run(alice, {"location": image_server.add("x.img", b"x" * 1000)})
+    assert response.status_code == 400  # as the create itself: the input names a place it may not reach
+    assert "not allowed" in response.json()["errors"]["input.location"][0]
+
+
+def test_an_invalid_input_is_the_400_of_the_create_and_a_dry_run_remembers_no_key(alice):
+    assert dry_run(alice, {"location": "file:///etc/passwd"}).status_code == 400
+    ok = alice.post(
+        f"{ACTIONS}?dry_run=true", import_body({"source": "upload"}), format="json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+    assert ok.status_code == 200 and ok.json()["checks"]["source"]["kind"] == "upload"
+    assert not IdempotencyKey.objects.exists() and not ImageAction.objects.exists()
+    assert alice.post(f"{ACTIONS}?dry_run=maybe", import_body({"source": "upload"}), format="json").status_code == 400
