@@ -75,6 +75,8 @@ def test_public_surface_is_exactly_the_documented_names():
             "NotADiskImageError",
             "UnsafeImageError",
             "inspect_image",
+            "normalise_declared_format",
+            "sniff_format",
         ]
     )
     assert DISK_FORMATS == ("raw", "qcow2", "vmdk", "vpc", "vhdx", "vdi", "iso")
@@ -101,6 +103,22 @@ def test_inspection_is_immutable():
 def test_real_image_is_detected_with_the_virtual_size_qemu_reports(real_images, name):
     image = real_images[name]
     assert inspect_image(image.path) == Inspection(image.format, image.virtual_size, image.details)
+
+
+@pytest.mark.parametrize("name", REAL_IMAGES)
+def test_the_first_64_kib_of_a_real_image_tell_its_format_but_a_vhd_with_only_an_end_footer(real_images, name):
+    image = real_images[name]
+    head = image.path.read_bytes()[: 64 * 1024]
+    # A fixed VHD keeps its only footer at the end: from the head alone it is raw.
+    expected = "raw" if name.endswith("fixed.vhd") else image.format
+    assert imageactions.formats.sniff_format(head) == expected
+
+
+def test_sniffing_refuses_what_detection_refuses():
+    with pytest.raises(NotADiskImageError):
+        imageactions.formats.sniff_format(b"")
+    with pytest.raises(NotADiskImageError):
+        imageactions.formats.sniff_format(b"#!/bin/sh\necho not a disk\n" * 100)
 
 
 @pytest.mark.parametrize(
