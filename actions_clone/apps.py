@@ -24,6 +24,7 @@ class ActionsCloneConfig(AppConfig):
                 result_serializer=CloneResultSerializer,
                 images_read=lambda data: [data["image_id"]],
                 images_made=lambda result: result["image_refs"],
+                makes_images=True,
                 import_methods=IMPORT_METHODS,
                 steps=(
                     Step("copy", "copying", steps.copy_image, timeout=6 * 3600, retries=2, backoff=5),

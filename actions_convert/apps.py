@@ -22,6 +22,7 @@ class ActionsConvertConfig(AppConfig):
                 result_serializer=ConvertResultSerializer,
                 images_read=lambda data: [data["image_id"]],
                 images_made=lambda result: [result["image_ref"]],
+                makes_images=True,
                 steps=(
                     Step("convert", "converting", steps.convert, timeout=6 * 3600),
                     Step("store", "storing", steps.store, timeout=6 * 3600, retries=2, backoff=2),

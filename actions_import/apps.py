@@ -24,6 +24,8 @@ class ActionsImportConfig(AppConfig):
                 result_serializer=ImportResultSerializer,
                 images_read=lambda data: [data["image_id"]] if data.get("image_id") else [],
                 images_made=lambda result: [result["image_ref"]],
+                makes_images=True,
+                stages_bytes=True,
                 import_methods=IMPORT_METHODS,
                 holds_after_data=lambda data: data.get("hold_after_data", False),
                 admin_search_fields=("input__location",),

@@ -20,6 +20,7 @@ from imageactions.pipeline import (
     ActionStatus,
     ImageAction,
     ImageFormatError,
+    SizeLimitExceeded,
     StepContext,
     StepError,
     TransferError,
@@ -33,10 +34,12 @@ from imageactions.pipeline import (
     fill_image,
     hash_file,
     import_failed,
+    import_size_cap,
     inspect_and_verify,
     inspection_state,
     open_decompressed,
     qemu_format_name,
+    quota_exceeded,
     store_image_file,
     stored_locations,
 )
@@ -81,15 +84,25 @@ def stage(action: ImageAction, ctx: StepContext, source, *, size: int | None) ->
         hashed = IMAGE_HASHES
     else:
         compression = None
+    # The project's byte quotas may allow less than the service's cap; a source may send more
+    # than it announced, so the cap holds for the bytes that come, not only for the announcement.
+    quota_cap, quota = import_size_cap(action.owner)
+    limit = settings.IMAGE_MAX_SIZE if quota_cap is None else min(settings.IMAGE_MAX_SIZE, quota_cap)
     try:
-        check_announced_size(size, settings.IMAGE_MAX_SIZE)
+        check_announced_size(size, limit)
         result = copy_to_file(
             reader,
             staged_path(ctx),
             hash_algorithms=hashed,
-            max_size=settings.IMAGE_MAX_SIZE,
+            max_size=limit,
             progress=lambda _done, _total: ctx.progress(received.bytes_read, size),
         )
+    except SizeLimitExceeded as error:
+        if limit < settings.IMAGE_MAX_SIZE:
+            raise StepError(
+                f"The image is larger than the project's quota allows. {quota_exceeded(action.owner, quota)}"
+            ) from None
+        raise StepError(str(error)) from None
     except (TransferError, ImageFormatError) as error:
         raise StepError(str(error)) from None
     ctx.progress(received.bytes_read, size or received.bytes_read, force=True)

@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from . import runner
 from .dashboard import store_location
-from .models import ActionEvent, Image, ImageAction, ImageLocation, ImageTag, ProjectMember
+from .models import ActionEvent, Image, ImageAction, ImageLocation, ImageTag, ProjectMember, ProjectQuota
 from .pipeline import action_types
 
 # The index links to the dashboard (imageactions/urls.py serves it at /admin/dashboard/).
@@ -167,3 +167,11 @@ class ProjectMemberAdmin(admin.ModelAdmin):
     search_fields = ["user__username", "project"]
     # A select of every user would not scale; the raw id widget looks users up on demand.
     raw_id_fields = ["user"]
+
+
+@admin.register(ProjectQuota)
+class ProjectQuotaAdmin(admin.ModelAdmin):
+    """A project's quotas where they differ from the defaults (IMAGEACTIONS_QUOTA_*)."""
+
+    list_display = ["project", "pending_actions", "image_count_total", "image_size_total", "image_stage_total"]
+    search_fields = ["project"]

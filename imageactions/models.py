@@ -22,6 +22,20 @@ class ProjectMember(models.Model):
         return f"{self.user} in {self.project}"
 
 
+class ProjectQuota(models.Model):
+    """A project's own quotas, overriding the settings' defaults (empty: the default; -1: no
+    limit); see imageactions.quotas."""
+
+    project = models.CharField(max_length=64, unique=True)
+    pending_actions = models.BigIntegerField(null=True, blank=True, help_text="Actions not yet ended.")
+    image_count_total = models.BigIntegerField(null=True, blank=True, help_text="Images.")
+    image_size_total = models.BigIntegerField(null=True, blank=True, help_text="Bytes of images, each copy counted.")
+    image_stage_total = models.BigIntegerField(null=True, blank=True, help_text="Bytes received by pending imports.")
+
+    def __str__(self):
+        return f"quotas of {self.project}"
+
+
 class ApiToken(models.Model):
     """A user's API token, kept as its SHA-256 only: the token itself is shown once, when
     `manage.py create_api_user` makes it (tokens are 160 random bits, so no salt is needed)."""

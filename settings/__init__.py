@@ -138,6 +138,11 @@ QUEUED_TASK_TIMEOUT = env_float("IMAGEACTIONS_QUEUED_TASK_TIMEOUT", 600)
 # An action that waits for uploaded data fails when none arrived within this many seconds.
 DATA_WAIT_TIMEOUT = env_float("IMAGEACTIONS_DATA_WAIT_TIMEOUT", 3600)
 PURGE_INTERVAL = env_float("IMAGEACTIONS_PURGE_INTERVAL", 600)
+# Per-project quotas (imageactions.quotas), -1: no limit; a project's row in the admin overrides them.
+QUOTA_PENDING_ACTIONS = env_int("IMAGEACTIONS_QUOTA_PENDING_ACTIONS", -1)
+QUOTA_IMAGE_COUNT = env_int("IMAGEACTIONS_QUOTA_IMAGE_COUNT", -1)
+QUOTA_IMAGE_SIZE = env_int("IMAGEACTIONS_QUOTA_IMAGE_SIZE", -1)  # bytes
+QUOTA_IMAGE_STAGE = env_int("IMAGEACTIONS_QUOTA_IMAGE_STAGE", -1)  # bytes
 # GET /v2/image-actions/{id}?wait=N: the largest N, and how often a waiting request reads the status.
 MAX_WAIT = env_float("IMAGEACTIONS_MAX_WAIT", 60)
 WAIT_POLL_INTERVAL = env_float("IMAGEACTIONS_WAIT_POLL_INTERVAL", 0.25)
@@ -187,6 +192,15 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
         "LOCATION": str(DATA_DIR / "broker-stats"),
     },
+    # Request-rate counters (imageactions.api.throttling): in Redis when the broker is Redis, so
+    # every API process and host counts against one allowance; else per API process.
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": BROKER_URL,
+        "KEY_PREFIX": QUEUE_PREFIX,
+    }
+    if BROKER_URL.startswith(("redis://", "rediss://"))
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "throttle"},
 }
 
 # -- Images and stores -------------------------------------------------------------------
@@ -292,8 +306,14 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "imageactions.api.errors.exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"user": env_str("IMAGEACTIONS_API_RATE", "6000/min")},
+    "DEFAULT_THROTTLE_CLASSES": [
+        "imageactions.api.throttling.PerUserRateThrottle",
+        "imageactions.api.throttling.ProjectRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("IMAGEACTIONS_API_RATE", "6000/min"),
+        "project": env_str("IMAGEACTIONS_PROJECT_API_RATE", "20000/min"),
+    },
 }
 
 SPECTACULAR_SETTINGS = {

@@ -16,6 +16,7 @@ os.environ.setdefault("IMAGEACTIONS_HEARTBEAT_INTERVAL", "1")
 os.environ.setdefault("IMAGEACTIONS_QUEUED_TASK_TIMEOUT", "20")
 os.environ.setdefault("IMAGEACTIONS_PROGRESS_WRITE_INTERVAL", "0.1")
 os.environ.setdefault("IMAGEACTIONS_API_RATE", "100000/min")
+os.environ.setdefault("IMAGEACTIONS_PROJECT_API_RATE", "1000000/min")
 # Test servers listen on loopback; the product refuses it unless allowlisted like this.
 os.environ.setdefault("IMAGEACTIONS_URL_ALLOWED_NETWORKS", "127.0.0.0/8")
 os.environ.setdefault(

@@ -10,7 +10,9 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from .. import quotas
 from ..policy import allowed, needed_roles
+from ..projects import owner_of
 from ..stores import all_stores
 from . import glance
 from .images import import_methods
@@ -92,3 +94,13 @@ class StoresDetailView(GlanceView):
                 f"Only operators may see the stores' details ('operator_detail' needs one of: {needed_roles('operator_detail')})."
             )
         return Response({"stores": _store_entries(detail=True)})
+
+
+class UsageView(GlanceView):
+    @extend_schema(
+        summary="The project's quotas and what it uses (Glance's shape, plus pending_actions)",
+        responses={200: OpenApiTypes.OBJECT, 401: OpenApiTypes.OBJECT},
+    )
+    def get(self, request):
+        usage = quotas.usage(owner_of(request.user))
+        return Response({"usage": {name: {"limit": q.limit, "usage": q.usage} for name, q in usage.items()}})

@@ -28,6 +28,19 @@ class Conflict(exceptions.APIException):
     default_detail = "The resource is not in a state that allows this request."
 
 
+class QuotaExceededError(exceptions.APIException):
+    """A project quota would be passed (imageactions.quotas); 413 on Glance's routes, as Glance answers."""
+
+    status_code = status.HTTP_403_FORBIDDEN
+    default_code = "quota_exceeded"
+
+    def __init__(self, error, *, glance: bool = False):
+        super().__init__(str(error))
+        if glance:
+            self.status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+        self.quota = {"quota": error.quota, "limit": error.limit, "usage": error.usage}
+
+
 def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
     """{"input": {"location": ["..."]}} -> {"input.location": ["..."]}."""
     if isinstance(detail, dict):
@@ -69,6 +82,8 @@ def exception_handler(exc, context):
         detail = getattr(exc, "detail", str(exc))
         code = detail.code if hasattr(detail, "code") else getattr(exc, "default_code", "error")
         body = {"code": code, "detail": str(detail), "errors": {}}
+        if isinstance(exc, QuotaExceededError):
+            body["quota"] = exc.quota
     if getattr(context.get("view"), "glance_errors", False):
         # The Glance API answers in Glance's shape, which its clients parse.
         body = error_body(response.status_code, body["detail"], body["errors"])

@@ -20,7 +20,7 @@ from rest_framework.decorators import action as route
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import runner
+from .. import quotas, runner
 from ..choices import TERMINAL_STATUSES, ActionStatus, ImageRole, ImageStatus, Visibility
 from ..images import AWAITING_BYTES, import_started, in_use
 from ..models import Image, ImageAction, ImageLocation, ImageTag
@@ -30,7 +30,7 @@ from ..projects import owner_of, visible_to
 from ..stores import StoreError, get_store
 from ..validators import MAX_STORED_INT, validate_image_properties, validate_image_tags, validate_store_names
 from . import glance
-from .errors import Conflict, flatten_errors
+from .errors import Conflict, QuotaExceededError, flatten_errors
 from .parsers import BoundedJSONParser, ImageDataParser, JsonPatchParser
 from .serializers import ErrorSerializer, jsonable
 from .streaming import (
@@ -299,6 +299,10 @@ def create_record(request) -> Image:
     body = request.data
     if not isinstance(body, dict):
         raise _bad_request("Send the image's properties as a JSON object.")
+    try:
+        quotas.check_image_record(owner_of(request.user))
+    except quotas.QuotaExceeded as error:
+        raise QuotaExceededError(error, glance=True) from None
     image = Image(
         owner=owner_of(request.user),
         status=ImageStatus.QUEUED,

@@ -11,6 +11,7 @@ from .discovery import (
     ImportInfoView,
     StoresDetailView,
     StoresInfoView,
+    UsageView,
     versions,
 )
 from .images import ImageLocationView, ImageViewSet
@@ -43,6 +44,7 @@ urlpatterns = [
     path("info/import", ImportInfoView.as_view(), name="info-import"),
     path("info/stores", StoresInfoView.as_view(), name="info-stores"),
     path("info/stores/detail", StoresDetailView.as_view(), name="info-stores-detail"),
+    path("info/usage", UsageView.as_view(), name="info-usage"),
     path("stores/<str:store>/<str:image_id>", ImageLocationView.as_view(), name="image-location"),
     path("", include(router.urls)),
     path("schema", SpectacularAPIView.as_view(), name="schema"),

@@ -23,13 +23,13 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
-from .. import idempotency, runner
+from .. import idempotency, quotas, runner
 from ..choices import TERMINAL_STATUSES, ActionStatus
 from ..filtersets import ImageActionFilterSet
 from ..models import ImageAction
 from ..pipeline import StepError, get_action_type
 from ..projects import listed_for, owner_of, visible_to
-from .errors import Conflict, LengthRequired
+from .errors import Conflict, LengthRequired, QuotaExceededError
 from .parsers import BoundedJSONParser
 from .serializers import (
     ErrorSerializer,
@@ -170,7 +170,19 @@ class ImageActionSchema(AutoSchema):
             return {
                 201: ImageActionSerializer,
                 200: dry_run,
-                **error_responses(400, 401, 403, 409, 411, 413, 415, words={409: conflict}),
+                **error_responses(
+                    400,
+                    401,
+                    403,
+                    409,
+                    411,
+                    413,
+                    415,
+                    words={
+                        409: conflict,
+                        403: "Not allowed, or a quota of the project is used up (code quota_exceeded).",
+                    },
+                ),
             }
         return super().get_response_serializers()
 
@@ -291,6 +303,10 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         key = idempotency.key_of(request)
         serializer.is_valid(raise_exception=True)
         validated = serializer.validated_data
+        try:
+            quotas.check_create(owner, makes_image=get_action_type(validated["action_type"]).makes_images)
+        except quotas.QuotaExceeded as error:
+            raise QuotaExceededError(error) from None
         if _flag(request, "dry_run"):
             return self._dry_run(validated)
         # Two requests are the same when they mean the same: defaults filled in, keys in any order.

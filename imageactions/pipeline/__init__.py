@@ -17,6 +17,7 @@ from ..metrics import EXPORTED, RECEIVED, bytes_moved
 from ..models import Image, ImageAction
 from ..policy import allowed, needed_roles
 from ..projects import owner_of, visible_to
+from ..quotas import import_size_cap, quota_exceeded
 from ..stores import (
     ImageStore,
     InvalidKey,
@@ -33,6 +34,7 @@ from ..transfer import (
     HEX_LENGTHS,
     IMAGE_HASHES,
     ParallelHasher,
+    SizeLimitExceeded,
     TransferError,
     TransferResult,
     check_announced_size,
@@ -78,6 +80,9 @@ from .registry import (
 )
 
 __all__ = [
+    "import_size_cap",
+    "quota_exceeded",
+    "SizeLimitExceeded",
     "normalise_declared_format",
     "sniff_format",
     "EXPORTED",

@@ -123,6 +123,11 @@ class ActionType:
     # without changing anything (e.g. the first bytes of an import's source); raises StepError
     # with the message the action would fail with. None: validating the input is all there is.
     dry_run: Callable[[dict], dict] | None = None
+    # For the quotas (imageactions.quotas): whether an action makes an image (its creates count
+    # against the image quotas) and whether it stages bytes from outside (its progress counts
+    # against the staging quota).
+    makes_images: bool = False
+    stages_bytes: bool = False
     # Derives `image_properties` shown on the action from its validated input.
     image_properties: Callable[[dict], dict] = lambda data: {}
     # The file a successful action offers at GET /v2/image-actions/{id}/file (e.g. an export's
