@@ -29,6 +29,7 @@ from imageactions.pipeline import (
     human_size,
     pinned_session,
     translated_request_errors,
+    whole_number,
 )
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def open_http(url: str, policy: UrlPolicy) -> OpenedSource:
 
 def _http_source(response: requests.Response, url: str, policy: UrlPolicy) -> OpenedSource:
     length = response.headers.get("Content-Length")
-    size = int(length) if length and length.isdigit() else None
+    size = whole_number(length or "", max_digits=20)
     body = ResumableHttpBody(response, url, size=size, policy=policy)
     return OpenedSource(body, size, body.close, response.headers.get("Content-Type"))
 

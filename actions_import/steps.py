@@ -42,6 +42,7 @@ from imageactions.pipeline import (
     quota_exceeded,
     store_image_file,
     stored_locations,
+    whole_number,
 )
 
 from .serializers import UPLOAD
@@ -203,8 +204,8 @@ def _request_body(stream):
     """
     meta = getattr(stream, "META", None) or {}
     length = meta.get("CONTENT_LENGTH") or meta.get("HTTP_CONTENT_LENGTH")
-    if length and str(length).isdigit() and int(length) > 0:
-        return stream, int(length)
+    if (announced := whole_number(str(length or ""), max_digits=20) or 0) > 0:
+        return stream, announced
     if meta.get("wsgi.input_terminated") and "wsgi.input" in meta:
         return meta["wsgi.input"], None
     return stream, None

@@ -1,7 +1,9 @@
 """Query filters (django-filter) for actions: type, status or `pending`, dates, the images they touch."""
 
 import django_filters
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, TextField
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 from rest_framework.exceptions import ValidationError
 
 from .choices import PENDING, TERMINAL_STATUSES
@@ -58,12 +60,15 @@ class ImageActionFilterSet(django_filters.FilterSet):
         return queryset.filter(wanted)
 
     def filter_label(self, queryset, name, value):
-        for wanted in self.request.GET.getlist("label"):
+        for index, wanted in enumerate(self.request.GET.getlist("label")):
             key, has_value, label_value = wanted.partition("=")
             if not LABEL_KEY.fullmatch(key):
                 raise ValidationError({"label": [f"{wanted!r}: expected KEY=VALUE or KEY, KEY as labels have it."]})
             if has_value:
-                queryset = queryset.filter(**{f"labels__{key}": label_value})
+                # The key as a value, never as part of a lookup name ("regex" is a key here).
+                name = f"label_{index}"
+                text = Cast(KeyTextTransform(key, "labels"), output_field=TextField())  # compared as text
+                queryset = queryset.alias(**{name: text}).filter(**{name: label_value})
             else:
                 queryset = queryset.filter(labels__has_key=key)
         return queryset

@@ -9,11 +9,12 @@ host). A pool whose status is there is alive.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 
 from django.conf import settings
@@ -22,10 +23,12 @@ from django.db.models import Count, Min
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
-from .choices import TERMINAL_STATUSES, StepState
+from .choices import StepState
 from .models import ImageAction
 from .pipeline.registry import get_action_type
 from .stores import all_stores
+
+log = logging.getLogger(__name__)
 
 QEMU_CHECK_SECONDS = 60  # qemu-img does not come and go: ask it at most this often
 
@@ -140,21 +143,37 @@ def _qemu_img_check(_period: int) -> bool:
 
 class LiveStateCollector:
     """Gauges computed at scrape time from the database and the broker, the same for every
-    host that is scraped (aggregate them with max, not sum)."""
+    host that is scraped (aggregate them with max, not sum). A source that cannot be read
+    leaves its gauges out and sets imageactions_live_state_up{source} to 0, so an alert can
+    tell "no live worker" from "nothing known"."""
 
     def collect(self):
+        up = GaugeMetricFamily(
+            "imageactions_live_state_up",
+            "1 when the live-state gauges of `source` (database, broker) could be read at this scrape.",
+            labels=["source"],
+        )
+        for source, gauges in (("database", self._from_database), ("broker", self._from_broker)):
+            try:
+                families = list(gauges())
+            except Exception:  # down: /readyz says why; the counters of the scrape still answer
+                log.warning("the %s gauges of /metrics could not be read", source, exc_info=True)
+                up.add_metric([source], 0)
+                continue
+            up.add_metric([source], 1)
+            yield from families
+        yield up
+
+    def _from_database(self):
+        from .runner import stale_runs
 
         pending = GaugeMetricFamily(
             "imageactions_actions_pending",
             "Actions not yet ended, by type and status.",
             labels=["action_type", "status"],
         )
-        for row in (
-            ImageAction.objects.exclude(status__in=TERMINAL_STATUSES)
-            .values("action_type", "status")
-            .annotate(count=Count("id"))
-            .order_by()
-        ):
+        rows = ImageAction.objects.pending().values("action_type", "status").annotate(count=Count("id")).order_by()
+        for row in rows:
             pending.add_metric([row["action_type"], row["status"]], row["count"])
         yield pending
 
@@ -167,23 +186,24 @@ class LiveStateCollector:
                 continue
             pool = action_type.steps[row["step_index"]].pool_for(action_type.name)
             oldest_queued[pool] = max(oldest_queued.get(pool, 0.0), (now - row["oldest"]).total_seconds())
-
-        stale_before = now - timedelta(seconds=3 * settings.HEARTBEAT_INTERVAL)
-        stale = ImageAction.objects.filter(step_state=StepState.RUNNING, heartbeat_at__lt=stale_before).count()
-        yield GaugeMetricFamily(
-            "imageactions_stale_runs",
-            "Steps marked running whose worker sent no heartbeat for three heartbeat intervals "
-            "(the reaper recovers them; a lasting value means it does not run).",
-            value=stale,
-        )
-
-        depth = GaugeMetricFamily(
-            "imageactions_queue_depth", "Steps on the broker not yet taken by a worker.", labels=["pool"]
-        )
         age = GaugeMetricFamily(
             "imageactions_queue_oldest_age_seconds",
             "Age of the oldest step queued for the pool (0 when none waits).",
             labels=["pool"],
+        )
+        for pool, seconds in oldest_queued.items():
+            age.add_metric([pool], seconds)
+        yield age
+        yield GaugeMetricFamily(
+            "imageactions_stale_runs",
+            "Steps marked running whose worker sent no heartbeat for as long as the reaper waits "
+            "(it recovers them at its next run; a lasting value means it does not run).",
+            value=stale_runs().count(),
+        )
+
+    def _from_broker(self):
+        depth = GaugeMetricFamily(
+            "imageactions_queue_depth", "Steps on the broker not yet taken by a worker.", labels=["pool"]
         )
         clusters = GaugeMetricFamily(
             "imageactions_live_clusters", "Worker clusters of the pool that reported in the last 3 s.", labels=["pool"]
@@ -192,12 +212,8 @@ class LiveStateCollector:
             "imageactions_live_workers", "Worker processes of the pool's live clusters.", labels=["pool"]
         )
         for pool in settings.WORKER_POOLS:
-            age.add_metric([pool], oldest_queued.get(pool, 0.0))
-            try:
-                depth.add_metric([pool], queue_depth(pool))
-                live = live_clusters(pool)
-            except Exception:  # the broker is down: /readyz says so; the rest still answers
-                continue
+            depth.add_metric([pool], queue_depth(pool))
+            live = live_clusters(pool)
             clusters.add_metric([pool], len(live))
             workers.add_metric([pool], sum(len(cluster.workers) for cluster in live))
-        yield from (depth, age, clusters, workers)
+        yield from (depth, clusters, workers)

@@ -3,8 +3,9 @@ timeout, a lost answer) gets the first answer again instead of a second action.
 
 A key belongs to the project that sent it and is remembered for IDEMPOTENCY_WINDOW seconds
 (never longer than the action it made is kept). The same key with another request (another
-route or body) is refused, since the client is reusing a key by mistake. Only creates that
-succeeded are remembered: after a 400, the same key may be sent again with a corrected body.
+body) is refused with a 422, as the IETF's Idempotency-Key draft has it, since the client is
+reusing a key by mistake. Only creates that succeeded are remembered: after a 400, the same
+key may be sent again with a corrected body.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ def key_of(request) -> str | None:
 
 
 def request_digest(route: str, body) -> str:
-    """What makes two requests the same request: the route and the body, whatever the key order."""
-    canonical = json.dumps([route, body], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """What makes two requests the same request: the route and the JSON body, whatever its key order."""
+    # ASCII escapes: a lone surrogate (valid JSON, not valid UTF-8) must not break the digest.
+    canonical = json.dumps([route, body], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

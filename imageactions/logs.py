@@ -79,12 +79,23 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = {**_bound.get(), **{k: v for k, v in getattr(record, "fields", {}).items() if v is not None}}
         when = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-        text = f"{when} {record.levelname.lower()} {record.name}: {record.getMessage()}"
+        text = f"{when} {record.levelname.lower()} {record.name}: {_one_line(record.getMessage())}"
         if fields:
-            text += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+            text += " " + " ".join(f"{key}={_field(value)}" for key, value in fields.items())
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text
+
+
+def _one_line(text: str) -> str:
+    """`text` without line breaks or other control characters (a request path can carry them,
+    and a forged second line would pass for a record of its own)."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def _field(value) -> str:
+    text = _one_line(str(value))
+    return json.dumps(text) if (" " in text or '"' in text or not text) else text
 
 
 class GunicornLogger(glogging.Logger):

@@ -21,7 +21,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
-if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+if os.environ.get(MULTIPROCESS_DIR_VARIABLE) and not getattr(values.ValueClass, "_multiprocess", False):
     # prometheus_client chooses its value class when first imported, which may have been before
     # the start-up step set the directory.
     values.ValueClass = values.MultiProcessValue()
@@ -75,15 +75,22 @@ def bytes_moved(direction: str, count: int) -> None:
         BYTES_MOVED.labels(direction).inc(count)
 
 
+# Anything else a client sends as a method is one label: each new label would be a new series.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def request_served(method: str, route: str, status: int, seconds: float) -> None:
-    HTTP_DURATION.labels(method, route, str(status)).observe(seconds)
+    HTTP_DURATION.labels(method if method in HTTP_METHODS else "other", route, str(status)).observe(seconds)
 
 
 def carries_scrape_token(authorization: str | None) -> bool:
     """`Authorization: Bearer IMAGEACTIONS_METRICS_TOKEN` (never true while no token is set)."""
     token = settings.METRICS_TOKEN
     scheme, _, presented = (authorization or "").partition(" ")
-    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(presented.strip(), token)
+    if not token or scheme.lower() != "bearer":
+        return False
+    # Bytes: compare_digest refuses str with non-ASCII characters, which a client may send.
+    return hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"), token.encode())
 
 
 def exposition(accept: str | None, *, live_state=None) -> tuple[bytes, str]:

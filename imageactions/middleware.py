@@ -25,7 +25,10 @@ def route_of(request) -> str:
         return "unmatched"
     route = _NAMED_GROUP.sub(r"{\1}", match.route or "").replace("/?", "/").replace("^", "").replace("$", "")
     route = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route)  # path() converters: <uuid:pk> -> {pk}
-    return "/" + route.strip("/") if route else "/"
+    route = "/" + route.strip("/") if route else "/"
+    # A request that waits for a change (?wait=N) takes as long as it was told: its own label,
+    # so that it does not pass for a slow answer.
+    return route + "?wait" if request.GET.get("wait") not in (None, "", "0") else route
 
 
 class RequestTelemetryMiddleware:

@@ -5,10 +5,11 @@ A caller is in one project: its Keystone token's, or, for this service's own API
 reach every project's objects by id, and list them with `?all_projects=true`.
 """
 
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied
 
 from .keystone import KeystoneUser
 from .policy import allowed, needed_roles
+from .validators import query_flag
 
 
 def project_of(user) -> str | None:
@@ -41,11 +42,8 @@ def visible_to(queryset, user):
 
 def listed_for(queryset, request):
     """What a list shows: the caller's project, or every project with `?all_projects=true`."""
-    value = request.query_params.get("all_projects", "").strip().lower()
-    if value in ("1", "true", "yes", "on"):
+    if query_flag(request, "all_projects"):
         if not allowed(request.user, "all_projects"):
             raise PermissionDenied(f"all_projects needs one of the roles: {needed_roles('all_projects')}.")
         return queryset
-    if value not in ("", "0", "false", "no", "off"):
-        raise ValidationError({"all_projects": ["Give true or false."]})
     return _own(queryset, request.user)

@@ -24,7 +24,8 @@ MAX_STORED_INT = 2**31 - 1  # the largest value of an integer column (Image.min_
 # Labels on actions: few and short, so that they stay usable as filters (like GCE's labels).
 MAX_LABELS = 32
 MAX_LABEL_VALUE_LENGTH = 255
-LABEL_KEY = re.compile(r"[a-z][a-z0-9_.\-/]{0,62}")
+# No "__" in a key: it would read as a path where a key is looked up.
+LABEL_KEY = re.compile(r"(?!.*__)[a-z][a-z0-9_.\-/]{0,62}")
 
 
 def validate_store_names(names) -> list[str]:
@@ -112,7 +113,8 @@ def validate_labels(value) -> dict[str, str]:
     for key, item in value.items():
         if not LABEL_KEY.fullmatch(key):
             raise ValidationError(
-                f"Label key {key[:70]!r}: a lower-case letter, then up to 62 lower-case letters, digits, '_', '.', '-' or '/'."
+                f"Label key {key[:70]!r}: a lower-case letter, then up to 62 lower-case letters, digits, "
+                "'_' (not two in a row), '.', '-' or '/'."
             )
         if not isinstance(item, str):
             raise ValidationError(f"Label {key!r} must be a string, got {type(item).__name__}.")
@@ -121,3 +123,21 @@ def validate_labels(value) -> dict[str, str]:
                 f"Label {key!r}: a value of at most {MAX_LABEL_VALUE_LENGTH} printable characters (it has {len(item)})."
             )
     return value
+
+
+def query_flag(request, name: str) -> bool:
+    """A true/false query parameter (true, 1, yes, on / false, 0, no, off, or absent)."""
+    value = request.query_params.get(name, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value not in ("", "0", "false", "no", "off"):
+        raise ValidationError({name: [f"Give true or false; got {value!r}."]})
+    return False
+
+
+def whole_number(text, *, max_digits: int = 18) -> int | None:
+    """`text` as a non-negative whole number of ASCII digits, or None; at most `max_digits`
+    digits, so that it fits a 64-bit column (str.isdigit() also takes '²', which int() refuses)."""
+    if isinstance(text, str) and re.fullmatch(rf"[0-9]{{1,{max_digits}}}", text):
+        return int(text)
+    return None

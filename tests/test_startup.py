@@ -63,3 +63,14 @@ def test_plain_http_through_the_proxy_is_sent_to_https_but_the_probes_are_not(cl
     assert (response.status_code, response["Location"]) == (301, "https://testserver/v2/images")
     assert client.get("/v2/images", HTTP_X_FORWARDED_PROTO="https").status_code == 401  # reached the API
     assert client.get("/healthz", HTTP_X_FORWARDED_PROTO="http").status_code == 200
+
+
+def test_text_logs_keep_one_record_on_one_line():
+    import logging
+
+    from imageactions.logs import TextFormatter, bound
+
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "GET %s", ("/x\n2026 info forged: line",), None)
+    with bound(action_id="a b\nc"):
+        line = TextFormatter().format(record)
+    assert "\n" not in line and "\\n2026 info forged" in line and 'action_id="a b\\\\nc"' in line

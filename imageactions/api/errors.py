@@ -41,6 +41,13 @@ class QuotaExceededError(exceptions.APIException):
         self.quota = {"quota": error.quota, "limit": error.limit, "usage": error.usage}
 
 
+class KeyReusedError(exceptions.APIException):
+    """An Idempotency-Key sent again with a different request (the IETF draft's 422)."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_code = "idempotency_key_reused"
+
+
 def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
     """{"input": {"location": ["..."]}} -> {"input.location": ["..."]}."""
     if isinstance(detail, dict):

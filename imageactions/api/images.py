@@ -28,7 +28,13 @@ from ..pipeline import ImportMethod, ImportRequest, StoredFile, action_types, sa
 from ..policy import allowed, needed_roles
 from ..projects import owner_of, visible_to
 from ..stores import StoreError, get_store
-from ..validators import MAX_STORED_INT, validate_image_properties, validate_image_tags, validate_store_names
+from ..validators import (
+    MAX_STORED_INT,
+    validate_image_properties,
+    validate_image_tags,
+    validate_store_names,
+    whole_number,
+)
 from . import glance
 from .errors import Conflict, QuotaExceededError, flatten_errors
 from .parsers import BoundedJSONParser, ImageDataParser, JsonPatchParser
@@ -153,9 +159,9 @@ def _filtered(queryset, query):
         queryset = queryset.filter(protected=_truth(query["protected"], "protected"))
     for bound, lookup in (("size_min", "size__gte"), ("size_max", "size__lte")):
         if bound in query:
-            if not query[bound].isdigit():
+            if (number := whole_number(query[bound])) is None:
                 raise _bad_request(f"'{bound}' takes a number of bytes, not {query[bound]!r}.")
-            queryset = queryset.filter(**{lookup: int(query[bound])})
+            queryset = queryset.filter(**{lookup: number})
     for tag in query.getlist("tag"):
         queryset = queryset.filter(Exists(ImageTag.objects.filter(image=OuterRef("pk"), name=tag)))
     for name in ("created_at", "updated_at"):
@@ -199,9 +205,9 @@ def _after(marker: Image, spec: list[tuple[str, bool]]) -> Q:
 def list_page(request) -> dict:
     query = request.query_params
     limit_text = query.get("limit", str(LIMIT_DEFAULT))
-    if not limit_text.isdigit():
+    if (limit := whole_number(limit_text)) is None:
         raise _bad_request(f"'limit' takes a whole number, not {limit_text!r}.")
-    limit = max(1, min(int(limit_text), LIMIT_MAX))
+    limit = max(1, min(limit, LIMIT_MAX))
     spec = _sort_spec(query)
     images = _sorted(_filtered(readable_images(request.user), query), spec)
     if "marker" in query:

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 from ..health import LiveStateCollector
 from ..metrics import carries_scrape_token, exposition
 from ..policy import allowed, needed_roles
+from .streaming import IgnoreAcceptHeader
 
 
 class ScraperOrOperator(BasePermission):
@@ -24,6 +25,8 @@ class ScraperOrOperator(BasePermission):
 
 class MetricsView(APIView):
     permission_classes = [ScraperOrOperator]
+    # The format follows the scraper's Accept header (exposition()), not DRF's JSON renderers.
+    content_negotiation_class = IgnoreAcceptHeader
 
     @extend_schema(exclude=True)  # Prometheus's text format, not part of the API
     def get(self, request):

@@ -6,6 +6,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, JSONParser
 
+from ..validators import whole_number
 from .errors import PayloadTooLarge
 
 
@@ -23,7 +24,7 @@ class BoundedJSONParser(JSONParser):
         request = parser_context["request"]
         declared = request.META.get("CONTENT_LENGTH")
         too_large = f"The request body is larger than the {limit} bytes allowed; send a smaller JSON object."
-        if declared and declared.isdigit() and int(declared) > limit:
+        if (whole_number(declared) or 0) > limit:
             raise PayloadTooLarge(too_large)
         body = stream.read(limit + 1)
         if len(body) > limit:

@@ -114,7 +114,8 @@ def stored_file_response(request, stored: StoredFile, *, what: str) -> HttpRespo
         content_type="application/octet-stream",
         status=status.HTTP_206_PARTIAL_CONTENT if byte_range else status.HTTP_200_OK,
     )
-    bytes_moved(SERVED, end - start)
+    if request.method == "GET":  # DRF answers HEAD with the GET handler; no byte goes out then
+        bytes_moved(SERVED, end - start)
     response.block_size = DOWNLOAD_BLOCK_SIZE
     response["Content-Length"] = str(end - start)
     response["Accept-Ranges"] = "bytes"

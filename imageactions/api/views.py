@@ -29,7 +29,8 @@ from ..filtersets import ImageActionFilterSet
 from ..models import ImageAction
 from ..pipeline import StepError, get_action_type
 from ..projects import listed_for, owner_of, visible_to
-from .errors import Conflict, LengthRequired, QuotaExceededError
+from ..validators import query_flag, whole_number
+from .errors import Conflict, KeyReusedError, LengthRequired, QuotaExceededError
 from .parsers import BoundedJSONParser
 from .serializers import (
     ErrorSerializer,
@@ -63,6 +64,7 @@ def error_responses(*codes: int, words: dict[int, str] | None = None) -> dict:
         411: "The body was sent without a Content-Length.",
         413: "The body is larger than allowed.",
         415: "The body is not JSON.",
+        422: "The request cannot be processed as sent.",
     } | (words or {})
     return {code: OpenApiResponse(ErrorSerializer, description=words[code]) for code in codes}
 
@@ -83,7 +85,7 @@ class NewestFirstCursorPagination(CursorPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+        if not 1 <= (whole_number(raw, max_digits=4) or 0) <= self.max_page_size:
             raise ValidationError({"limit": [f"A whole number from 1 to {self.max_page_size}; got {raw!r}."]})
         return int(raw)
 
@@ -132,9 +134,9 @@ IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
     OpenApiParameter.HEADER,
     required=False,
     description="Any unique string (e.g. a UUID), 1 to 255 printable ASCII characters. A retry with the "
-    "same key and the same request within IMAGEACTIONS_IDEMPOTENCY_WINDOW (24 h) answers with the action "
+    "same key and the same body within IMAGEACTIONS_IDEMPOTENCY_WINDOW (24 h) answers with the action "
     "the first one created (and `Idempotent-Replayed: true`) instead of creating another; the same key "
-    "with a different request is a 409.",
+    "with a different body is a 422.",
 )
 
 
@@ -161,7 +163,7 @@ class ImageActionSchema(AutoSchema):
 
     def get_response_serializers(self):
         if self.view.action == "create":
-            conflict = "The Idempotency-Key was sent with a different request within its window."
+            reused = "The Idempotency-Key was sent with a different request within its window."
             dry_run = OpenApiResponse(
                 OpenApiTypes.OBJECT,
                 description="With dry_run=true: nothing was created; `action_type`, `input` and `labels` as the "
@@ -174,12 +176,12 @@ class ImageActionSchema(AutoSchema):
                     400,
                     401,
                     403,
-                    409,
                     411,
                     413,
                     415,
+                    422,
                     words={
-                        409: conflict,
+                        422: reused,
                         403: "Not allowed, or a quota of the project is used up (code quota_exceeded).",
                     },
                 ),
@@ -300,19 +302,28 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         serializer = ImageActionCreateSerializer(
             data=data, context=self.get_serializer_context(), fixed_action_type=self.fixed_action_type
         )
-        key = idempotency.key_of(request)
+        dry_run = query_flag(request, "dry_run")
+        key = None if dry_run else idempotency.key_of(request)
+        # The same request is the same body, whatever its key order or route (an alias names its
+        # type); the earlier answer comes before any check of what is true now (a quota the
+        # first request used up, an image deleted since).
+        digest = (
+            idempotency.request_digest(
+                "create", {**data, "action_type": data.get("action_type", self.fixed_action_type)}
+            )
+            if isinstance(data, dict)
+            else idempotency.request_digest("create", data)
+        )
+        if key and (earlier := self._earlier_answer(owner, key, digest)):
+            return earlier
         serializer.is_valid(raise_exception=True)
         validated = serializer.validated_data
         try:
             quotas.check_create(owner, makes_image=get_action_type(validated["action_type"]).makes_images)
         except quotas.QuotaExceeded as error:
             raise QuotaExceededError(error) from None
-        if _flag(request, "dry_run"):
+        if dry_run:
             return self._dry_run(validated)
-        # Two requests are the same when they mean the same: defaults filled in, keys in any order.
-        digest = idempotency.request_digest("create", validated)
-        if key and (earlier := self._earlier_answer(owner, key, digest)):
-            return earlier
         action_type = get_action_type(validated["action_type"])
         try:
             with transaction.atomic():
@@ -347,7 +358,7 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         try:
             earlier = idempotency.earlier_answer(owner, key, digest)
         except idempotency.KeyReused as error:
-            raise Conflict(str(error)) from None
+            raise KeyReusedError(str(error)) from None
         if earlier is None:
             return None
         action, body = earlier
@@ -443,22 +454,14 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         return stored_file_response(request, stored, what=f"the file of action {action.pk}")
 
 
-def _flag(request, name: str) -> bool:
-    raw = request.query_params.get(name)
-    if raw is None or raw.lower() in ("false", "0"):
-        return False
-    if raw.lower() in ("true", "1"):
-        return True
-    raise ValidationError({name: [f"true or false; got {raw!r}."]})
-
-
 def _wait_seconds(request) -> float:
     raw = request.query_params.get("wait")
     if raw is None:
         return 0
-    if not raw.isdigit() or int(raw) > settings.MAX_WAIT:
+    seconds = whole_number(raw, max_digits=4)
+    if seconds is None or seconds > settings.MAX_WAIT:
         raise ValidationError({"wait": [f"Whole seconds from 0 to {settings.MAX_WAIT:g}; got {raw!r}."]})
-    return int(raw)
+    return seconds
 
 
 def _wait_for_change(action: ImageAction, seen: str, *, deadline: float) -> None:

@@ -52,6 +52,7 @@ from ..validators import (
     MAX_TAG_LENGTH,
     validate_image_properties,
     validate_store_names,
+    whole_number,
 )
 from .context import StepContext
 from .disk_images import (
@@ -80,6 +81,7 @@ from .registry import (
 )
 
 __all__ = [
+    "whole_number",
     "import_size_cap",
     "quota_exceeded",
     "SizeLimitExceeded",

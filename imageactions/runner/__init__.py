@@ -9,7 +9,7 @@ ImageActionQuerySet's named transitions (see choices.STEP_TRANSITIONS).
 from ..pipeline.context import scratch_dir
 from .ending import clean_up, worker_name
 from .execution import receive_data, release_held, run_step
-from .maintenance import PURGE_SCHEDULE, REAPER_SCHEDULE, ensure_schedules, purge, reap
+from .maintenance import PURGE_SCHEDULE, REAPER_SCHEDULE, ensure_schedules, purge, reap, stale_runs
 from .queueing import RUN_STEP_TASK, cluster_of, create_action, request_cancel, retry_failed, send_task
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
     "run_step",
     "scratch_dir",
     "send_task",
+    "stale_runs",
     "worker_name",
 ]

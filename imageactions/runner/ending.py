@@ -57,7 +57,7 @@ def finish_success(action: ImageAction, action_type: ActionType, *, token, ctx: 
                 action_type.finish(action, ctx)
             ended.update(state=action.state, result=action.result, image_properties=action.image_properties)
             record_images(action, ImageRole.MADE, action_type.images_made(action.result))
-        transaction.on_commit(lambda: _ended(action, ActionStatus.SUCCESS, ""))
+            transaction.on_commit(lambda: _ended(action, ActionStatus.SUCCESS, ""))
     if cancelled:
         cancel_owned(action, token)
         return
@@ -112,11 +112,12 @@ def fail_unowned(action: ImageAction, message: str, *, kind: str) -> None:
 
 
 def _cleaned_after_end(action: ImageAction, status: str, message: str, kind: str) -> None:
-    """Clean up after an action that ended before anything could run its clean-up; a clean-up
-    that fails turns it into an internal error, so nobody takes it for cleanly ended."""
+    """Clean up after an action that ended before anything could run its clean-up. Its status
+    is final already (a client may have seen it): a clean-up that fails adds to its message
+    that an internal error happened, so nobody takes it for cleanly ended."""
     if not clean_up(action):
-        status, kind = ActionStatus.FAILURE, FailureKind.INTERNAL_ERROR
-        ImageAction.objects.filter(pk=action.pk).update(status=status, message=_with_clean_up_error(action, message))
+        kind = FailureKind.INTERNAL_ERROR
+        ImageAction.objects.filter(pk=action.pk).update(message=_with_clean_up_error(action, message))
     _ended(action, status, kind)
 
 

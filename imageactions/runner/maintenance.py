@@ -27,12 +27,17 @@ REAPER_SCHEDULE = "imageactions-reaper"
 PURGE_SCHEDULE = "imageactions-purge"
 
 
+def stale_runs():
+    """Running steps whose heartbeat is older than the reaper waits for: their worker is gone."""
+    stale_before = timezone.now() - timedelta(seconds=max(settings.REAPER_INTERVAL, 3 * settings.HEARTBEAT_INTERVAL))
+    return ImageAction.objects.filter(step_state=StepState.RUNNING, heartbeat_at__lt=stale_before)
+
+
 def reap() -> dict:
     """Recover actions whose worker died or whose task was lost; fail those held too long."""
     now = timezone.now()
-    stale_before = now - timedelta(seconds=max(settings.REAPER_INTERVAL, 3 * settings.HEARTBEAT_INTERVAL))
     counts = {"restarted": 0, "failed": 0, "requeued": 0, "expired_holds": 0}
-    for action in ImageAction.objects.filter(step_state=StepState.RUNNING, heartbeat_at__lt=stale_before):
+    for action in stale_runs():
         _recover_dead_run(action, counts)
     lost_before = now - timedelta(seconds=settings.QUEUED_TASK_TIMEOUT)
     for action in ImageAction.objects.pending().filter(step_state=StepState.QUEUED, queued_at__lt=lost_before):

@@ -77,7 +77,7 @@ def test_routes_without_parameters_refuse_any(alice):
     assert list(errors_of(alice.post(f"{ACTIONS}/{action_id}/cancel?force=1"))) == ["force"]
 
 
-@pytest.mark.parametrize("limit", ["0", "-5", "many", "1001", "1.5", ""])
+@pytest.mark.parametrize("limit", ["0", "-5", "many", "1001", "1.5", "", "\u00b2", "1" * 5000])
 def test_a_limit_outside_1_to_1000_is_a_400(alice, limit):
     assert "limit" in errors_of(alice.get(ACTIONS, {"limit": limit}))
 

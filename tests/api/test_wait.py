@@ -41,7 +41,7 @@ def test_an_unchanged_action_is_answered_at_the_bound_and_an_ended_one_at_once(a
     assert timed_get(alice, ended, wait=30)[1] < 1
 
 
-@pytest.mark.parametrize("wait", ["-1", "abc", "61", "1.5"])
+@pytest.mark.parametrize("wait", ["-1", "abc", "61", "1.5", "\u00b2", "9" * 5000])
 def test_a_wait_outside_the_bound_is_a_400(alice, wait):
     held = alice.post(ACTIONS, {"action_type": "test", "input": {"await_data": True}}, format="json").json()["id"]
     response = alice.get(f"{ACTIONS}/{held}", {"wait": wait})

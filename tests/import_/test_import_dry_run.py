@@ -40,6 +40,14 @@ def test_a_dry_run_reports_what_the_source_holds_and_creates_nothing(alice, imag
     assert not ImageAction.objects.exists()
 
 
+def test_a_fixed_vhd_declared_as_such_is_not_refused_for_what_its_head_does_not_show(alice, image_server, tmp_path):
+    path = tmp_path / "fixed.vhd"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=fixed", str(path), "8M"], check=True)
+    response = dry_run(alice, {"location": image_server.add("fixed.vhd", path.read_bytes())}, disk_format="vhd")
+    assert response.status_code == 200, response.json()
+    assert response.json()["checks"]["source"]["disk_format"] is None  # its footer is at the end
+
+
 def test_a_compressed_source_is_seen_through(alice, image_server):
     raw = random_image(300_000, seed=40)
     body = dry_run(alice, {"location": image_server.add("disk.raw.gz", gzip.compress(raw))}).json()

@@ -95,7 +95,7 @@ def assert_documented_as_scraped(samples: dict) -> None:
     for name, labels in samples:
         labels_of.setdefault(name, set()).update(key for key, _ in labels if key != "le")
     tables, selected = documented_metrics()
-    assert len(tables) == 11 and selected
+    assert len(tables) == 12 and selected
     for name, labels in tables.items():
         scraped = [labels_of[n] for n in (name, f"{name}_count") if n in labels_of]
         assert scraped, f"{name} is documented but not scraped"
@@ -145,6 +145,8 @@ def test_metrics_add_up_every_api_and_worker_process_and_parse_as_prometheus_tex
         http = "imageactions_http_request_duration_seconds_count"
         assert value(samples, http, method="POST", route="/v2/image-actions", status="201") == 6
         assert value(samples, http, method="GET", route="/v2/images/{pk}/file", status="200") == 1
+        assert value(samples, "imageactions_live_state_up", source="database") == 1
+        assert value(samples, "imageactions_live_state_up", source="broker") == 1
         assert value(samples, "imageactions_live_clusters", pool="default") == 1
         assert value(samples, "imageactions_live_workers", pool="default") == 2
         assert value(samples, "imageactions_queue_depth", pool="default") == 0
@@ -157,11 +159,29 @@ def test_metrics_add_up_every_api_and_worker_process_and_parse_as_prometheus_tex
     assert gets == sorted(gets) and gets[-1] >= 5
 
 
+def test_scrapes_take_any_accept_header_and_odd_methods_share_one_label(served):
+    for accept in ("text/plain;version=0.0.4", "application/openmetrics-text;version=1.0.0", "text/plain"):
+        response = requests.get(
+            f"{served.base_url}/metrics",
+            headers={"Authorization": f"Bearer {METRICS_TOKEN}", "Accept": accept},
+            timeout=30,
+        )
+        assert response.status_code == 200, (accept, response.text[:200])
+        assert response.headers["Content-Type"].startswith(accept.split(";")[0])
+    for method in ("FOOBAR", "QWERTY"):
+        requests.request(method, f"{served.base_url}/healthz", timeout=30)
+    samples = scrape(served)
+    methods = {dict(labels)["method"] for name, labels in samples if name.endswith("request_duration_seconds_count")}
+    assert "other" in methods and not methods & {"FOOBAR", "QWERTY"}
+
+
 def test_metrics_need_the_scrape_token_or_an_operator(served):
     anonymous = requests.get(f"{served.base_url}/metrics", timeout=30)
     assert anonymous.status_code == 401
     wrong = requests.get(f"{served.base_url}/metrics", headers={"Authorization": "Bearer nope"}, timeout=30)
     assert wrong.status_code == 401
+    odd = requests.get(f"{served.base_url}/metrics", headers={"Authorization": "Bearer caf\u00e9".encode()}, timeout=30)
+    assert odd.status_code == 401
     member = served.http.get(f"{served.base_url}/metrics", timeout=30)  # alice: a member, not an admin
     assert member.status_code == 403 and "metrics" in member.json()["detail"]
 

@@ -25,6 +25,11 @@ class Command(BaseCommand):
         host, _, port = bind.rpartition(":")
         if not host or not port.isdigit():
             raise CommandError(f"--bind takes HOST:PORT; got {bind!r}")
+        if not settings.METRICS_TOKEN and host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
+            raise CommandError(
+                "Set IMAGEACTIONS_METRICS_TOKEN before listening beyond loopback: anyone who reaches the port "
+                "could read the metrics."
+            )
         server = ThreadingHTTPServer((host.strip("[]"), int(port)), MetricsHandler)
         log.info("serving this host's metrics on http://%s/metrics", bind)
         try:
