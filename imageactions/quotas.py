@@ -86,10 +86,14 @@ def usage(project: str) -> dict[str, Quota]:
     return {name: Quota(limit, used[name]) for name, limit in limits(project).items()}
 
 
-def check_create(project: str, *, makes_image: bool) -> None:
-    """Refuse a new action (or a new image record) that would pass a quota."""
+def check_create(project: str, *, makes_image: bool, stages_bytes: bool) -> None:
+    """Refuse a new action that would pass a quota (or that one already used up)."""
     quotas = usage(project)
-    wanted = [PENDING_ACTIONS] if not makes_image else [PENDING_ACTIONS, IMAGE_COUNT, IMAGE_SIZE]
+    wanted = [
+        PENDING_ACTIONS,
+        *([IMAGE_COUNT, IMAGE_SIZE] if makes_image else []),
+        *([IMAGE_STAGE] if stages_bytes else []),
+    ]
     for name in wanted:
         quota = quotas[name]
         if quota.left == 0:

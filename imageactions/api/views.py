@@ -319,7 +319,8 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         serializer.is_valid(raise_exception=True)
         validated = serializer.validated_data
         try:
-            quotas.check_create(owner, makes_image=get_action_type(validated["action_type"]).makes_images)
+            action_type = get_action_type(validated["action_type"])
+            quotas.check_create(owner, makes_image=action_type.makes_images, stages_bytes=action_type.stages_bytes)
         except quotas.QuotaExceeded as error:
             raise QuotaExceededError(error) from None
         if dry_run:

@@ -46,6 +46,14 @@ def test_a_projects_override_in_the_admin_beats_the_default(alice, bob, admin_cl
     assert glance.status_code == 413 and "image_count_total" in glance.content.decode()  # Glance's answer to quotas
 
 
+def test_imports_wait_while_pending_imports_hold_the_staging_quota(alice, settings):
+    settings.QUOTA_IMAGE_STAGE = 1000
+    receiving = alice.post(ACTIONS, import_body({"source": "upload"}), format="json").json()["id"]
+    ImageAction.objects.filter(pk=receiving).update(progress_done=1000)  # its bytes so far
+    quota_error(alice.post(ACTIONS, import_body({"source": "upload"}), format="json"), "image_stage_total")
+    assert alice.post(ACTIONS, HELD, format="json").status_code == 201  # stages nothing
+
+
 def test_pending_imports_count_as_images_until_they_make_theirs(alice, settings):
     settings.QUOTA_IMAGE_COUNT = 1
     assert alice.post(ACTIONS, import_body({"source": "upload"}), format="json").status_code == 201
