@@ -25,7 +25,7 @@ from .queueing import enqueue, queue_next_step
 
 log = logging.getLogger(__name__)
 
-DATA_RECEIVED = "data_received"  # in action.state: an action held after its data must not take more
+DATA_RECEIVED = "data_received"  # in action.state: the action's data arrived; it must not take more
 
 
 def worker_name() -> str:
@@ -87,6 +87,8 @@ def execute_claimed_step(action: ImageAction, action_type: ActionType, step: Ste
             if not held and rows.owned_by(token).filter(cancel_requested=True).exists():
                 cancel_owned(action, token)
         else:
+            if run:  # what tells the reaper that no upload is running any more
+                action.state[DATA_RECEIVED] = True
             # The step that received data is the one held for it: it may run now, or not apply.
             start = action.step_index if run else action.step_index + 1
             queue_next_step(action, action_type, start=start, ctx=ctx)
@@ -215,6 +217,17 @@ def _close_event(event: ActionEvent, outcome: str, message: str, trace: str = ""
         event.save()
     else:
         event.save(update_fields=["finished_at", "outcome", "message", "traceback"])
+
+
+def is_receiving_data(action: ImageAction, action_type: ActionType | None) -> bool:
+    """Whether the action's running step is an upload received by an API process: its data has
+    not arrived, and only the connection that brings it could."""
+    return bool(
+        action_type
+        and action_type.receive_data
+        and action_type.awaits_data(action.input)
+        and not action.state.get(DATA_RECEIVED)
+    )
 
 
 def release_held(action: ImageAction, *, input_data: dict | None = None) -> bool:

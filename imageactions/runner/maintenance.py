@@ -1,6 +1,6 @@
 """Maintenance: a cluster hands back at once the runs of a worker process it saw die; on django-q2
 schedules, the reaper recovers actions whose worker (or host) died unseen or whose task was
-lost, and fails uploads that never came; purge deletes expired actions."""
+lost, and fails uploads that never came or whose API process died; purge deletes expired actions."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ..choices import ActionStatus, StepState
 from ..models import ActionEvent, ImageAction
 from ..pipeline.registry import get_action_type
 from .ending import CANCELLED_MESSAGE, clean_up, end_owned
-from .execution import DATA_RECEIVED
+from .execution import DATA_RECEIVED, is_receiving_data
 from .queueing import cluster_of, enqueue, send_task
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,9 @@ def _recover_dead_run(action: ImageAction, counts: dict) -> None:
     action_type = get_action_type(action.action_type)
     step = action_type.steps[action.step_index] if action_type else None
     step_name = step.name if step else action.progress_step
+    if is_receiving_data(action, action_type):
+        _end_lost_upload(action, counts)
+        return
     open_run = ActionEvent.objects.filter(action=action, finished_at__isnull=True).order_by("-started_at").first()
     # django-q2 kills a task that outlives its timeout; a restart would only be killed again.
     timed_out = bool(step and open_run and (timezone.now() - open_run.started_at).total_seconds() >= step.timeout)
@@ -144,6 +147,23 @@ def _recover_dead_run(action: ImageAction, counts: dict) -> None:
         status, message = ActionStatus.CANCELLED, CANCELLED_MESSAGE
     else:
         status = ActionStatus.FAILURE
+    if end_owned(action, action.run_token, status, message):
+        counts["failed"] += 1
+
+
+def _end_lost_upload(action: ImageAction, counts: dict) -> None:
+    """The API process receiving the action's data died (killed, or stopped before the upload
+    ended): the bytes came over its connection, so no worker can run the step again."""
+    message = (
+        f"The upload was interrupted: the API server process receiving it ({action.worker}) stopped "
+        "before the upload ended; create a new action and upload the data again."
+    )
+    ActionEvent.objects.filter(action=action, finished_at__isnull=True).update(
+        finished_at=timezone.now(), outcome="upload lost", message=message
+    )
+    if action.cancel_requested:
+        message = CANCELLED_MESSAGE
+    status = ActionStatus.CANCELLED if action.cancel_requested else ActionStatus.FAILURE
     if end_owned(action, action.run_token, status, message):
         counts["failed"] += 1
 

@@ -1,14 +1,18 @@
 """Recovery from dead workers (handed back at once by the cluster that saw the death, else by
-the reaper), lost tasks and data that never came."""
+the reaper), lost tasks, data that never came, and uploads whose API process died."""
 
 import os
 import signal
 import time
+from datetime import timedelta
 
 from django.conf import settings
+from django.utils import timezone
 
+from imageactions.choices import StepState
 from imageactions.models import ActionEvent, ImageAction
-from imageactions.runner import REAPER_SCHEDULE, cluster_of
+from imageactions.runner import REAPER_SCHEDULE, cluster_of, reap
+from imageactions.runner.execution import claim_step
 
 from .conftest import create_test_action, fire_due_schedules, poll, step_run_counts, step_runs, was_cleaned_up
 
@@ -141,3 +145,22 @@ def test_step_that_outlived_its_time_limit_fails_naming_the_limit_instead_of_res
     assert body["status"] == "failure"
     assert "prepare step did not finish within its time limit of 60 minutes" in body["message"]
     assert ActionEvent.objects.get(action_id=action_id).outcome == "timed out"
+
+
+def test_upload_whose_api_process_died_is_failed_by_the_reaper_not_given_to_a_worker(alice, transactional_db):
+    action_id = create_test_action(alice, await_data=True)
+    # What PUT .../data does in an API process, which is then killed mid-upload.
+    assert claim_step(action_id, 0, 1, from_state=StepState.HELD)
+    ActionEvent.objects.create(action_id=action_id, step="prepare", status="preparing", started_at=timezone.now())
+    ImageAction.objects.filter(pk=action_id).update(
+        worker="api-host:4242", heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+
+    assert reap()["failed"] == 1
+
+    action = ImageAction.objects.get(pk=action_id)
+    assert (action.status, action.step_state, action.restarts) == ("failure", StepState.DONE, 0)
+    assert "upload was interrupted" in action.message and "upload the data again" in action.message
+    assert "api-host:4242" in action.message
+    event = ActionEvent.objects.get(action_id=action_id)
+    assert event.outcome == "upload lost" and event.finished_at is not None
