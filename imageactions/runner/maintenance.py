@@ -1,15 +1,15 @@
-"""Maintenance: a cluster hands back at once the runs of a worker process it saw die; on django-q2
-schedules, the reaper recovers actions whose worker (or host) died unseen or whose task was
-lost, and fails uploads that never came or whose API process died; purge deletes expired actions."""
+"""Maintenance: the runs of a worker process its cluster saw die are recovered at once (see
+sentinel); on django-q2 schedules, the reaper recovers actions whose worker (or host) died
+unseen or whose task was lost, and fails uploads that never came or whose API process died;
+purge deletes expired actions."""
 
 from __future__ import annotations
 
 import logging
-import socket
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ..choices import ActionStatus, StepState
@@ -72,34 +72,6 @@ def worker_died(worker: str) -> dict:
     if any(counts.values()):
         log.warning("worker %s died: %s", worker, counts)
     return counts
-
-
-def hand_back_on_worker_death() -> None:
-    """Make django-q2's sentinel call worker_died() when it replaces a dead worker process.
-
-    django-q2 has no signal for it; its Sentinel.reincarnate() is where a death is seen, so it
-    is wrapped (in every process: only a cluster's sentinel ever calls it).
-    """
-    from django_q.cluster import Sentinel
-
-    if getattr(Sentinel.reincarnate, "hands_back_runs", False):
-        return
-    reincarnate = Sentinel.reincarnate
-
-    def reincarnate_and_hand_back(sentinel, process):
-        is_worker = process in sentinel.pool
-        reincarnate(sentinel, process)
-        if not is_worker:
-            return  # the monitor or the pusher: they run no step
-        try:
-            worker_died(f"{socket.gethostname()}:{process.pid}")
-        except Exception:  # the reaper is the safety net; the sentinel must go on guarding
-            log.exception("recovering the runs of dead worker %s failed", process.pid)
-        finally:
-            connections.close_all()  # the sentinel forks new workers: no connection to share
-
-    reincarnate_and_hand_back.hands_back_runs = True
-    Sentinel.reincarnate = reincarnate_and_hand_back
 
 
 def _recover_dead_run(action: ImageAction, counts: dict) -> None:

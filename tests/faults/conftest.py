@@ -443,8 +443,8 @@ class Deployment:
         )
 
     def fire_reaper(self) -> None:
-        """Run django-q2's scheduler once the reaper is due, instead of waiting for a cluster's
-        ~30 s guard-loop tick; the reaper itself runs on the workers."""
+        """Run django-q2's scheduler as soon as the reaper is due (a cluster's schedule ticker
+        would within half a second); the reaper itself runs on the workers."""
         self.manage(
             "shell",
             "-c",

@@ -47,8 +47,8 @@ def poll(client, action_id, until, *, timeout=30, interval=0.05, seen=None) -> d
 
 
 def fire_due_schedules(name: str, *, timeout=15) -> None:
-    """Run django-q2's scheduler once the schedule `name` is due, instead of waiting for the
-    ~30 s guard-loop tick of a cluster; the task it queues runs on the real workers.
+    """Run django-q2's scheduler as soon as the schedule `name` is due (a cluster's schedule
+    ticker would within half a second); the task it queues runs on the real workers.
     """
     from django_q.models import Schedule
     from django_q.scheduler import scheduler
