@@ -13,4 +13,4 @@ class ImageActionsConfig(AppConfig):
         from .runner.sentinel import extend_sentinel
 
         rules()  # a bad policy file stops the start, with its reason, instead of failing requests
-        extend_sentinel()  # hand-backs of dead workers, schedules on time (see runner.sentinel)
+        extend_sentinel()  # hand-backs, schedules on time, graceful stops (see runner.sentinel)

@@ -18,14 +18,20 @@ from django.utils import timezone
 from ..choices import ActionStatus, StepState
 from ..models import ActionEvent, ImageAction
 from ..pipeline.context import StepContext
-from ..pipeline.errors import ActionCancelled, RetryableStepError, RunSuperseded, StepError
+from ..pipeline.errors import ActionCancelled, ProcessStopping, RetryableStepError, RunSuperseded, StepError
 from ..pipeline.registry import ActionType, Step, get_action_type
+from ..pipeline.stopping import stop_requested
 from .ending import cancel_owned, end_owned
-from .queueing import enqueue, queue_next_step
+from .queueing import enqueue, queue_next_step, send_task
 
 log = logging.getLogger(__name__)
 
 DATA_RECEIVED = "data_received"  # in action.state: the action's data arrived; it must not take more
+HANDED_BACK = "handed back"  # the outcome of a run whose worker stopped and queued its step again
+UPLOAD_SERVER_STOPPED = (
+    "The API server receiving the upload shut down (a restart or an upgrade) before the upload ended; "
+    "create a new action and upload the data again."
+)
 
 
 def worker_name() -> str:
@@ -35,12 +41,26 @@ def worker_name() -> str:
 def run_step(action_id: str, index: int, attempt: int) -> None:
     """The django-q2 task: claim the step, run it with retries, then advance or end the action."""
     close_old_connections()
+    if stop_requested():
+        # Taken from the broker by a cluster that is stopping: another worker is to run it.
+        _pass_on_unclaimed(action_id, index, attempt)
+        return
     token = claim_step(action_id, index, attempt, from_state=StepState.QUEUED)
     if token is None:
         return
     action = ImageAction.objects.get(pk=action_id)
     action_type = get_action_type(action.action_type)
     execute_claimed_step(action, action_type, action_type.steps[index], token)
+
+
+def _pass_on_unclaimed(action_id, index: int, attempt: int) -> None:
+    """Put the task back on the broker for the step still queued as it was when the task was sent."""
+    action = ImageAction.objects.pending().filter(pk=action_id).first()
+    action_type = action and get_action_type(action.action_type)
+    due = action and (action.step_state, action.step_index, action.attempt) == (StepState.QUEUED, index, attempt)
+    if due and action_type is not None:
+        log.info("stopping: step %s of %s passed on to another worker", index, action_id)
+        send_task(action_type, action_id, index, attempt)
 
 
 def claim_step(action_id, index: int, attempt: int, *, from_state: str) -> uuid.UUID | None:
@@ -73,7 +93,7 @@ def execute_claimed_step(action: ImageAction, action_type: ActionType, step: Ste
     heartbeat = Heartbeat(action.pk, token)
     heartbeat.start()
     try:
-        succeeded = _run_with_retries(action, step, ctx, run or step.run)
+        succeeded = _run_with_retries(action, step, ctx, run or step.run, receiving_data=run is not None)
     finally:
         heartbeat.stop()
     if not succeeded:
@@ -144,7 +164,7 @@ class Heartbeat(threading.Thread):
         self.join(timeout=5)
 
 
-def _run_with_retries(action: ImageAction, step: Step, ctx: StepContext, run) -> bool:
+def _run_with_retries(action: ImageAction, step: Step, ctx: StepContext, run, *, receiving_data: bool) -> bool:
     attempt = action.attempt
     while True:
         event = ActionEvent.objects.create(
@@ -163,6 +183,18 @@ def _run_with_retries(action: ImageAction, step: Step, ctx: StepContext, run) ->
         except ActionCancelled:
             _close_event(event, "cancelled", "Cancelled by the user.")
             cancel_owned(action, ctx.token)
+            return False
+        except ProcessStopping:
+            if receiving_data:
+                # The bytes come over this process's connection: no other process can take over.
+                _close_event(event, "failure", UPLOAD_SERVER_STOPPED)
+                if ImageAction.objects.filter(pk=action.pk, cancel_requested=True).exists():
+                    cancel_owned(action, ctx.token)
+                else:
+                    end_owned(action, ctx.token, ActionStatus.FAILURE, UPLOAD_SERVER_STOPPED)
+            else:
+                _close_event(event, HANDED_BACK, _handed_back_message())
+                _hand_back(action, ctx)
             return False
         except RetryableStepError as error:
             if attempt > step.retries:
@@ -193,8 +225,9 @@ def _run_with_retries(action: ImageAction, step: Step, ctx: StepContext, run) ->
 
 
 def _wait_before_retry(action: ImageAction, ctx: StepContext, delay: float, attempt: int) -> bool:
-    """Sleep the backoff while still noticing a cancel; record the new attempt number."""
+    """Sleep the backoff while still noticing a cancel or a stop; record the new attempt number."""
     deadline = time.monotonic() + delay
+    stopping = False
     try:
         while time.monotonic() < deadline:
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
@@ -202,10 +235,33 @@ def _wait_before_retry(action: ImageAction, ctx: StepContext, delay: float, atte
     except ActionCancelled:
         cancel_owned(action, ctx.token)
         return False
+    except ProcessStopping:
+        stopping = True  # the next attempt is the one handed back
     if not ImageAction.objects.filter(pk=action.pk).owned_by(ctx.token).update(attempt=attempt):
         return False  # superseded while waiting
     action.attempt = attempt
+    if stopping:
+        _hand_back(action, ctx)
+        return False
     return True
+
+
+def _handed_back_message() -> str:
+    return (
+        f"The worker {worker_name()} was stopping (a restart or a shutdown) and its grace period "
+        f"ended before this step did; the step was handed back to the queue and runs again on another worker."
+    )
+
+
+def _hand_back(action: ImageAction, ctx: StepContext) -> None:
+    """Queue the step again at once for another worker (no wait for the reaper, no crash counted)."""
+    rows = ImageAction.objects.filter(pk=action.pk)
+    if rows.hand_back(token=ctx.token):
+        action_type = get_action_type(action.action_type)
+        send_task(action_type, action.pk, action.step_index, action.attempt)
+        log.info("stopping: step %s of %s handed back to the queue", ctx.step.name, action.pk)
+    elif rows.owned_by(ctx.token).filter(cancel_requested=True).exists():
+        cancel_owned(action, ctx.token)
 
 
 def _close_event(event: ActionEvent, outcome: str, message: str, trace: str = "") -> None:
