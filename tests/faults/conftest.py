@@ -416,8 +416,9 @@ class Deployment:
         self.http.headers["Authorization"] = f"Token {token}"
         return self
 
-    def start_api(self) -> None:
-        self._spawn(
+    def start_api(self, *options: str) -> subprocess.Popen:
+        """Start gunicorn as scripts/serve does (`options` add to or override its command line)."""
+        process = self._spawn(
             "api",
             [
                 sys.executable,
@@ -430,10 +431,14 @@ class Deployment:
                 "--timeout",
                 "60",
                 "imageactions.wsgi:application",
+                "-c",
+                "python:imageactions.gunicorn_hooks",
                 "--no-control-socket",
+                *options,
             ],
         )
         wait_until(self._api_answers, timeout=30, what="gunicorn start", interval=0.2)
+        return process
 
     def start_workers(self, workers: int = 2, **env: str) -> subprocess.Popen:
         return self._spawn(
