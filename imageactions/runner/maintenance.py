@@ -62,19 +62,19 @@ def reap() -> dict:
     return counts
 
 
-def worker_died(worker: str) -> dict:
+def worker_died(worker: str, *, how: str = "stopped sending heartbeats") -> dict:
     """The cluster saw its worker process `worker` (host:pid) die (killed, out of memory, or
     stopped by django-q2 at its time limit): its runs are recovered now, as the reaper would
-    once their heartbeats went stale."""
+    once their heartbeats went stale; `how` ends the timeline's sentence "The worker W ..."."""
     counts = {"restarted": 0, "failed": 0}
     for action in ImageAction.objects.filter(step_state=StepState.RUNNING, worker=worker):
-        _recover_dead_run(action, counts)
+        _recover_dead_run(action, counts, how=how)
     if any(counts.values()):
         log.warning("worker %s died: %s", worker, counts)
     return counts
 
 
-def _recover_dead_run(action: ImageAction, counts: dict) -> None:
+def _recover_dead_run(action: ImageAction, counts: dict, *, how: str = "stopped sending heartbeats") -> None:
     action_type = get_action_type(action.action_type)
     step = action_type.steps[action.step_index] if action_type else None
     step_name = step.name if step else action.progress_step
@@ -89,7 +89,7 @@ def _recover_dead_run(action: ImageAction, counts: dict) -> None:
         outcome="timed out" if timed_out else "worker lost",
         message=f"The {step_name} step ran past its {_duration(step.timeout)} limit."
         if timed_out
-        else f"The worker {action.worker} stopped sending heartbeats.",
+        else f"The worker {action.worker} {how}.",
     )
     if timed_out and not action.cancel_requested:
         if end_owned(

@@ -88,7 +88,7 @@ def extend_sentinel() -> None:
         finally:
             killer.cancel()
             for pid in killer.killed:
-                _recover_runs_of(pid)
+                _recover_runs_of(pid, how=f"was killed: its step went on {killer.after:g} s into the stop")
 
     Sentinel.start = start_taking_stop_requests
     Sentinel.guard = guard_with_schedule_ticker
@@ -113,10 +113,10 @@ def _send(pid: int, signum: int) -> bool:
     return True
 
 
-def _recover_runs_of(pid: int) -> None:
+def _recover_runs_of(pid: int, **how) -> None:
     """The worker process `pid` died: its runs are recovered now, not when the reaper notices."""
     try:
-        worker_died(f"{socket.gethostname()}:{pid}")
+        worker_died(f"{socket.gethostname()}:{pid}", **how)
     except Exception:  # the reaper is the safety net; the sentinel must go on guarding
         log.exception("recovering the runs of dead worker %s failed", pid)
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from imageactions.choices import StepState
 from imageactions.models import ActionEvent, ImageAction
+from imageactions.runner.sentinel import KILL_AFTER_GRACE
 
 from .conftest import create_test_action, poll, step_run_counts, step_runs
 
@@ -98,3 +99,20 @@ def test_stray_stop_signal_kills_no_process_of_a_pool_and_turns_no_worker_away(a
     assert poll(alice, action_id, is_terminal)["status"] == "success"
     assert step_run_counts(action_id) == {"prepare": 1, "work": 1, "wrap": 1}
     assert {pid for _, pid, _ in step_runs(action_id)} <= processes
+
+
+def test_step_that_never_checks_in_is_killed_after_the_grace_and_recovered_so_the_stop_ends(alice, start_workers):
+    pool = start_workers(env={"IMAGEACTIONS_STOP_GRACE": "1", **SLOW_REAPER})
+    action_id = create_test_action(alice, work={"kind": "quiet", "seconds": 120})
+    poll(alice, action_id, lambda body: body["status"] == "working")
+
+    took = pool.stop_gracefully(timeout=60)
+
+    assert 1 + KILL_AFTER_GRACE <= took < 1 + KILL_AFTER_GRACE + 10, took
+    action = ImageAction.objects.get(pk=action_id)
+    # Recovered as a lost worker (a restart counted), at once, not by the ten-minute reaper.
+    assert (action.step_index, action.step_state, action.run_token, action.restarts) == (1, "queued", None, 1)
+    lost = ActionEvent.objects.get(action_id=action_id, step="work")
+    assert lost.outcome == "worker lost" and "was killed" in lost.message, lost.message
+    assert alice.post(f"/v2/image-actions/{action_id}/cancel").status_code == 202
+    assert ImageAction.objects.get(pk=action_id).status == "cancelled"
