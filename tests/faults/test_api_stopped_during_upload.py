@@ -1,12 +1,15 @@
 """SIGTERM to the API (gunicorn, run as scripts/serve runs it) while it receives an upload: the
 upload ends at once with a message that says what to do, instead of running on until gunicorn's
-graceful timeout kills it and leaving the action to the reaper."""
+graceful timeout kills it and leaving the action to the reaper. An API process killed outright
+mid-upload: the reaper ends the upload with such a message (no worker could take it over)."""
 
 import http.client
 import json
+import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 from .conftest import MiB, embedded_only, wait_until
 
@@ -44,10 +47,8 @@ class SlowUpload(threading.Thread):
             connection.close()
 
 
-def test_api_stopped_mid_upload_fails_that_upload_at_once_with_a_clear_message(deployment):
-    app = deployment({})
-    options = ("--worker-class", "gthread", "--threads", "4", "--graceful-timeout", str(GRACEFUL_TIMEOUT))
-    api = app.start_api(*options)
+def start_upload(app) -> tuple[str, SlowUpload]:
+    """Create an upload import and start sending its data; once 2 MiB arrived."""
     created = app.http.post(
         f"{app.base_url}/v2/image-actions",
         json={"action_type": "import", "input": {"source": "upload", "image_properties": {"name": "uploaded"}}},
@@ -60,6 +61,25 @@ def test_api_stopped_mid_upload_fails_that_upload_at_once_with_a_clear_message(d
     wait_until(
         lambda: app.action(action_id)["progress"]["bytes_done"] > 2 * MiB, timeout=30, what="the upload under way"
     )
+    return action_id, upload
+
+
+def children_of(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return children
+
+
+def test_api_stopped_mid_upload_fails_that_upload_at_once_with_a_clear_message(deployment):
+    app = deployment({})
+    options = ("--worker-class", "gthread", "--threads", "4", "--graceful-timeout", str(GRACEFUL_TIMEOUT))
+    api = app.start_api(*options)
+    action_id, upload = start_upload(app)
 
     stopped_at = time.monotonic()
     api.send_signal(signal.SIGTERM)
@@ -77,3 +97,24 @@ def test_api_stopped_mid_upload_fails_that_upload_at_once_with_a_clear_message(d
     if upload.answer is not None:  # the client that was still sending got the same answer
         status, answered = upload.answer
         assert (status, answered["status"]) == (200, "failure")
+
+
+def test_api_process_killed_mid_upload_is_ended_by_the_reaper_with_a_clear_message(deployment):
+    app = deployment({"IMAGEACTIONS_REAPER_INTERVAL": "2", "IMAGEACTIONS_HEARTBEAT_INTERVAL": "0.5"})
+    api = app.start_api("--worker-class", "gthread", "--threads", "4")
+    app.start_workers()
+    action_id, upload = start_upload(app)
+
+    for pid in children_of(api.pid):  # gunicorn's workers; the arbiter starts new ones
+        os.kill(pid, signal.SIGKILL)
+    upload.join(timeout=10)
+
+    body = wait_until(
+        lambda: (body := app.action(action_id))["status"] == "failure" and body,
+        timeout=20,
+        what="the upload's action ending",
+        interval=0.5,
+    )
+    # Not a worker running the import's first step on no bytes (an internal error).
+    assert "upload was interrupted" in body["message"], body
+    assert "upload the data again" in body["message"], body
