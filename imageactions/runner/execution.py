@@ -93,7 +93,7 @@ def execute_claimed_step(action: ImageAction, action_type: ActionType, step: Ste
     heartbeat = Heartbeat(action.pk, token)
     heartbeat.start()
     try:
-        succeeded = _run_with_retries(action, step, ctx, run or step.run, receiving_data=run is not None)
+        succeeded = _run_with_retries(action, step, ctx, run or step.run)
     finally:
         heartbeat.stop()
     if not succeeded:
@@ -164,7 +164,7 @@ class Heartbeat(threading.Thread):
         self.join(timeout=5)
 
 
-def _run_with_retries(action: ImageAction, step: Step, ctx: StepContext, run, *, receiving_data: bool) -> bool:
+def _run_with_retries(action: ImageAction, step: Step, ctx: StepContext, run) -> bool:
     attempt = action.attempt
     while True:
         event = ActionEvent.objects.create(
@@ -185,16 +185,7 @@ def _run_with_retries(action: ImageAction, step: Step, ctx: StepContext, run, *,
             cancel_owned(action, ctx.token)
             return False
         except ProcessStopping:
-            if receiving_data:
-                # The bytes come over this process's connection: no other process can take over.
-                _close_event(event, "failure", UPLOAD_SERVER_STOPPED)
-                if ImageAction.objects.filter(pk=action.pk, cancel_requested=True).exists():
-                    cancel_owned(action, ctx.token)
-                else:
-                    end_owned(action, ctx.token, ActionStatus.FAILURE, UPLOAD_SERVER_STOPPED)
-            else:
-                _close_event(event, HANDED_BACK, _handed_back_message())
-                _hand_back(action, ctx)
+            _stop_run(action, ctx, event)
             return False
         except RetryableStepError as error:
             if attempt > step.retries:
@@ -241,26 +232,38 @@ def _wait_before_retry(action: ImageAction, ctx: StepContext, delay: float, atte
         return False  # superseded while waiting
     action.attempt = attempt
     if stopping:
-        _hand_back(action, ctx)
+        _stop_run(action, ctx, None)
         return False
     return True
 
 
-def _handed_back_message() -> str:
-    return (
-        f"The worker {worker_name()} was stopping (a restart or a shutdown) and its grace period "
-        f"ended before this step did; the step was handed back to the queue and runs again on another worker."
-    )
-
-
-def _hand_back(action: ImageAction, ctx: StepContext) -> None:
-    """Queue the step again at once for another worker (no wait for the reaper, no crash counted)."""
+def _stop_run(action: ImageAction, ctx: StepContext, event: ActionEvent | None) -> None:
+    """The process is stopping and the step's grace period is over: hand the step back to the
+    queue at once for another worker (no wait for the reaper, no crash counted), or end an
+    upload, whose bytes come over this process's connection: no other process can take it over.
+    `event`: the run's open timeline event (None between two attempts)."""
+    action_type = get_action_type(action.action_type)
     rows = ImageAction.objects.filter(pk=action.pk)
+    owned = rows.owned_by(ctx.token)
+    if is_receiving_data(action, action_type):
+        if event is not None:
+            _close_event(event, "failure", UPLOAD_SERVER_STOPPED)
+        if owned.filter(cancel_requested=True).exists():
+            cancel_owned(action, ctx.token)
+        else:
+            end_owned(action, ctx.token, ActionStatus.FAILURE, UPLOAD_SERVER_STOPPED)
+        return
+    if event is not None:
+        _close_event(
+            event,
+            HANDED_BACK,
+            f"The worker {worker_name()} was stopping (a restart or a shutdown) and its grace period ended "
+            "before this step did; the step was handed back to the queue and runs again on another worker.",
+        )
     if rows.hand_back(token=ctx.token):
-        action_type = get_action_type(action.action_type)
         send_task(action_type, action.pk, action.step_index, action.attempt)
         log.info("stopping: step %s of %s handed back to the queue", ctx.step.name, action.pk)
-    elif rows.owned_by(ctx.token).filter(cancel_requested=True).exists():
+    elif owned.filter(cancel_requested=True).exists():
         cancel_owned(action, ctx.token)
 
 
