@@ -14,7 +14,7 @@ from imageactions.models import ActionEvent, ImageAction
 from imageactions.runner import REAPER_SCHEDULE, cluster_of, reap
 from imageactions.runner.execution import claim_step
 
-from .conftest import create_test_action, fire_due_schedules, poll, step_run_counts, step_runs, was_cleaned_up
+from .conftest import create_test_action, poll, step_run_counts, step_runs, wait_for_schedule_run, was_cleaned_up
 
 # How long a run may go without a heartbeat before the reaper counts its worker dead.
 STALE_AFTER = max(settings.REAPER_INTERVAL, 3 * settings.HEARTBEAT_INTERVAL)
@@ -63,7 +63,7 @@ def test_worker_killed_with_no_restarts_left_fails_the_action_naming_the_step(al
     action_id = create_test_action(alice, work={"kind": "sleep", "seconds": 30})
     kill_worker_running(alice, action_id, workers)
     time.sleep(STALE_AFTER + 0.5)
-    fire_due_schedules(REAPER_SCHEDULE)
+    wait_for_schedule_run(REAPER_SCHEDULE)
     body = poll(alice, action_id, is_terminal, timeout=15, interval=0.2)
     assert body["status"] == "failure", (body, workers.log_tail())
     assert body["message"] == (
@@ -85,7 +85,7 @@ def test_queued_task_that_vanished_from_the_broker_is_queued_again_by_the_reaper
     workers = start_workers(env={"IMAGEACTIONS_QUEUED_TASK_TIMEOUT": "1"})
     time.sleep(1.5)
     assert alice.get(f"/v2/image-actions/{action_id}").json()["status"] == "waiting"
-    fire_due_schedules(REAPER_SCHEDULE)
+    wait_for_schedule_run(REAPER_SCHEDULE)
     body = poll(alice, action_id, is_terminal, timeout=15, interval=0.2)
     assert body["status"] == "success", (body, workers.log_tail())
     assert step_run_counts(action_id) == {"prepare": 1, "work": 1, "wrap": 1}
@@ -95,7 +95,7 @@ def test_held_action_that_gets_no_data_fails_by_itself_with_a_clear_message(alic
     workers = start_workers(env={"IMAGEACTIONS_DATA_WAIT_TIMEOUT": "2"})
     action_id = create_test_action(alice, await_data=True)
     time.sleep(2.5)
-    fire_due_schedules(REAPER_SCHEDULE)
+    wait_for_schedule_run(REAPER_SCHEDULE)
     body = poll(alice, action_id, is_terminal, timeout=15, interval=0.2)
     assert body["status"] == "failure", (body, workers.log_tail())
     assert body["message"] == (
@@ -113,7 +113,7 @@ def test_cancel_of_an_action_whose_worker_died_ends_it_as_cancelled(alice, worke
     # No worker is left to notice the cancel, so only the flag is set.
     assert alice.post(f"/v2/image-actions/{action_id}/cancel").status_code == 202
     time.sleep(STALE_AFTER + 0.5)
-    fire_due_schedules(REAPER_SCHEDULE)
+    wait_for_schedule_run(REAPER_SCHEDULE)
     body = poll(alice, action_id, is_terminal, timeout=15, interval=0.2)
     assert body["status"] == "cancelled", (body, workers.log_tail())
     assert body["message"] == "The action was cancelled."
