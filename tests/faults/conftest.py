@@ -447,21 +447,6 @@ class Deployment:
             env,
         )
 
-    def fire_reaper(self) -> None:
-        """Run django-q2's scheduler as soon as the reaper is due (a cluster's schedule ticker
-        would within half a second); the reaper itself runs on the workers."""
-        self.manage(
-            "shell",
-            "-c",
-            (
-                "import time\nfrom django.utils import timezone\nfrom django_q.models import Schedule\n"
-                "from django_q.scheduler import scheduler\nfrom imageactions.runner import REAPER_SCHEDULE\n"
-                "deadline = time.monotonic() + 15\n"
-                "while Schedule.objects.get(name=REAPER_SCHEDULE).next_run > timezone.now() "
-                "and time.monotonic() < deadline:\n    time.sleep(0.2)\nscheduler()\n"
-            ),
-        )
-
     def create_test_action(self, **test_input) -> str:
         response = self.http.post(
             f"{self.base_url}/v2/image-actions", json={"action_type": "test", "input": test_input}, timeout=30
