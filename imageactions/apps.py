@@ -10,7 +10,7 @@ class ImageActionsConfig(AppConfig):
 
     def ready(self):
         from .policy import rules
-        from .runner.maintenance import hand_back_on_worker_death
+        from .runner.sentinel import extend_sentinel
 
         rules()  # a bad policy file stops the start, with its reason, instead of failing requests
-        hand_back_on_worker_death()
+        extend_sentinel()  # hand-backs, schedules on time, graceful stops (see runner.sentinel)

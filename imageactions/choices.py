@@ -53,6 +53,8 @@ STEP_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "release": (frozenset({StepState.HELD}), StepState.QUEUED),
     # The worker running the step died: the same step is queued again.
     "requeue_lost_run": (frozenset({StepState.RUNNING}), StepState.QUEUED),
+    # The worker running the step is stopping (a restart): it queues the same step again itself.
+    "hand_back": (frozenset({StepState.RUNNING}), StepState.QUEUED),
     # The action ends (success, failure or cancelled), whatever its step was doing.
     "end": (frozenset({StepState.HELD, StepState.QUEUED, StepState.RUNNING}), StepState.DONE),
     # The action ends while no worker holds it (a cancel, an upload that never came).

@@ -100,7 +100,7 @@ def _field(value) -> str:
 
 class GunicornLogger(glogging.Logger):
     """gunicorn's own lines (its start, workers booting and exiting) in the service's format
-    (`gunicorn --logger-class imageactions.logs.GunicornLogger`); the request lines are the
+    (the logger class of imageactions.gunicorn_hooks); the request lines are the
     API's own, so gunicorn's access log stays off."""
 
     def setup(self, cfg):

@@ -133,6 +133,15 @@ class ImageActionQuerySet(models.QuerySet):
             ._transition("requeue_lost_run", run_token=None, restarts=restarts, queued_at=timezone.now())
         )
 
+    def hand_back(self, *, token) -> int:
+        """The worker of the run holding `token` is stopping: queue its step again, unless it was
+        cancelled. Not a restart after a crash: `restarts` stays as it is."""
+        return (
+            self.owned_by(token)
+            .filter(cancel_requested=False)
+            ._transition("hand_back", run_token=None, queued_at=timezone.now())
+        )
+
     def end(self, status, message="", **saved) -> int:
         """End the actions, whatever their step was doing, with `status`; they expire after ACTION_TTL."""
         return self.pending()._transition("end", **_ended_fields(status, message), **saved)

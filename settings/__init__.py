@@ -153,6 +153,10 @@ IDEMPOTENCY_WINDOW = env_float("IMAGEACTIONS_IDEMPOTENCY_WINDOW", 24 * 3600)
 PROGRESS_WRITE_INTERVAL = env_float("IMAGEACTIONS_PROGRESS_WRITE_INTERVAL", 0.5)
 # How many times a step whose worker died is started again before the action fails.
 MAX_STEP_RESTARTS = env_int("IMAGEACTIONS_MAX_STEP_RESTARTS", 2)
+# When a worker pool stops (SIGTERM to `manage.py worker`), a running step may finish within this
+# many seconds; after that it is handed back to the queue at its next progress check, for another
+# worker to run from the start (see docs/deploy.md, "Stopping and restarting").
+STOP_GRACE = env_float("IMAGEACTIONS_STOP_GRACE", 10)
 
 # -- Worker pools (django-q2 clusters) ---------------------------------------------------
 DEFAULT_POOL = "default"

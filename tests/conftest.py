@@ -145,6 +145,14 @@ class WorkerPool:
             self.process.wait()
         self.log.close()
 
+    def stop_gracefully(self, timeout: float = 60) -> float:
+        """Stop the pool as systemd (KillMode=mixed) and scripts/serve do, with SIGTERM to its
+        main process only; wait for the whole cluster to exit; the seconds that took."""
+        began = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout)
+        return time.monotonic() - began
+
     def pids(self) -> set[int]:
         """The cluster's process tree: the command, django-q2's guard, pool children, monitor, pusher."""
         parents = {}

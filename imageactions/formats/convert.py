@@ -50,6 +50,8 @@ _QEMU_IMG_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "MALLOC_ARENA_MAX": "2"
 _STDERR_TAIL_BYTES = 4096
 _STDOUT_MAX_BYTES = 16 << 20  # 'info' JSON is a few KiB; a hostile image must not make it memory
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+# Seconds of qemu-img printing nothing after which its caller hears from it anyway (on_quiet).
+QUIET_POLL = 1.0
 
 
 class ConversionError(ImageFormatError):
@@ -103,6 +105,7 @@ def convert_image(
     args += [source, str(dst_path)]
 
     paths = {source: "source", str(src_path): "source", str(dst_path): "target"}
+    parser = _ProgressParser(progress) if progress else None
     try:
         _run_qemu_img(
             args,
@@ -111,7 +114,8 @@ def convert_image(
             max_cpu_seconds=max_cpu_seconds,
             paths=paths,
             action=f"convert the image from {src_format} to {dst_format}",
-            on_stdout=_progress_parser(progress) if progress else None,
+            on_stdout=parser.feed if parser else None,
+            on_quiet=parser.repeat if parser else None,
         )
     except BaseException:
         dst_path.unlink(missing_ok=True)
@@ -199,19 +203,27 @@ def _output_options(driver: str, overrides: Mapping[str, str] | None) -> str:
     return ",".join(f"{key}={value}" for key, value in options.items())
 
 
-def _progress_parser(progress: Callable[[float], None]) -> Callable[[bytes], None]:
-    last = -1.0
+class _ProgressParser:
+    """Turns qemu-img's `-p` output into progress(percent) calls.
 
-    def parse(chunk: bytes) -> None:
-        nonlocal last
+    While qemu-img prints nothing (a large stretch of one percent), the last percent is reported
+    again, so a caller's progress still gets to check for a cancel or a stopping worker.
+    """
+
+    def __init__(self, progress: Callable[[float], None]):
+        self.progress = progress
+        self.last = 0.0
+
+    def feed(self, chunk: bytes) -> None:
         # -p redraws '    (12.34/100%)' with carriage returns.
         for match in _PROGRESS.finditer(chunk):
             percent = float(match.group(1))
-            if percent != last:
-                last = percent
-                progress(percent)
+            if percent != self.last:
+                self.last = percent
+                self.progress(percent)
 
-    return parse
+    def repeat(self) -> None:
+        self.progress(self.last)
 
 
 def _limit_resources(max_memory: int, max_cpu_seconds: int) -> Callable[[], None]:
@@ -234,8 +246,12 @@ def _run_qemu_img(
     paths: Mapping[str, str],
     action: str,
     on_stdout: Callable[[bytes], None] | None = None,
+    on_quiet: Callable[[], None] | None = None,
 ) -> bytes:
-    """Run qemu-img in its own process group under the limits; its stdout, or ConversionError."""
+    """Run qemu-img in its own process group under the limits; its stdout, or ConversionError.
+
+    `on_stdout` gets what it prints instead of the result; `on_quiet` is called after each
+    QUIET_POLL seconds in which it printed nothing (either may raise to stop it)."""
     deadline = time.monotonic() + timeout
     process = subprocess.Popen(
         args,
@@ -247,7 +263,7 @@ def _run_qemu_img(
         preexec_fn=_limit_resources(max_memory, max_cpu_seconds),
     )
     try:
-        stdout, stderr, timed_out = _collect_output(process, deadline, on_stdout)
+        stdout, stderr, timed_out = _collect_output(process, deadline, on_stdout, on_quiet)
         if timed_out:
             raise ConversionError(f"Could not {action}: qemu-img took longer than the {timeout:g} s limit")
     finally:
@@ -263,7 +279,10 @@ def _run_qemu_img(
 
 
 def _collect_output(
-    process: subprocess.Popen, deadline: float, on_stdout: Callable[[bytes], None] | None
+    process: subprocess.Popen,
+    deadline: float,
+    on_stdout: Callable[[bytes], None] | None,
+    on_quiet: Callable[[], None] | None = None,
 ) -> tuple[bytes, bytes, bool]:
     """Read stdout and the tail of stderr until qemu-img exits or the deadline passes."""
     stdout, stderr = bytearray(), bytearray()
@@ -274,7 +293,10 @@ def _collect_output(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return bytes(stdout), bytes(stderr), True
-            for key, _ in selector.select(remaining):
+            ready = selector.select(min(remaining, QUIET_POLL))
+            if not ready and on_quiet:
+                on_quiet()
+            for key, _ in ready:
                 chunk = os.read(key.fd, 65536)
                 if not chunk:
                     selector.unregister(key.fileobj)

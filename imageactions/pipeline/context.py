@@ -12,6 +12,7 @@ from ..models import ImageAction
 from ..stores import ImageStore, default_store, get_store
 from .errors import ActionCancelled, RunSuperseded
 from .registry import Step
+from .stopping import raise_if_grace_over
 
 
 def scratch_dir(action_id) -> Path:
@@ -51,7 +52,9 @@ class StepContext:
             raise RunSuperseded()
 
     def progress(self, done: int, total: int | None = None, *, force: bool = False) -> None:
-        """Record progress (throttled) and stop the step if the action was cancelled."""
+        """Record progress (throttled); stop the step if the action was cancelled, or if this
+        process is stopping and the step's grace period is over."""
+        raise_if_grace_over()  # before the throttle: a stopping process must not wait for a write
         now = time.monotonic()
         if not force and now - self._last_write < settings.PROGRESS_WRITE_INTERVAL:
             return
@@ -63,6 +66,8 @@ class StepContext:
         raise RunSuperseded()
 
     def check_cancelled(self) -> None:
+        """Stop the step if the action was cancelled (or this process is stopping, as progress)."""
+        raise_if_grace_over()
         if self._owned().filter(cancel_requested=True).exists():
             raise ActionCancelled()
 

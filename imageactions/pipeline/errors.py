@@ -15,3 +15,9 @@ class ActionCancelled(Exception):
 
 class RunSuperseded(Exception):
     """This run no longer owns the action (the reaper re-queued it, or it was finished)."""
+
+
+class ProcessStopping(Exception):
+    """Raised inside a step (by ctx.progress) when the process running it is stopping and the
+    step's grace period is over: the runner hands the step back to the queue (or, for uploaded
+    data that no other process can receive, ends the action)."""

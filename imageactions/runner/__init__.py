@@ -2,8 +2,9 @@
 
 queueing: creating actions, the "next step or finish" decision, cancel and retry requests;
 execution: the step task with its heartbeat and retries; ending: success, failure, cancel and
-clean-up; maintenance: the reaper, purge and their schedules. Every status change is one of
-ImageActionQuerySet's named transitions (see choices.STEP_TRANSITIONS).
+clean-up; maintenance: the reaper, purge and their schedules; sentinel: what the runner adds to
+django-q2's cluster (hand-backs of dead workers, schedules on time, graceful stops). Every status
+change is one of ImageActionQuerySet's named transitions (see choices.STEP_TRANSITIONS).
 """
 
 from ..pipeline.context import scratch_dir

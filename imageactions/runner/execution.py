@@ -18,25 +18,45 @@ from ..choices import ActionStatus, FailureKind, StepState
 from ..logs import bound
 from ..models import ActionEvent, ImageAction
 from ..pipeline.context import StepContext
-from ..pipeline.errors import ActionCancelled, RetryableStepError, RunSuperseded, StepError
+from ..pipeline.errors import ActionCancelled, ProcessStopping, RetryableStepError, RunSuperseded, StepError
 from ..pipeline.registry import ActionType, Step, get_action_type
+from ..pipeline.stopping import stop_requested
 from .ending import cancel_owned, close_event, end_owned, internal_error_message, worker_name
-from .queueing import enqueue, queue_next_step
+from .queueing import enqueue, queue_next_step, send_task
 
 log = logging.getLogger(__name__)
 
-DATA_RECEIVED = "data_received"  # in action.state: an action held after its data must not take more
+DATA_RECEIVED = "data_received"  # in action.state: the action's data arrived; it must not take more
+HANDED_BACK = "handed back"  # the outcome of a run whose worker stopped and queued its step again
+UPLOAD_SERVER_STOPPED = (
+    "The API server receiving the upload shut down (a restart or an upgrade) before the upload ended; "
+    "create a new action and upload the data again."
+)
 
 
 def run_step(action_id: str, index: int, attempt: int) -> None:
     """The django-q2 task: claim the step, run it with retries, then advance or end the action."""
     close_old_connections()
+    if stop_requested():
+        # Taken from the broker by a cluster that is stopping: another worker is to run it.
+        _pass_on_unclaimed(action_id, index, attempt)
+        return
     token = claim_step(action_id, index, attempt, from_state=StepState.QUEUED)
     if token is None:
         return
     action = ImageAction.objects.get(pk=action_id)
     action_type = get_action_type(action.action_type)
     execute_claimed_step(action, action_type, action_type.steps[index], token)
+
+
+def _pass_on_unclaimed(action_id, index: int, attempt: int) -> None:
+    """Put the task back on the broker for the step still queued as it was when the task was sent."""
+    action = ImageAction.objects.pending().filter(pk=action_id).first()
+    action_type = action and get_action_type(action.action_type)
+    due = action and (action.step_state, action.step_index, action.attempt) == (StepState.QUEUED, index, attempt)
+    if due and action_type is not None:
+        log.info("stopping: step %s of %s passed on to another worker", index, action_id)
+        send_task(action_type, action_id, index, attempt)
 
 
 def claim_step(action_id, index: int, attempt: int, *, from_state: str) -> uuid.UUID | None:
@@ -94,6 +114,8 @@ def _execute(action: ImageAction, action_type: ActionType, step: Step, token, ru
             if not held and rows.owned_by(token).filter(cancel_requested=True).exists():
                 cancel_owned(action, token)
         else:
+            if run:  # what tells the reaper that no upload is running any more
+                action.state[DATA_RECEIVED] = True
             # The step that received data is the one held for it: it may run now, or not apply.
             start = action.step_index if run else action.step_index + 1
             queue_next_step(action, action_type, start=start, ctx=ctx)
@@ -182,6 +204,9 @@ def _run_attempt(action: ImageAction, step: Step, ctx: StepContext, run, attempt
         close_event(event, "cancelled", "Cancelled by the user.")
         cancel_owned(action, ctx.token)
         return False
+    except ProcessStopping:
+        _stop_run(action, ctx, event)
+        return False
     except RetryableStepError as error:
         if attempt > step.retries:
             close_event(event, "failure", str(error))
@@ -208,8 +233,9 @@ def _run_attempt(action: ImageAction, step: Step, ctx: StepContext, run, attempt
 
 
 def _wait_before_retry(action: ImageAction, ctx: StepContext, delay: float, attempt: int) -> bool:
-    """Sleep the backoff while still noticing a cancel; record the new attempt number."""
+    """Sleep the backoff while still noticing a cancel or a stop; record the new attempt number."""
     deadline = time.monotonic() + delay
+    stopping = False
     try:
         while time.monotonic() < deadline:
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
@@ -217,10 +243,56 @@ def _wait_before_retry(action: ImageAction, ctx: StepContext, delay: float, atte
     except ActionCancelled:
         cancel_owned(action, ctx.token)
         return False
+    except ProcessStopping:
+        stopping = True  # the next attempt is the one handed back
     if not ImageAction.objects.filter(pk=action.pk).owned_by(ctx.token).update(attempt=attempt):
         return False  # superseded while waiting
     action.attempt = attempt
+    if stopping:
+        _stop_run(action, ctx, None)
+        return False
     return True
+
+
+def _stop_run(action: ImageAction, ctx: StepContext, event: ActionEvent | None) -> None:
+    """The process is stopping and the step's grace period is over: hand the step back to the
+    queue at once for another worker (no wait for the reaper, no crash counted), or end an
+    upload, whose bytes come over this process's connection: no other process can take it over.
+    `event`: the run's open timeline event (None between two attempts)."""
+    action_type = get_action_type(action.action_type)
+    rows = ImageAction.objects.filter(pk=action.pk)
+    owned = rows.owned_by(ctx.token)
+    if is_receiving_data(action, action_type):
+        if event is not None:
+            close_event(event, "failure", UPLOAD_SERVER_STOPPED)
+        if owned.filter(cancel_requested=True).exists():
+            cancel_owned(action, ctx.token)
+        else:
+            end_owned(action, ctx.token, ActionStatus.FAILURE, UPLOAD_SERVER_STOPPED)
+        return
+    if event is not None:
+        close_event(
+            event,
+            HANDED_BACK,
+            f"The worker {worker_name()} was stopping (a restart or a shutdown) and its grace period ended "
+            "before this step did; the step was handed back to the queue and runs again on another worker.",
+        )
+    if rows.hand_back(token=ctx.token):
+        send_task(action_type, action.pk, action.step_index, action.attempt)
+        log.info("stopping: step %s of %s handed back to the queue", ctx.step.name, action.pk)
+    elif owned.filter(cancel_requested=True).exists():
+        cancel_owned(action, ctx.token)
+
+
+def is_receiving_data(action: ImageAction, action_type: ActionType | None) -> bool:
+    """Whether the action's running step is an upload received by an API process: its data has
+    not arrived, and only the connection that brings it could."""
+    return bool(
+        action_type
+        and action_type.receive_data
+        and action_type.awaits_data(action.input)
+        and not action.state.get(DATA_RECEIVED)
+    )
 
 
 def release_held(action: ImageAction, *, input_data: dict | None = None) -> bool:

@@ -1,15 +1,15 @@
-"""Maintenance: a cluster hands back at once the runs of a worker process it saw die; on django-q2
-schedules, the reaper recovers actions whose worker (or host) died unseen or whose task was
-lost, and fails uploads that never came; purge deletes expired actions."""
+"""Maintenance: the runs of a worker process its cluster saw die are recovered at once (see
+sentinel); on django-q2 schedules, the reaper recovers actions whose worker (or host) died
+unseen or whose task was lost, and fails uploads that never came or whose API process died;
+purge deletes expired actions."""
 
 from __future__ import annotations
 
 import logging
-import socket
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from .. import idempotency
@@ -18,7 +18,7 @@ from ..logs import bound
 from ..models import ActionEvent, ImageAction
 from ..pipeline.registry import get_action_type
 from .ending import CANCELLED_MESSAGE, clean_up, end_owned, end_unclaimed
-from .execution import DATA_RECEIVED
+from .execution import DATA_RECEIVED, is_receiving_data
 from .queueing import cluster_of, enqueue, send_task
 
 log = logging.getLogger(__name__)
@@ -68,58 +68,33 @@ def reap() -> dict:
     return counts
 
 
-def worker_died(worker: str) -> dict:
+def worker_died(worker: str, *, how: str = "stopped sending heartbeats") -> dict:
     """The cluster saw its worker process `worker` (host:pid) die (killed, out of memory, or
     stopped by django-q2 at its time limit): its runs are recovered now, as the reaper would
-    once their heartbeats went stale."""
+    once their heartbeats went stale; `how` ends the timeline's sentence "The worker W ..."."""
     counts = {"restarted": 0, "failed": 0}
     for action in ImageAction.objects.filter(step_state=StepState.RUNNING, worker=worker):
-        _recover_dead_run(action, counts)
+        _recover_dead_run(action, counts, how=how)
     if any(counts.values()):
         log.warning("worker %s died: %s", worker, counts)
     return counts
 
 
-def hand_back_on_worker_death() -> None:
-    """Make django-q2's sentinel call worker_died() when it replaces a dead worker process.
-
-    django-q2 has no signal for it; its Sentinel.reincarnate() is where a death is seen, so it
-    is wrapped (in every process: only a cluster's sentinel ever calls it).
-    """
-    from django_q.cluster import Sentinel
-
-    if getattr(Sentinel.reincarnate, "hands_back_runs", False):
-        return
-    reincarnate = Sentinel.reincarnate
-
-    def reincarnate_and_hand_back(sentinel, process):
-        is_worker = process in sentinel.pool
-        reincarnate(sentinel, process)
-        if not is_worker:
-            return  # the monitor or the pusher: they run no step
-        try:
-            worker_died(f"{socket.gethostname()}:{process.pid}")
-        except Exception:  # the reaper is the safety net; the sentinel must go on guarding
-            log.exception("recovering the runs of dead worker %s failed", process.pid)
-        finally:
-            connections.close_all()  # the sentinel forks new workers: no connection to share
-
-    reincarnate_and_hand_back.hands_back_runs = True
-    Sentinel.reincarnate = reincarnate_and_hand_back
-
-
-def _recover_dead_run(action: ImageAction, counts: dict) -> None:
+def _recover_dead_run(action: ImageAction, counts: dict, *, how: str = "stopped sending heartbeats") -> None:
     with bound(
         action_id=str(action.pk), action_type=action.action_type, worker=action.worker, request_id=action.request_id
     ):
-        log.warning("recovering the run of a worker that stopped responding")
-        _recover(action, counts)
+        log.warning("recovering the run of a worker that %s", how)
+        _recover(action, counts, how=how)
 
 
-def _recover(action: ImageAction, counts: dict) -> None:
+def _recover(action: ImageAction, counts: dict, *, how: str) -> None:
     action_type = get_action_type(action.action_type)
     step = action_type.steps[action.step_index] if action_type else None
     step_name = step.name if step else action.progress_step
+    if is_receiving_data(action, action_type):
+        _end_lost_upload(action, counts)
+        return
     open_run = ActionEvent.objects.filter(action=action, finished_at__isnull=True).order_by("-started_at").first()
     # django-q2 kills a task that outlives its timeout; a restart would only be killed again.
     timed_out = bool(step and open_run and (timezone.now() - open_run.started_at).total_seconds() >= step.timeout)
@@ -128,7 +103,7 @@ def _recover(action: ImageAction, counts: dict) -> None:
         outcome="timed out" if timed_out else "worker lost",
         message=f"The {step_name} step ran past its {_duration(step.timeout)} limit."
         if timed_out
-        else f"The worker {action.worker} stopped sending heartbeats.",
+        else f"The worker {action.worker} {how}.",
     )
     if timed_out and not action.cancel_requested:
         if end_owned(
@@ -160,6 +135,23 @@ def _recover(action: ImageAction, counts: dict) -> None:
     else:
         status = ActionStatus.FAILURE
     if end_owned(action, action.run_token, status, message, kind=FailureKind.WORKER_LOST):
+        counts["failed"] += 1
+
+
+def _end_lost_upload(action: ImageAction, counts: dict) -> None:
+    """The API process receiving the action's data died (killed, or stopped before the upload
+    ended): the bytes came over its connection, so no worker can run the step again."""
+    message = (
+        f"The upload was interrupted: the API server process receiving it ({action.worker}) stopped "
+        "before the upload ended; create a new action and upload the data again."
+    )
+    ActionEvent.objects.filter(action=action, finished_at__isnull=True).update(
+        finished_at=timezone.now(), outcome="upload lost", message=message
+    )
+    if action.cancel_requested:
+        message = CANCELLED_MESSAGE
+    status = ActionStatus.CANCELLED if action.cancel_requested else ActionStatus.FAILURE
+    if end_owned(action, action.run_token, status, message):
         counts["failed"] += 1
 
 

@@ -416,8 +416,9 @@ class Deployment:
         self.http.headers["Authorization"] = f"Token {token}"
         return self
 
-    def start_api(self) -> None:
-        self._spawn(
+    def start_api(self, *options: str) -> subprocess.Popen:
+        """Start gunicorn as scripts/serve does (`options` add to or override its command line)."""
+        process = self._spawn(
             "api",
             [
                 sys.executable,
@@ -430,33 +431,20 @@ class Deployment:
                 "--timeout",
                 "60",
                 "imageactions.wsgi:application",
+                "-c",
+                "python:imageactions.gunicorn_hooks",
                 "--no-control-socket",
-                "--logger-class",
-                "imageactions.logs.GunicornLogger",
+                *options,
             ],
         )
         wait_until(self._api_answers, timeout=30, what="gunicorn start", interval=0.2)
+        return process
 
     def start_workers(self, workers: int = 2, **env: str) -> subprocess.Popen:
         return self._spawn(
             f"worker-{len(self.processes)}",
             [sys.executable, str(ROOT / "manage.py"), "worker", "--workers", str(workers)],
             env,
-        )
-
-    def fire_reaper(self) -> None:
-        """Run django-q2's scheduler once the reaper is due, instead of waiting for a cluster's
-        ~30 s guard-loop tick; the reaper itself runs on the workers."""
-        self.manage(
-            "shell",
-            "-c",
-            (
-                "import time\nfrom django.utils import timezone\nfrom django_q.models import Schedule\n"
-                "from django_q.scheduler import scheduler\nfrom imageactions.runner import REAPER_SCHEDULE\n"
-                "deadline = time.monotonic() + 15\n"
-                "while Schedule.objects.get(name=REAPER_SCHEDULE).next_run > timezone.now() "
-                "and time.monotonic() < deadline:\n    time.sleep(0.2)\nscheduler()\n"
-            ),
         )
 
     def create_test_action(self, **test_input) -> str:

@@ -13,19 +13,14 @@ pytestmark = embedded_only
 TERMINAL = ("success", "failure", "cancelled")
 
 
-def wait_for_all(app, action_ids, *, timeout, fire_reaper_every=None):
-    """Poll the API until every action ended; meanwhile run the reaper when it is due, instead
-    of waiting for django-q2's ~30 s scheduler tick."""
+def wait_for_all(app, action_ids, *, timeout):
+    """Poll the API until every action ended."""
     deadline = time.monotonic() + timeout
-    next_fire = time.monotonic() + (fire_reaper_every or timeout)
     while True:
         bodies = {action_id: _get(app, action_id) for action_id in action_ids}
         if all(body and body["status"] in TERMINAL for body in bodies.values()):
             return bodies
         assert time.monotonic() < deadline, f"not all ended: {bodies}\n{app.log_tail()}"
-        if fire_reaper_every and time.monotonic() > next_fire:
-            app.fire_reaper()
-            next_fire = time.monotonic() + fire_reaper_every
         time.sleep(0.3)
 
 
@@ -38,7 +33,10 @@ def _get(app, action_id):
 
 def test_postgresql_restart_while_steps_run_lets_every_action_finish(private_postgres, deployment):
     private_postgres.create_database("imageactions")
-    app = deployment({"IMAGEACTIONS_DATABASE_URL": private_postgres.url("imageactions")})
+    # The reaper every 3 s: the clusters run it that often by themselves.
+    app = deployment(
+        {"IMAGEACTIONS_DATABASE_URL": private_postgres.url("imageactions"), "IMAGEACTIONS_REAPER_INTERVAL": "3"}
+    )
     app.start_api()
     app.start_workers(workers=4)
     action_ids = [app.create_test_action(work={"kind": "sleep", "seconds": 4}) for _ in range(4)]
@@ -52,7 +50,7 @@ def test_postgresql_restart_while_steps_run_lets_every_action_finish(private_pos
     private_postgres.restart()
     restarted_at = time.monotonic()
 
-    bodies = wait_for_all(app, action_ids, timeout=60, fire_reaper_every=3)
+    bodies = wait_for_all(app, action_ids, timeout=60)
     took = time.monotonic() - restarted_at
     assert {body["status"] for body in bodies.values()} == {"success"}, (bodies, app.log_tail())
     for action_id in action_ids:
@@ -69,6 +67,7 @@ def test_redis_restart_that_loses_the_queued_tasks_loses_no_action(private_redis
             "IMAGEACTIONS_DATABASE_URL": f"sqlite:///{tmp_path / 'imageactions.sqlite3'}",
             "IMAGEACTIONS_BROKER_URL": private_redis.url,
             "IMAGEACTIONS_QUEUED_TASK_TIMEOUT": "3",
+            "IMAGEACTIONS_REAPER_INTERVAL": "5",
         }
     )
     app.start_api()
@@ -81,7 +80,7 @@ def test_redis_restart_that_loses_the_queued_tasks_loses_no_action(private_redis
     app.start_workers(workers=2)
     time.sleep(3.5)
     assert {app.action(a)["status"] for a in action_ids} == {"waiting"}
-    bodies = wait_for_all(app, action_ids, timeout=60, fire_reaper_every=5)
+    bodies = wait_for_all(app, action_ids, timeout=60)
     assert {body["status"] for body in bodies.values()} == {"success"}, (bodies, app.log_tail())
     for action_id in action_ids:
         assert app.step_run_counts(action_id) == {"prepare": 1, "work": 1, "wrap": 1}

@@ -143,6 +143,25 @@ def test_exception_from_progress_kills_qemu_img_and_removes_the_output(raw_disk,
     assert child_qemu_img_processes() == []
 
 
+def test_a_silent_qemu_img_still_lets_its_caller_stop_it_every_second():
+    # A conversion can go a long while between two percent lines (a large image, a slow disk):
+    # its step must still see a cancel or a stopping worker. `sleep` stands in for qemu-img.
+    from imageactions.formats.convert import QUIET_POLL, _run_qemu_img
+
+    class Stopped(Exception):
+        pass
+
+    def stop():
+        raise Stopped
+
+    began = time.monotonic()
+    with pytest.raises(Stopped):
+        _run_qemu_img(
+            ["/bin/sleep", "30"], paths={}, action="wait", on_stdout=lambda chunk: None, on_quiet=stop, **LIMITS
+        )
+    assert time.monotonic() - began < QUIET_POLL + 2
+
+
 def test_timeout_kills_qemu_img_and_removes_the_partial_output(raw_disk, tmp_path):
     target = tmp_path / "disk.vdi"
     started = time.monotonic()

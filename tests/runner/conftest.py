@@ -5,7 +5,6 @@ from collections import Counter
 from pathlib import Path
 
 from django.conf import settings
-from django.utils import timezone
 
 
 def create_test_action(client, **test_input) -> str:
@@ -46,15 +45,13 @@ def poll(client, action_id, until, *, timeout=30, interval=0.05, seen=None) -> d
         time.sleep(interval)
 
 
-def fire_due_schedules(name: str, *, timeout=15) -> None:
-    """Run django-q2's scheduler once the schedule `name` is due, instead of waiting for the
-    ~30 s guard-loop tick of a cluster; the task it queues runs on the real workers.
-    """
+def wait_for_schedule_run(name: str, *, timeout=15) -> None:
+    """Wait until a cluster queues the schedule `name` again (its task id changes), so a run of
+    it starts after this call; the clusters run their schedules as soon as they are due."""
     from django_q.models import Schedule
-    from django_q.scheduler import scheduler
 
+    queued_before = Schedule.objects.get(name=name).task
     deadline = time.monotonic() + timeout
-    while Schedule.objects.get(name=name).next_run > timezone.now():
-        assert time.monotonic() < deadline, f"schedule {name} never came due"
-        time.sleep(0.2)
-    scheduler()
+    while Schedule.objects.get(name=name).task == queued_before:
+        assert time.monotonic() < deadline, f"schedule {name} was not run within {timeout} s"
+        time.sleep(0.1)

@@ -1,19 +1,21 @@
 """Recovery from dead workers (handed back at once by the cluster that saw the death, else by
-the reaper), lost tasks and data that never came."""
+the reaper), lost tasks, data that never came, and uploads whose API process died."""
 
 import os
 import signal
 import time
+from datetime import timedelta
 
 from django.conf import settings
+from django.utils import timezone
 
+from imageactions.choices import StepState
 from imageactions.models import ActionEvent, ImageAction
-from imageactions.runner import REAPER_SCHEDULE, cluster_of
+from imageactions.runner import REAPER_SCHEDULE, cluster_of, reap
+from imageactions.runner.execution import claim_step
 
-from .conftest import create_test_action, fire_due_schedules, poll, step_run_counts, step_runs, was_cleaned_up
+from .conftest import create_test_action, poll, step_run_counts, step_runs, wait_for_schedule_run, was_cleaned_up
 
-# django-q2 runs due schedules from its guard loop only every ~30 s (django_q/cluster.py).
-SCHEDULER_TICK = 30
 # How long a run may go without a heartbeat before the reaper counts its worker dead.
 STALE_AFTER = max(settings.REAPER_INTERVAL, 3 * settings.HEARTBEAT_INTERVAL)
 
@@ -31,15 +33,16 @@ def kill_worker_running(client, action_id, workers) -> int:
     return pid
 
 
-def test_worker_killed_mid_step_is_replaced_and_the_step_runs_again_to_success(alice, workers):
+def test_worker_killed_mid_step_is_replaced_and_the_step_runs_again_to_success(alice, start_workers):
+    # Reaper and heartbeats this slow leave the cluster's hand-back as the only quick recovery.
+    workers = start_workers(env={"IMAGEACTIONS_REAPER_INTERVAL": "600", "IMAGEACTIONS_HEARTBEAT_INTERVAL": "200"})
     action_id = create_test_action(alice, work={"kind": "sleep", "seconds": 3})
     killed_pid = kill_worker_running(alice, action_id, workers)
     killed_at_ns = time.monotonic_ns()
-    body = poll(alice, action_id, is_terminal, timeout=settings.REAPER_INTERVAL + SCHEDULER_TICK + 10, interval=0.2)
+    body = poll(alice, action_id, is_terminal, timeout=30, interval=0.2)
     took = (time.monotonic_ns() - killed_at_ns) / 1e9
     assert body["status"] == "success", (body, workers.log_tail())
-    # The cluster replaces the dead process within a guard cycle and hands the step back then,
-    # not after the heartbeat went stale and the reaper's schedule came round (tens of seconds).
+    # The cluster replaces the dead process within a guard cycle and hands the step back then.
     assert took < 10, took
 
     work_runs = [(pid, marker) for step, pid, marker in step_runs(action_id) if step == "work"]
@@ -60,7 +63,7 @@ def test_worker_killed_with_no_restarts_left_fails_the_action_naming_the_step(al
     action_id = create_test_action(alice, work={"kind": "sleep", "seconds": 30})
     kill_worker_running(alice, action_id, workers)
     time.sleep(STALE_AFTER + 0.5)
-    fire_due_schedules(REAPER_SCHEDULE)
+    wait_for_schedule_run(REAPER_SCHEDULE)
     body = poll(alice, action_id, is_terminal, timeout=15, interval=0.2)
     assert body["status"] == "failure", (body, workers.log_tail())
     assert body["message"] == (
@@ -82,7 +85,7 @@ def test_queued_task_that_vanished_from_the_broker_is_queued_again_by_the_reaper
     workers = start_workers(env={"IMAGEACTIONS_QUEUED_TASK_TIMEOUT": "1"})
     time.sleep(1.5)
     assert alice.get(f"/v2/image-actions/{action_id}").json()["status"] == "waiting"
-    fire_due_schedules(REAPER_SCHEDULE)
+    wait_for_schedule_run(REAPER_SCHEDULE)
     body = poll(alice, action_id, is_terminal, timeout=15, interval=0.2)
     assert body["status"] == "success", (body, workers.log_tail())
     assert step_run_counts(action_id) == {"prepare": 1, "work": 1, "wrap": 1}
@@ -92,7 +95,7 @@ def test_held_action_that_gets_no_data_fails_by_itself_with_a_clear_message(alic
     workers = start_workers(env={"IMAGEACTIONS_DATA_WAIT_TIMEOUT": "2"})
     action_id = create_test_action(alice, await_data=True)
     time.sleep(2.5)
-    fire_due_schedules(REAPER_SCHEDULE)
+    wait_for_schedule_run(REAPER_SCHEDULE)
     body = poll(alice, action_id, is_terminal, timeout=15, interval=0.2)
     assert body["status"] == "failure", (body, workers.log_tail())
     assert body["message"] == (
@@ -110,7 +113,7 @@ def test_cancel_of_an_action_whose_worker_died_ends_it_as_cancelled(alice, worke
     # No worker is left to notice the cancel, so only the flag is set.
     assert alice.post(f"/v2/image-actions/{action_id}/cancel").status_code == 202
     time.sleep(STALE_AFTER + 0.5)
-    fire_due_schedules(REAPER_SCHEDULE)
+    wait_for_schedule_run(REAPER_SCHEDULE)
     body = poll(alice, action_id, is_terminal, timeout=15, interval=0.2)
     assert body["status"] == "cancelled", (body, workers.log_tail())
     assert body["message"] == "The action was cancelled."
@@ -141,3 +144,22 @@ def test_step_that_outlived_its_time_limit_fails_naming_the_limit_instead_of_res
     assert body["status"] == "failure"
     assert "prepare step did not finish within its time limit of 60 minutes" in body["message"]
     assert ActionEvent.objects.get(action_id=action_id).outcome == "timed out"
+
+
+def test_upload_whose_api_process_died_is_failed_by_the_reaper_not_given_to_a_worker(alice, transactional_db):
+    action_id = create_test_action(alice, await_data=True)
+    # What PUT .../data does in an API process, which is then killed mid-upload.
+    assert claim_step(action_id, 0, 1, from_state=StepState.HELD)
+    ActionEvent.objects.create(action_id=action_id, step="prepare", status="preparing", started_at=timezone.now())
+    ImageAction.objects.filter(pk=action_id).update(
+        worker="api-host:4242", heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+
+    assert reap()["failed"] == 1
+
+    action = ImageAction.objects.get(pk=action_id)
+    assert (action.status, action.step_state, action.restarts) == ("failure", StepState.DONE, 0)
+    assert "upload was interrupted" in action.message and "upload the data again" in action.message
+    assert "api-host:4242" in action.message
+    event = ActionEvent.objects.get(action_id=action_id)
+    assert event.outcome == "upload lost" and event.finished_at is not None

@@ -8,9 +8,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from imageactions.models import ActionEvent, ImageAction
-from imageactions.runner import PURGE_SCHEDULE
 
-from .conftest import create_test_action, fire_due_schedules, poll, step_runs, was_cleaned_up
+from .conftest import create_test_action, poll, step_runs, was_cleaned_up
 
 
 def is_terminal(body):
@@ -30,7 +29,9 @@ def test_ended_actions_expire_one_action_ttl_after_they_finish(alice, workers):
         assert datetime.fromisoformat(body["expires_at"]) - finished_at == timedelta(seconds=settings.ACTION_TTL)
 
 
-def test_purge_deletes_expired_actions_with_their_scratch_data_and_cleans_up(alice, workers):
+def test_purge_deletes_expired_actions_with_their_scratch_data_and_cleans_up(alice, start_workers, settings):
+    settings.PURGE_INTERVAL = 2  # the test process ensures the schedules too (start_workers)
+    workers = start_workers(env={"IMAGEACTIONS_PURGE_INTERVAL": "2"})
     expired = create_test_action(alice, work={"kind": "fail"})
     kept = create_test_action(alice, work={"kind": "fail"})
     for action_id in (expired, kept):
@@ -41,7 +42,6 @@ def test_purge_deletes_expired_actions_with_their_scratch_data_and_cleans_up(ali
         (settings.DATA_DIR / "test-runs" / f"{action_id}.cleaned").unlink()
     ImageAction.objects.filter(pk=expired).update(expires_at=timezone.now() - timedelta(seconds=1))
 
-    fire_due_schedules(PURGE_SCHEDULE)
     deadline = time.monotonic() + 15
     while ImageAction.objects.filter(pk=expired).exists():
         assert time.monotonic() < deadline, workers.log_tail()
@@ -76,3 +76,20 @@ def test_step_mapped_to_another_pool_runs_only_on_that_pools_workers(alice, star
     ran_on = {step: pid for step, pid, _ in step_runs(action_id)}
     assert ran_on["work"] in edge.pids()
     assert ran_on["prepare"] in default.pids() and ran_on["wrap"] in default.pids()
+
+
+def test_purge_interval_shorter_than_django_q2s_scheduler_tick_is_kept(alice, start_workers, settings):
+    settings.PURGE_INTERVAL = 2
+    workers = start_workers(env={"IMAGEACTIONS_PURGE_INTERVAL": "2"})
+    ended = [create_test_action(alice) for _ in range(2)]
+    for action_id in ended:
+        assert poll(alice, action_id, is_terminal)["status"] == "success"
+
+    # Twice: the schedule keeps its interval run after run, not only for its first run.
+    for action_id in ended:
+        ImageAction.objects.filter(pk=action_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+        expired_at = time.monotonic()
+        while ImageAction.objects.filter(pk=action_id).exists():
+            # django-q2's own scheduler tick alone would take up to 30 s.
+            assert time.monotonic() - expired_at < 8, workers.log_tail()
+            time.sleep(0.1)

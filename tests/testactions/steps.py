@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from imageactions.pipeline import RetryableStepError, StepError
 
-KINDS = ["ok", "fail", "raise", "sleep", "progress", "flaky"]
+KINDS = ["ok", "fail", "raise", "sleep", "progress", "flaky", "quiet"]
 
 
 class BehaviourSerializer(serializers.Serializer):
@@ -58,6 +58,8 @@ def run_behaviour(action, ctx):
         if failed < behaviour.get("failures", 1):
             action.state["flaky_failures"] = failed + 1
             raise RetryableStepError(f"transient failure {failed + 1}")
+    if kind == "quiet":  # busy without a progress call, like a stuck subprocess
+        time.sleep(behaviour.get("seconds", 0))
     if kind in ("sleep", "progress"):
         seconds = behaviour.get("seconds", 0)
         total = max(1, int(seconds * 10))

@@ -1,6 +1,7 @@
 """Start a django-q2 worker cluster for one pool (default: the default pool)."""
 
 import os
+import signal
 import sys
 
 from django.conf import settings
@@ -29,5 +30,9 @@ class Command(BaseCommand):
             env["Q_CLUSTER_NAME"] = cluster_of(pool)
         if workers:
             env["IMAGEACTIONS_WORKERS"] = str(workers)
+        # The cluster asks its worker processes to stop with SIGUSR1 (see runner.sentinel); an
+        # ignored signal stays ignored across exec, so one that reaches any process of the
+        # cluster before it takes the signal up never kills it.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         manage = os.path.join(settings.BASE_DIR, "manage.py")
         os.execve(sys.executable, [sys.executable, manage, "qcluster"], env)
