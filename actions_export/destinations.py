@@ -12,6 +12,7 @@ from django.conf import settings
 from imageactions.pipeline import (
     CHUNK_SIZE,
     IMAGE_HASHES,
+    ErrorCode,
     ImageStore,
     ParallelHasher,
     StepError,
@@ -116,7 +117,9 @@ def put_to_url(url: str, exported: ExportedBytes, progress: Progress | None) -> 
     except UnresolvableHost as error:
         raise StepError(f"{FAILED} {error}") from None
     with pinned_session(str(address)) as session:
-        with translated_request_errors(FAILED, f"{host}:{port}", shown, upload=exported):
+        with translated_request_errors(
+            FAILED, f"{host}:{port}", shown, upload=exported, code=ErrorCode.DESTINATION_UNREACHABLE
+        ):
             response = session.put(
                 url,
                 data=SizedBody(exported, progress),

@@ -10,11 +10,13 @@ import time
 from django.conf import settings
 
 from imageactions.pipeline import (
+    ErrorCode,
     ImageFormatError,
     StepError,
     TransferError,
     check_announced_size,
     detect_compression,
+    error_code_of,
     normalise_declared_format,
     open_decompressed,
     sniff_format,
@@ -41,20 +43,23 @@ def preview_import(input_data: dict) -> dict:
             if compression:
                 if not settings.DECOMPRESS_IMPORTS:
                     raise StepError(
-                        f"The image is {compression}-compressed, and this service does not decompress images"
+                        f"The image is {compression}-compressed, and this service does not decompress images",
+                        code=ErrorCode.NOT_A_DISK_IMAGE,
                     )
                 image_head = _decompressed_head(head, compression)
             disk_format = sniff_format(image_head)
             declared = normalise_declared_format(input_data.get("image_properties", {}).get("disk_format"))
         except (TransferError, ImageFormatError) as error:
-            raise StepError(str(error)) from None
+            raise StepError(str(error), code=error_code_of(error)) from None
         if declared == "vpc" and disk_format == "raw":
             # A fixed VHD keeps its only footer at the end, which the first bytes do not show.
             disk_format = None
         elif declared and declared != disk_format:
             raise StepError(
                 f"The image was declared as {declared} but its first bytes are {disk_format}; "
-                "declare the format the image really has"
+                "declare the format the image really has",
+                code=ErrorCode.FORMAT_MISMATCH,
+                details={"declared": declared, "detected": disk_format},
             )
     finally:
         opened.close()

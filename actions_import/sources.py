@@ -19,6 +19,7 @@ import urllib3
 from django.conf import settings
 
 from imageactions.pipeline import (
+    ErrorCode,
     StepError,
     SwiftError,
     UnresolvableHost,
@@ -109,15 +110,20 @@ class GuardedReader:
         return data
 
     def _error(self, error: Exception) -> StepError:
+        details = {"bytes_received": self.bytes_read, "size_announced": self.size}
         if _is_timeout(error):
             return StepError(
                 f"{FAILED} The download from '{self.what}' stalled for {self.stall_seconds:g} s "
-                f"after {human_size(self.bytes_read)}"
+                f"after {human_size(self.bytes_read)}",
+                code=ErrorCode.SOURCE_INTERRUPTED,
+                details=details,
             )
         announced = f" of the {self.size} announced" if self.size is not None else ""
         return StepError(
             f"{FAILED} The connection to '{self.what}' broke after {self.bytes_read} bytes{announced}; "
-            f"try again, or check that the source serves the whole image"
+            f"try again, or check that the source serves the whole image",
+            code=ErrorCode.SOURCE_INTERRUPTED,
+            details=details,
         )
 
 
@@ -148,10 +154,17 @@ def open_http(url: str, policy: UrlPolicy) -> OpenedSource:
             continue
         if response.status_code != 200:
             response.close()
-            raise StepError(f"{FAILED} Received {response.status_code} response for url '{current}'")
+            gone = response.status_code in (404, 410)
+            raise StepError(
+                f"{FAILED} Received {response.status_code} response for url '{current}'",
+                code=ErrorCode.SOURCE_NOT_FOUND if gone else ErrorCode.SOURCE_REFUSED,
+                details={"status": response.status_code, "url": current},
+            )
         return _http_source(response, current, policy)
     raise StepError(
-        f"{FAILED} '{url}' redirected more than {settings.HTTP_MAX_REDIRECTS} times; give the final URL of the image"
+        f"{FAILED} '{url}' redirected more than {settings.HTTP_MAX_REDIRECTS} times; give the final URL of the image",
+        code=ErrorCode.SOURCE_REFUSED,
+        details={"redirects": settings.HTTP_MAX_REDIRECTS},
     )
 
 
@@ -204,11 +217,9 @@ class ResumableHttpBody(GuardedReader):
     def _resume(self) -> None:
         self._response.close()
         if self._validator is None or self.size is None:
-            raise StepError(self._closed("and the server does not support resuming") + RESUME_ADVICE)
+            raise self._interrupted("and the server does not support resuming" + RESUME_ADVICE)
         if self.resumes >= settings.HTTP_MAX_RESUMES:
-            raise StepError(
-                self._closed(f"and it closed again after {self.resumes} resumed downloads; try again later")
-            )
+            raise self._interrupted(f"and it closed again after {self.resumes} resumed downloads; try again later")
         self.resumes += 1
         time.sleep(min(0.25 * 2**self.resumes, 4))  # a server that just dropped us may need a moment
         start = self.bytes_read
@@ -223,27 +234,29 @@ class ResumableHttpBody(GuardedReader):
         )
         if response.status_code == 200:
             response.close()
-            raise StepError(
-                self._closed(
-                    f"and the server does not support resuming (it answered 200 to 'Range: bytes={start}-'; "
-                    "the image may have changed on the server)"
-                )
-                + RESUME_ADVICE
+            raise self._interrupted(
+                f"and the server does not support resuming (it answered 200 to 'Range: bytes={start}-'; "
+                "the image may have changed on the server)" + RESUME_ADVICE
             )
         if response.status_code != 206:
             response.close()
-            raise StepError(self._closed(f"and resuming it failed: received {response.status_code} response"))
+            raise self._interrupted(f"and resuming it failed: received {response.status_code} response")
         expected = f"bytes {start}-{self.size - 1}/{self.size}"
         if response.headers.get("Content-Range", "").replace(" ", "") != expected.replace(" ", ""):
             response.close()
-            raise StepError(
-                self._closed(
-                    f"and the server answered the resume request with the range "
-                    f"'{response.headers.get('Content-Range', '')}' instead of '{expected}'"
-                )
+            raise self._interrupted(
+                f"and the server answered the resume request with the range "
+                f"'{response.headers.get('Content-Range', '')}' instead of '{expected}'"
             )
         log.info("resumed %s at byte %d (resume %d)", self.url, start, self.resumes)
         self._response = response
+
+    def _interrupted(self, then: str) -> StepError:
+        return StepError(
+            self._closed(then),
+            code=ErrorCode.SOURCE_INTERRUPTED,
+            details={"bytes_received": self.bytes_read, "size_announced": self.size, "resumes": self.resumes},
+        )
 
     def _closed(self, then: str) -> str:
         of = f" of {human_size(self.size)}" if self.size is not None else ""
@@ -270,11 +283,18 @@ def _get_pinned(url: str, original: str, policy: UrlPolicy, *, headers: dict | N
         _scheme, host, port = policy.check_url(url)
         address = policy.resolve(host, port)
     except UrlRefused as refusal:
+        details = {"url": url}
         if url == original:
-            raise StepError(f"{FAILED} The url '{url}' is not allowed: {refusal}") from None
-        raise StepError(f"{FAILED} '{original}' redirected to '{url}', which is not allowed: {refusal}") from None
+            raise StepError(
+                f"{FAILED} The url '{url}' is not allowed: {refusal}", code=ErrorCode.URL_NOT_ALLOWED, details=details
+            ) from None
+        raise StepError(
+            f"{FAILED} '{original}' redirected to '{url}', which is not allowed: {refusal}",
+            code=ErrorCode.URL_NOT_ALLOWED,
+            details=details,
+        ) from None
     except UnresolvableHost as error:
-        raise StepError(f"{FAILED} {error}") from None
+        raise StepError(f"{FAILED} {error}", code=ErrorCode.SOURCE_UNREACHABLE, details={"url": url}) from None
     session = pinned_session(str(address))
     with translated_request_errors(FAILED, f"{host}:{port}", url):
         return session.get(
@@ -297,9 +317,17 @@ def open_s3(location: Location) -> OpenedSource:
     try:
         obj = client.get_object(Bucket=location.bucket, Key=location.key)
     except ClientError as error:
-        raise StepError(f"{FAILED} {_s3_error_text(error, location)}") from None
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        missing = code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
+        raise StepError(
+            f"{FAILED} {_s3_error_text(error, location)}",
+            code=ErrorCode.SOURCE_NOT_FOUND if missing else ErrorCode.SOURCE_REFUSED,
+            details={"s3_error": code},
+        ) from None
     except BotoCoreError as error:
-        raise StepError(f"{FAILED} The S3 service could not be reached for '{name}': {error}") from None
+        raise StepError(
+            f"{FAILED} The S3 service could not be reached for '{name}': {error}", code=ErrorCode.SOURCE_UNREACHABLE
+        ) from None
     body, size = obj["Body"], obj.get("ContentLength")
     reader = GuardedReader(read=body.read, what=name, size=size, stall_seconds=settings.HTTP_READ_TIMEOUT)
     return OpenedSource(reader, size, body.close, obj.get("ContentType"))
@@ -309,7 +337,10 @@ def s3_source_client():
 
     config = settings.S3_SOURCE
     if not config:
-        raise StepError(f"{FAILED} s3:// locations are not enabled on this service (IMAGEACTIONS_S3_SOURCE is not set)")
+        raise StepError(
+            f"{FAILED} s3:// locations are not enabled on this service (IMAGEACTIONS_S3_SOURCE is not set)",
+            code=ErrorCode.URL_NOT_ALLOWED,
+        )
     return build_s3_client(
         endpoint_url=config.get("endpoint_url"),
         access_key=config.get("access_key"),
@@ -343,7 +374,7 @@ def open_swift(location: Location) -> OpenedSource:
         client = client_for_host(location.host)
         response, size = client.open_object(location.container, location.object, account=location.account)
     except SwiftError as error:
-        raise StepError(f"{FAILED} {error} ({location.url})") from None
+        raise StepError(f"{FAILED} {error} ({location.url})", code=ErrorCode.SOURCE_UNREACHABLE) from None
     raw = response.raw
 
     def close():

@@ -18,6 +18,7 @@ from imageactions.pipeline import (
     IMAGE_HASHES,
     RECEIVED,
     ActionStatus,
+    ErrorCode,
     ImageAction,
     ImageFormatError,
     SizeLimitExceeded,
@@ -31,6 +32,7 @@ from imageactions.pipeline import (
     create_image,
     detect_compression,
     discard_unowned,
+    error_code_of,
     fill_image,
     hash_file,
     import_failed,
@@ -100,12 +102,15 @@ def stage(action: ImageAction, ctx: StepContext, source, *, size: int | None) ->
         )
     except SizeLimitExceeded as error:
         if limit < settings.IMAGE_MAX_SIZE:
+            exceeded = quota_exceeded(action.owner, quota)
             raise StepError(
-                f"The image is larger than the project's quota allows. {quota_exceeded(action.owner, quota)}"
+                f"The image is larger than the project's quota allows. {exceeded}",
+                code=ErrorCode.QUOTA_EXCEEDED,
+                details={"quota": exceeded.quota, "limit": exceeded.limit, "usage": exceeded.usage},
             ) from None
-        raise StepError(str(error)) from None
+        raise StepError(str(error), code=ErrorCode.IMAGE_TOO_LARGE, details={"limit": error.limit}) from None
     except (TransferError, ImageFormatError) as error:
-        raise StepError(str(error)) from None
+        raise StepError(str(error), code=error_code_of(error)) from None
     ctx.progress(received.bytes_read, size or received.bytes_read, force=True)
     bytes_moved(RECEIVED, received.bytes_read)
     action.state.update(
@@ -186,12 +191,15 @@ def receive_upload(action: ImageAction, stream, ctx: StepContext) -> None:
     if announced is not None and reader.bytes_read < announced:
         raise StepError(
             f"The upload was interrupted after {reader.bytes_read} bytes of the {announced} announced; "
-            f"create a new import action and upload again"
+            f"create a new import action and upload again",
+            code=ErrorCode.UPLOAD_INTERRUPTED,
+            details={"bytes_received": reader.bytes_read, "size_announced": announced},
         )
     if reader.bytes_read == 0 and announced is None:
         raise StepError(
             "The upload had no data. Send the image as the request body, with a Content-Length "
-            "header or chunked transfer encoding"
+            "header or chunked transfer encoding",
+            code=ErrorCode.EMPTY_IMAGE,
         )
 
 
@@ -224,7 +232,9 @@ class _UploadReader:
         except Exception as error:  # gunicorn's NoMoreData, OSError, ... depend on the server
             log.info("upload body read failed: %r", error)
             raise StepError(
-                f"The upload was interrupted after {self.bytes_read} bytes; create a new import action and upload again"
+                f"The upload was interrupted after {self.bytes_read} bytes; create a new import action and upload again",
+                code=ErrorCode.UPLOAD_INTERRUPTED,
+                details={"bytes_received": self.bytes_read},
             ) from None
         self.bytes_read += len(data)
         return data
@@ -237,7 +247,7 @@ def verify(action: ImageAction, ctx: StepContext) -> None:
     """Check size and checksum of the received bytes, then inspect and verify the image (`verifying`)."""
     size = action.state.get("size", 0)
     if not size:
-        raise StepError("The image is empty (0 bytes); check the source and try again")
+        raise StepError("The image is empty (0 bytes); check the source and try again", code=ErrorCode.EMPTY_IMAGE)
     expected = action.input.get("checksum")
     if expected:
         algo = expected["algo"]
@@ -245,7 +255,11 @@ def verify(action: ImageAction, ctx: StepContext) -> None:
         if got != expected["value"]:
             compression = action.state.get("compression")
             what = f" of the {compression}-compressed data received" if compression else ""
-            raise StepError(f"Checksum mismatch{what}: expected {algo} {expected['value']}, got {got}")
+            raise StepError(
+                f"Checksum mismatch{what}: expected {algo} {expected['value']}, got {got}",
+                code=ErrorCode.CHECKSUM_MISMATCH,
+                details={"algo": algo, "expected": expected["value"], "actual": got},
+            )
     ctx.progress(size, size, force=True)
     declared = action.input["image_properties"].get("disk_format")
     action.state.update(inspection_state(inspect_and_verify(staged_path(ctx), declared_format=declared)))

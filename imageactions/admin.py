@@ -28,7 +28,7 @@ class ActionEventInline(admin.TabularInline):
 @admin.register(ImageAction)
 class ImageActionAdmin(admin.ModelAdmin):
     list_display = ["id", "action_type", "status", "owner", "percent_done", "created_at", "updated_at", "short_message"]
-    list_filter = ["action_type", "status", "owner", "created_at", "finished_at"]
+    list_filter = ["action_type", "status", "error_code", "owner", "created_at", "finished_at"]
     # Ids of the images an action read or made (as its type declares), plus what each type adds.
     search_fields = ["id", "owner", "message", "request_id", "image_links__image_id"]
     date_hierarchy = "created_at"
@@ -45,7 +45,22 @@ class ImageActionAdmin(admin.ModelAdmin):
     actions = ["cancel_actions", "retry_failed_actions", "purge_expired_actions"]
     readonly_fields = [f.name for f in ImageAction._meta.get_fields() if f.concrete]
     fieldsets = [
-        (None, {"fields": ["id", "action_type", "status", "owner", "message", "labels", "request_id"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "id",
+                    "action_type",
+                    "status",
+                    "owner",
+                    "message",
+                    "error_code",
+                    "error_details",
+                    "labels",
+                    "request_id",
+                ]
+            },
+        ),
         ("Request and result", {"fields": ["input", "image_properties", "result"]}),
         ("Progress", {"fields": ["progress_step", "progress_done", "progress_total"]}),
         ("Times", {"fields": ["created_at", "updated_at", "started_at", "finished_at", "expires_at"]}),

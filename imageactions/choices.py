@@ -16,16 +16,39 @@ TERMINAL_STATUSES = (ActionStatus.SUCCESS, ActionStatus.FAILURE, ActionStatus.CA
 PENDING = "pending"  # the filter word for "not terminal"
 
 
-class FailureKind(models.TextChoices):
-    """Why an action failed, as the runner sees it (the `error_code` label of the ended-actions
-    metric): the step refused the input or its source or store failed, or the service failed it."""
+class ErrorCode(models.TextChoices):
+    """Why an action failed, for programs: a failed action's `error_code` (its `message` says it
+    in words, its `error_details` gives the values checked), the ?error_code= filter and the
+    metrics' label. Stable: codes are added, never renamed. The README's table lists them."""
 
-    STEP_FAILED = "step_failed"  # the step's own error, with its message for the user
-    INTERNAL_ERROR = "internal_error"  # a bug: an unexpected exception in the service's code
+    # The source or destination
+    SOURCE_NOT_FOUND = "source_not_found"  # 404 or 410, no such object or bucket
+    SOURCE_REFUSED = "source_refused"  # another answer than the bytes: a status, access denied, redirects
+    SOURCE_UNREACHABLE = "source_unreachable"  # no connection: DNS, refused, TLS, timeouts
+    SOURCE_INTERRUPTED = "source_interrupted"  # the bytes stopped coming and could not be resumed
+    URL_NOT_ALLOWED = "url_not_allowed"  # the URL policy refused the location or a redirect
+    UPLOAD_INTERRUPTED = "upload_interrupted"  # the upload's connection or its API server went away
+    DESTINATION_UNREACHABLE = "destination_unreachable"  # an export's destination could not be written
+    # The bytes
+    EMPTY_IMAGE = "empty_image"
+    CHECKSUM_MISMATCH = "checksum_mismatch"  # the bytes do not have the checksum given
+    FORMAT_MISMATCH = "format_mismatch"  # the bytes are another disk format than declared
+    NOT_A_DISK_IMAGE = "not_a_disk_image"  # a video, a document, text, ...
+    UNSAFE_IMAGE = "unsafe_image"  # a disk image that could read other files or pass a limit
+    MALFORMED_IMAGE = "malformed_image"  # truncated, or a header no valid image has
+    IMAGE_TOO_LARGE = "image_too_large"  # beyond the service's size caps
+    DECOMPRESSION_FAILED = "decompression_failed"  # corrupt or truncated compressed data
+    DECOMPRESSION_LIMIT = "decompression_limit"  # expands beyond the caps (a possible bomb)
+    CONVERSION_FAILED = "conversion_failed"  # qemu-img could not convert it
+    # The service
+    QUOTA_EXCEEDED = "quota_exceeded"  # the project's quota does not allow the bytes
+    STORE_UNAVAILABLE = "store_unavailable"  # an image store could not be read or written
     TIMED_OUT = "timed_out"  # the step ran past its time limit
     WORKER_LOST = "worker_lost"  # the worker running the step died, too many times
     DATA_NOT_RECEIVED = "data_not_received"  # the upload (or the release after staging) never came
     NOT_INSTALLED = "not_installed"  # the action's type is not installed on this service
+    INTERNAL_ERROR = "internal_error"  # a bug: an unexpected exception in the service's code
+    STEP_FAILED = "step_failed"  # a failure no code above names yet; the message says what
 
 
 class StepState(models.TextChoices):

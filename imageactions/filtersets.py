@@ -6,7 +6,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from rest_framework.exceptions import ValidationError
 
-from .choices import PENDING, TERMINAL_STATUSES
+from .choices import PENDING, TERMINAL_STATUSES, ErrorCode
 from .models import ActionImage, ImageAction
 from .validators import LABEL_KEY
 
@@ -29,6 +29,10 @@ class ImageActionFilterSet(django_filters.FilterSet):
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
     updated_after = django_filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
     image_id = django_filters.UUIDFilter(method="filter_image_id", help_text="Actions that read or made this image.")
+    error_code = django_filters.CharFilter(
+        method="filter_error_code",
+        help_text="Failed actions with one of these error codes (comma-separated or repeated).",
+    )
     label = django_filters.CharFilter(
         method="filter_label",
         help_text="KEY=VALUE: actions with this label; KEY: actions with a label of that key. Repeat for all of several.",
@@ -58,6 +62,15 @@ class ImageActionFilterSet(django_filters.FilterSet):
         if others:
             wanted |= Q(status__in=others)
         return queryset.filter(wanted)
+
+    def filter_error_code(self, queryset, name, value):
+        codes = _values(self.request, "error_code")
+        unknown = [code for code in codes if code not in ErrorCode.values]
+        if unknown:
+            raise ValidationError(
+                {"error_code": [f"Unknown error code {unknown[0]!r}. The codes: {', '.join(ErrorCode.values)}."]}
+            )
+        return queryset.filter(error_code__in=codes)
 
     def filter_label(self, queryset, name, value):
         for index, wanted in enumerate(self.request.GET.getlist("label")):

@@ -146,9 +146,9 @@ class ImageActionQuerySet(models.QuerySet):
         """End the actions, whatever their step was doing, with `status`; they expire after ACTION_TTL."""
         return self.pending()._transition("end", **_ended_fields(status, message), **saved)
 
-    def end_unclaimed(self, status, message) -> int:
+    def end_unclaimed(self, status, message, **saved) -> int:
         """End the actions that no worker holds (queued or held for data)."""
-        return self.pending()._transition("end_unclaimed", **_ended_fields(status, message))
+        return self.pending()._transition("end_unclaimed", **_ended_fields(status, message), **saved)
 
     def restart(self) -> int:
         """Start failed actions again from their first step."""
@@ -161,6 +161,8 @@ class ImageActionQuerySet(models.QuerySet):
             run_token=None,
             cancel_requested=False,
             message="",
+            error_code="",
+            error_details={},
             state={},
             result={},
             finished_at=None,
@@ -222,6 +224,9 @@ class ImageAction(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Why it failed, for programs (choices.ErrorCode), with the values checked; empty otherwise.
+    error_code = models.CharField(max_length=32, blank=True, default="")
+    error_details = models.JSONField(default=dict, blank=True)
     # The user's own key/value labels (imageactions.validators.validate_labels), filterable.
     labels = models.JSONField(default=dict, blank=True)
     # The X-Request-Id of the request that created it: the workers' log lines carry it too.

@@ -48,6 +48,14 @@ class KeyReusedError(exceptions.APIException):
     default_code = "idempotency_key_reused"
 
 
+class DryRunRefused(exceptions.ValidationError):
+    """A dry run found what the action would fail on: the 400 carries the failure's error code."""
+
+    def __init__(self, error):
+        super().__init__({"input": [str(error)]})
+        self.error_code, self.error_details = error.code, error.details
+
+
 def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
     """{"input": {"location": ["..."]}} -> {"input.location": ["..."]}."""
     if isinstance(detail, dict):
@@ -81,10 +89,12 @@ def exception_handler(exc, context):
         errors = flatten_errors(exc.detail) or {"non_field_errors": ["The request is invalid."]}
         first_field, first_messages = next(iter(errors.items()))
         body = {
-            "code": "invalid",
+            "code": getattr(exc, "error_code", "invalid"),
             "detail": f"{first_field}: {first_messages[0]}" if first_field != "non_field_errors" else first_messages[0],
             "errors": errors,
         }
+        if getattr(exc, "error_details", None):
+            body["error_details"] = exc.error_details
     else:
         detail = getattr(exc, "detail", str(exc))
         code = detail.code if hasattr(detail, "code") else getattr(exc, "default_code", "error")

@@ -8,7 +8,7 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
-from ..choices import ActionStatus, Visibility
+from ..choices import ActionStatus, ErrorCode, Visibility
 from ..models import ImageAction
 from ..pipeline import ActionType, action_types, get_action_type, step_statuses
 from ..policy import allowed
@@ -127,6 +127,15 @@ class ImageActionSerializer(serializers.ModelSerializer):
     result = ActionResultField(read_only=True)
     progress = ProgressSerializer(read_only=True)
     labels = LabelsField(read_only=True)
+    error_code = serializers.ChoiceField(
+        choices=ErrorCode.choices,
+        allow_null=True,
+        read_only=True,
+        help_text="Why a failed action failed, for programs (null unless the status is failure); the README lists the codes.",
+    )
+    error_details = serializers.DictField(
+        read_only=True, help_text="For a failure: the values checked (e.g. expected and actual checksums)."
+    )
     # Not read_only on purpose: the schema marks read-only fields as always present, and
     # `owner` is absent for non-staff. This serializer only ever renders, so nothing is written.
     owner = serializers.CharField(required=False, help_text="The owning project; shown to staff only.")
@@ -142,6 +151,8 @@ class ImageActionSerializer(serializers.ModelSerializer):
             "image_properties",
             "result",
             "message",
+            "error_code",
+            "error_details",
             "progress",
             "labels",
             "created_at",
@@ -154,6 +165,7 @@ class ImageActionSerializer(serializers.ModelSerializer):
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
+        data["error_code"] = data["error_code"] or None
         request = self.context.get("request")
         if not (request and allowed(request.user, "operator_detail")):
             data.pop("owner", None)

@@ -30,7 +30,7 @@ from ..models import ImageAction
 from ..pipeline import StepError, get_action_type
 from ..projects import listed_for, owner_of, visible_to
 from ..validators import query_flag, whole_number
-from .errors import Conflict, KeyReusedError, LengthRequired, QuotaExceededError
+from .errors import Conflict, DryRunRefused, KeyReusedError, LengthRequired, QuotaExceededError
 from .parsers import BoundedJSONParser
 from .serializers import (
     ErrorSerializer,
@@ -259,7 +259,12 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         if self.action != "list":
             return set(), set()
         filters = set(self.filterset_class.base_filters)
-        return {*filters, "ordering", "cursor", "limit", "all_projects"}, {"action_type", "status", "label"}
+        return {*filters, "ordering", "cursor", "limit", "all_projects"}, {
+            "action_type",
+            "status",
+            "label",
+            "error_code",
+        }
 
     def get_queryset(self):
         actions = ImageAction.objects.all()
@@ -352,7 +357,7 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             try:
                 checks = action_type.dry_run(validated["input"])
             except StepError as error:
-                raise ValidationError({"input": [str(error)]}) from None
+                raise DryRunRefused(error) from None
         return Response({"dry_run": True, **validated, "checks": checks}, status=status.HTTP_200_OK)
 
     def _earlier_answer(self, owner: str, key: str, digest: str) -> Response | None:

@@ -47,6 +47,10 @@ class DecompressionError(ImageFormatError):
     """The compressed image is corrupt, truncated, or expands beyond the configured caps."""
 
 
+class DecompressionLimitError(DecompressionError):
+    """The compressed image expands beyond the configured caps."""
+
+
 def detect_compression(head: bytes) -> str | None:
     """The compression of a stream starting with `head` (at least 6 bytes), or None."""
     for algo, magic in COMPRESSION_MAGIC.items():
@@ -60,7 +64,7 @@ def detect_compression(head: bytes) -> str | None:
 
 
 def _needs_too_much_memory(algo: str, limit: int) -> DecompressionError:
-    return DecompressionError(
+    return DecompressionLimitError(
         f"The {algo} data was compressed with a window larger than {human_size(limit)}, more memory than "
         f"decompressing is allowed; compress it again with default settings"
     )
@@ -313,11 +317,11 @@ class DecompressingReader(io.RawIOBase):
 
     def _check_limits(self) -> None:
         if self.bytes_out > self.max_output:
-            raise DecompressionError(
+            raise DecompressionLimitError(
                 f"The {self.algo} data expands beyond the {human_size(self.max_output)} limit on decompressed images"
             )
         if self.bytes_out > self.ratio_grace and self.bytes_out > self.max_ratio * self.bytes_in:
-            raise DecompressionError(
+            raise DecompressionLimitError(
                 f"The {self.algo} data expands more than {self.max_ratio:g}x; refused as a possible decompression bomb"
             )
 

@@ -13,6 +13,10 @@ class UnsafeImageError(ImageFormatError):
     """The image is a disk image, but using it could read other files or exceed a limit."""
 
 
+class FormatMismatchError(UnsafeImageError):
+    """The image is another disk format than the one declared."""
+
+
 class MalformedImageError(ImageFormatError):
     """The image is truncated or its header holds values no valid image has."""
 

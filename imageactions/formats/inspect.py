@@ -4,7 +4,14 @@ declared, and whether it is safe to hand to qemu-img — from headers alone, nev
 import os
 
 from . import iso, qcow2, raw, vdi, vhdx, vmdk, vpc
-from .errors import ImageFormatError, NotADiskImageError, UnsafeImageError, describe_size, quoted
+from .errors import (
+    FormatMismatchError,
+    ImageFormatError,
+    NotADiskImageError,
+    UnsafeImageError,
+    describe_size,
+    quoted,
+)
 from .inspection import DISK_FORMATS, Inspection, with_article
 from .reader import HEAD_SIZE, ImageReader
 from .signatures import (
@@ -44,7 +51,7 @@ def inspect_open_image(
     declared = normalise_declared_format(declared_format)
     detected = detect_format(reader)
     if declared is not None and declared != detected:
-        raise UnsafeImageError(
+        raise FormatMismatchError(
             f"The image was declared as {declared} but its data is {with_article(detected)}. "
             "Declare the format the image really has, or upload the image you meant to."
         )

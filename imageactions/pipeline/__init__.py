@@ -7,7 +7,7 @@ byte-moving and image-inspecting helpers, the steps several types share, and the
 queries. The rest of `imageactions` is private to the core.
 """
 
-from ..choices import ActionStatus, ImageStatus, Visibility
+from ..choices import ActionStatus, ErrorCode, ImageStatus, Visibility
 from ..formats import ImageFormatError, Inspection, normalise_declared_format, sniff_format
 from ..formats.compression import detect_compression, open_decompressed
 from ..formats.convert import qemu_format_name
@@ -65,7 +65,7 @@ from .disk_images import (
     store_image_file,
     stored_locations,
 )
-from .errors import ActionCancelled, RetryableStepError, StepError
+from .errors import ActionCancelled, RetryableStepError, StepError, error_code_of
 from .http import pinned_session, translated_request_errors
 from .registry import (
     ActionType,
@@ -81,6 +81,8 @@ from .registry import (
 )
 
 __all__ = [
+    "ErrorCode",
+    "error_code_of",
     "whole_number",
     "import_size_cap",
     "quota_exceeded",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from ..choices import ErrorCode
 from ..formats import ImageFormatError, Inspection, inspect_image
 from ..formats.convert import convert_and_reinspect, qemu_format_name
 from ..formats.errors import describe_size
@@ -19,7 +20,7 @@ from ..models import Image
 from ..stores import StoreError, StoreUnavailable
 from ..transfer import TransferError, copy_to_file
 from .context import StepContext
-from .errors import RetryableStepError, StepError
+from .errors import RetryableStepError, StepError, error_code_of
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def inspect_and_verify(path: Path, *, declared_format: str | None = None) -> Ins
         )
         run_verifiers(path, inspection, configured_verifiers())
     except ImageFormatError as error:
-        raise StepError(str(error)) from None
+        raise StepError(str(error), code=error_code_of(error)) from None
     return inspection
 
 
@@ -61,7 +62,7 @@ def image_file(ctx: StepContext, image: Image) -> Path:
     else a copy in the action's scratch space (removed with it)."""
     location = image.location
     if location is None:
-        raise StepError(f"Image {image.pk} has no bytes to read")
+        raise StepError(f"Image {image.pk} has no bytes to read", code=ErrorCode.STORE_UNAVAILABLE)
     try:
         store = ctx.store(location.store)
         path = store.local_path(location.key)
@@ -72,7 +73,10 @@ def image_file(ctx: StepContext, image: Image) -> Path:
         with store.open_read(location.key) as reader:
             copy_to_file(reader, copy, hash_algorithms=(), total=image.size, progress=ctx.progress)
     except (StoreError, TransferError) as error:
-        raise StepError(f"The bytes of image {image.pk} could not be read: {error}; tell an operator") from None
+        raise StepError(
+            f"The bytes of image {image.pk} could not be read: {error}; tell an operator",
+            code=ErrorCode.STORE_UNAVAILABLE,
+        ) from None
     return copy
 
 
@@ -98,7 +102,9 @@ def convert_image_file(
     if max_size is not None and qemu_format_name(dst_format, target=True) == "raw" and total > max_size:
         raise StepError(
             f"The image would be {describe_size(total)} stored as raw, more than the "
-            f"{describe_size(max_size)} limit on image size; use a smaller disk"
+            f"{describe_size(max_size)} limit on image size; use a smaller disk",
+            code=ErrorCode.IMAGE_TOO_LARGE,
+            details={"size": total, "limit": max_size},
         )
     timeout = settings.QEMU_TIMEOUT if ctx.step is None else min(settings.QEMU_TIMEOUT, ctx.step.timeout)
     ctx.progress(0, total, force=True)
@@ -115,13 +121,17 @@ def convert_image_file(
             progress=lambda percent: ctx.progress(int(total * percent / 100), total),
         )
     except ImageFormatError as error:
-        raise StepError(f"{what} could not be converted to {dst_format}: {error}") from None
+        raise StepError(
+            f"{what} could not be converted to {dst_format}: {error}", code=ErrorCode.CONVERSION_FAILED
+        ) from None
     if max_size is not None and output.stat().st_size > max_size:
         size = output.stat().st_size
         output.unlink(missing_ok=True)
         raise StepError(
             f"The image converted to {dst_format} is {describe_size(size)}, more than the "
-            f"{describe_size(max_size)} limit on image size"
+            f"{describe_size(max_size)} limit on image size",
+            code=ErrorCode.IMAGE_TOO_LARGE,
+            details={"size": size, "limit": max_size},
         )
     ctx.progress(total, total, force=True)
     return inspection
@@ -152,7 +162,7 @@ def store_image_file(
     try:
         targets = [ctx.store(name) for name in stores or [None]]
     except StoreError as error:  # the store was removed from the configuration since the action began
-        raise StepError(f"{failed}: {error}") from None
+        raise StepError(f"{failed}: {error}", code=ErrorCode.STORE_UNAVAILABLE) from None
     key = f"images/{image_id}"
     state["store_keys"] = {target.name: key for target in targets}
     written, failed_stores = state.setdefault("stored", []), state.setdefault("failed_stores", [])
@@ -168,19 +178,25 @@ def store_image_file(
         try:
             _put(target, key, path, size=size, move=index == len(pending) - 1, progress=report, what=what)
         except ImageLost as error:
-            raise StepError(str(error)) from None
+            raise StepError(str(error), code=ErrorCode.STORE_UNAVAILABLE) from None
         except StoreError as error:
             if all_must_succeed:
                 retryable = isinstance(error, StoreUnavailable)
                 where = f" in store '{target.name}'" if len(targets) > 1 else ""  # else the error names it
                 message = f"{failed}{where}: {error}"
-                raise (RetryableStepError if retryable else StepError)(message) from None
+                raise (RetryableStepError if retryable else StepError)(
+                    message, code=ErrorCode.STORE_UNAVAILABLE, details={"store": target.name}
+                ) from None
             failed_stores.append(target.name)
         else:
             written.append(target.name)
         ctx.save_state()
     if not written:
-        raise StepError(f"{failed} in any of the stores {', '.join(failed_stores)}")
+        raise StepError(
+            f"{failed} in any of the stores {', '.join(failed_stores)}",
+            code=ErrorCode.STORE_UNAVAILABLE,
+            details={"failed_stores": failed_stores},
+        )
     path.unlink(missing_ok=True)
 
 

@@ -2,7 +2,38 @@
 
 
 class StepError(Exception):
-    """A step failed for a reason the user can act on; str(error) becomes the action's message."""
+    """A step failed for a reason the user can act on: str(error) becomes the action's message,
+    `code` its error_code (choices.ErrorCode) and `details` its error_details (the values checked)."""
+
+    def __init__(self, message: str, *, code: str = "step_failed", details: dict | None = None):
+        super().__init__(message)
+        self.code, self.details = code, details or {}
+
+
+def error_code_of(error: Exception) -> str:
+    """The error code of an error raised by the core's helpers (formats, transfers, stores, quotas)."""
+    from ..formats.compression import DecompressionError, DecompressionLimitError
+    from ..formats.errors import FormatMismatchError, MalformedImageError, NotADiskImageError, UnsafeImageError
+    from ..quotas import QuotaExceeded
+    from ..stores import StoreError
+    from ..transfer import SizeLimitExceeded, TransferError
+
+    for kind, code in (
+        (FormatMismatchError, "format_mismatch"),
+        (UnsafeImageError, "unsafe_image"),
+        (NotADiskImageError, "not_a_disk_image"),
+        (MalformedImageError, "malformed_image"),
+        (DecompressionLimitError, "decompression_limit"),
+        (DecompressionError, "decompression_failed"),
+        (SizeLimitExceeded, "image_too_large"),
+        (TransferError, "source_interrupted"),
+        (StoreError, "store_unavailable"),
+        (QuotaExceeded, "quota_exceeded"),
+        (StepError, getattr(error, "code", "step_failed")),
+    ):
+        if isinstance(error, kind):
+            return code
+    return "step_failed"
 
 
 class RetryableStepError(StepError):

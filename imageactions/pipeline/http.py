@@ -111,29 +111,31 @@ def translated_request_errors(
     url: str,
     *,
     upload: UploadBody | None = None,
+    code: str = "source_unreachable",
 ) -> Iterator[None]:
     """Turns a requests error raised inside into a StepError that starts with `failed`, names
-    `hostport` and says what went wrong; `upload` is the body of a PUT, so a connection that
-    broke mid-body says how far it got.
+    `hostport` and says what went wrong, with `code` as its error code; `upload` is the body of a
+    PUT, so a connection that broke mid-body says how far it got.
     """
     try:
         yield
     except requests.exceptions.SSLError as error:
-        raise StepError(f"{failed} The TLS connection to '{hostport}' failed: {innermost(error)}") from None
+        raise StepError(f"{failed} The TLS connection to '{hostport}' failed: {innermost(error)}", code=code) from None
     except requests.ConnectTimeout:
         raise StepError(
-            f"{failed} Connecting to '{hostport}' timed out after {settings.HTTP_CONNECT_TIMEOUT:g} s"
+            f"{failed} Connecting to '{hostport}' timed out after {settings.HTTP_CONNECT_TIMEOUT:g} s", code=code
         ) from None
     except requests.ReadTimeout:
         raise StepError(
-            f"{failed} '{hostport}' did not answer within {settings.HTTP_READ_TIMEOUT:g} s for url '{url}'"
+            f"{failed} '{hostport}' did not answer within {settings.HTTP_READ_TIMEOUT:g} s for url '{url}'", code=code
         ) from None
     except requests.RequestException as error:
         if caused_by(error, ConnectionRefusedError):
-            raise StepError(f"{failed} Connection refused by '{hostport}'") from None
+            raise StepError(f"{failed} Connection refused by '{hostport}'", code=code) from None
         if upload is None:
-            raise StepError(f"{failed} The request to '{hostport}' failed: {innermost(error)}") from None
+            raise StepError(f"{failed} The request to '{hostport}' failed: {innermost(error)}", code=code) from None
         raise StepError(
             f"{failed} The connection to '{hostport}' broke after {upload.bytes_read} of "
-            f"{upload.size} bytes: {innermost(error)}"
+            f"{upload.size} bytes: {innermost(error)}",
+            code=code,
         ) from None

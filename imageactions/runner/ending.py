@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import metrics
-from ..choices import ActionStatus, FailureKind, ImageRole
+from ..choices import ActionStatus, ErrorCode, ImageRole
 from ..logs import bound
 from ..models import ActionEvent, ActionImage, ImageAction
 from ..pipeline.context import StepContext, scratch_dir
@@ -72,9 +72,17 @@ def record_images(action: ImageAction, role: str, image_ids) -> None:
     )
 
 
-def end_owned(action: ImageAction, token, status: str, message: str, *, kind: str = FailureKind.STEP_FAILED) -> bool:
-    """End the action as failure or cancelled (`kind`: why it failed), if the run holding
-    `token` still owns it.
+def end_owned(
+    action: ImageAction,
+    token,
+    status: str,
+    message: str,
+    *,
+    code: str = ErrorCode.STEP_FAILED,
+    details: dict | None = None,
+) -> bool:
+    """End the action as failure or cancelled (a failure's `code` and `details` say why, for
+    programs), if the run holding `token` still owns it.
 
     The clean-up comes first: whoever sees `failure` or `cancelled` must find nothing left
     behind. The state is saved before it, since the clean-up reads what the steps recorded.
@@ -83,10 +91,10 @@ def end_owned(action: ImageAction, token, status: str, message: str, *, kind: st
     if not owned.save_state(action.state):
         return False
     if not clean_up(action):
-        status, message, kind = ActionStatus.FAILURE, _with_clean_up_error(action, message), FailureKind.INTERNAL_ERROR
-    if not owned.end(status, message):
+        status, message, code = ActionStatus.FAILURE, _with_clean_up_error(action, message), ErrorCode.INTERNAL_ERROR
+    if not owned.end(status, message, **_error_fields(status, code, details)):
         return False
-    _ended(action, status, kind)
+    _ended(action, status, code)
     return True
 
 
@@ -95,38 +103,43 @@ def cancel_owned(action: ImageAction, token) -> bool:
 
 
 def end_unclaimed(
-    action: ImageAction, status: str, message: str, *, kind: str = FailureKind.STEP_FAILED, step_state: str = ""
+    action: ImageAction, status: str, message: str, *, code: str = ErrorCode.STEP_FAILED, step_state: str = ""
 ) -> bool:
     """End an action no worker holds (queued, or held for data; only in `step_state` when given),
     then clean up after it."""
     rows = ImageAction.objects.filter(pk=action.pk, **({"step_state": step_state} if step_state else {}))
-    if not rows.end_unclaimed(status, message):
+    if not rows.end_unclaimed(status, message, **_error_fields(status, code, None)):
         return False
-    _cleaned_after_end(action, status, message, kind)
+    _cleaned_after_end(action, status, message, code)
     return True
 
 
-def fail_unowned(action: ImageAction, message: str, *, kind: str) -> None:
-    if ImageAction.objects.filter(pk=action.pk).end(ActionStatus.FAILURE, message):
-        _cleaned_after_end(action, ActionStatus.FAILURE, message, kind)
+def fail_unowned(action: ImageAction, message: str, *, code: str) -> None:
+    if ImageAction.objects.filter(pk=action.pk).end(ActionStatus.FAILURE, message, error_code=code):
+        _cleaned_after_end(action, ActionStatus.FAILURE, message, code)
 
 
-def _cleaned_after_end(action: ImageAction, status: str, message: str, kind: str) -> None:
+def _error_fields(status: str, code: str, details: dict | None) -> dict:
+    if status != ActionStatus.FAILURE:
+        return {"error_code": "", "error_details": {}}
+    return {"error_code": code, "error_details": details or {}}
+
+
+def _cleaned_after_end(action: ImageAction, status: str, message: str, code: str) -> None:
     """Clean up after an action that ended before anything could run its clean-up. Its status
     is final already (a client may have seen it): a clean-up that fails adds to its message
     that an internal error happened, so nobody takes it for cleanly ended."""
     if not clean_up(action):
-        kind = FailureKind.INTERNAL_ERROR
         ImageAction.objects.filter(pk=action.pk).update(message=_with_clean_up_error(action, message))
-    _ended(action, status, kind)
+    _ended(action, status, code)
 
 
-def _ended(action: ImageAction, status: str, kind: str) -> None:
-    """Count and log an action's end (`kind`: why it failed, for failures only)."""
-    kind = kind if status == ActionStatus.FAILURE else ""
-    metrics.action_ended(action.action_type, status, kind)
+def _ended(action: ImageAction, status: str, code: str) -> None:
+    """Count and log an action's end (`code`: why it failed, for failures only)."""
+    code = code if status == ActionStatus.FAILURE else ""
+    metrics.action_ended(action.action_type, status, code)
     with bound(action_id=str(action.pk), action_type=action.action_type, request_id=action.request_id):
-        log.info("action ended: %s", status, extra={"fields": {"outcome": status, "error_code": kind or None}})
+        log.info("action ended: %s", status, extra={"fields": {"outcome": status, "error_code": code or None}})
 
 
 def _with_clean_up_error(action: ImageAction, message: str) -> str:

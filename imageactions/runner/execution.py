@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
-from ..choices import ActionStatus, FailureKind, StepState
+from ..choices import ActionStatus, ErrorCode, StepState
 from ..logs import bound
 from ..models import ActionEvent, ImageAction
 from ..pipeline.context import StepContext
@@ -136,9 +136,7 @@ def _internal_error(action: ImageAction, token, event: ActionEvent, error: Excep
     at once with a message that says so; the traceback is in its timeline, for operators only."""
     log.exception("action %s: internal error %s", action.pk, where)
     close_event(event, "error", repr(error), traceback.format_exc())
-    end_owned(
-        action, token, ActionStatus.FAILURE, internal_error_message(action, where), kind=FailureKind.INTERNAL_ERROR
-    )
+    end_owned(action, token, ActionStatus.FAILURE, internal_error_message(action, where), code=ErrorCode.INTERNAL_ERROR)
 
 
 class Heartbeat(threading.Thread):
@@ -210,13 +208,13 @@ def _run_attempt(action: ImageAction, step: Step, ctx: StepContext, run, attempt
     except RetryableStepError as error:
         if attempt > step.retries:
             close_event(event, "failure", str(error))
-            end_owned(action, ctx.token, ActionStatus.FAILURE, str(error))
+            end_owned(action, ctx.token, ActionStatus.FAILURE, str(error), code=error.code, details=error.details)
             return False
         close_event(event, "retry", str(error))
         return None
     except StepError as error:
         close_event(event, "failure", str(error))
-        end_owned(action, ctx.token, ActionStatus.FAILURE, str(error))
+        end_owned(action, ctx.token, ActionStatus.FAILURE, str(error), code=error.code, details=error.details)
         return False
     except (OperationalError, InterfaceError):
         # The database went away mid-step (a restart, a failover): not the step's fault, and
@@ -268,7 +266,7 @@ def _stop_run(action: ImageAction, ctx: StepContext, event: ActionEvent | None) 
         if owned.filter(cancel_requested=True).exists():
             cancel_owned(action, ctx.token)
         else:
-            end_owned(action, ctx.token, ActionStatus.FAILURE, UPLOAD_SERVER_STOPPED)
+            end_owned(action, ctx.token, ActionStatus.FAILURE, UPLOAD_SERVER_STOPPED, code=ErrorCode.UPLOAD_INTERRUPTED)
         return
     if event is not None:
         close_event(

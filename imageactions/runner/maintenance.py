@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from .. import idempotency
-from ..choices import ActionStatus, FailureKind, StepState
+from ..choices import ActionStatus, ErrorCode, StepState
 from ..logs import bound
 from ..models import ActionEvent, ImageAction
 from ..pipeline.registry import get_action_type
@@ -59,7 +59,7 @@ def reap() -> dict:
                 "create a new action and PUT the data to it promptly."
             )
         if end_unclaimed(
-            action, ActionStatus.FAILURE, message, kind=FailureKind.DATA_NOT_RECEIVED, step_state=StepState.HELD
+            action, ActionStatus.FAILURE, message, code=ErrorCode.DATA_NOT_RECEIVED, step_state=StepState.HELD
         ):
             counts["expired_holds"] += 1
     _schedule_next(REAPER_SCHEDULE, settings.REAPER_INTERVAL)
@@ -112,7 +112,7 @@ def _recover(action: ImageAction, counts: dict, *, how: str) -> None:
             ActionStatus.FAILURE,
             f"The {step_name} step did not finish within its time limit of {_duration(step.timeout)}; "
             "the action was stopped. Try again, or ask an operator about large images.",
-            kind=FailureKind.TIMED_OUT,
+            code=ErrorCode.TIMED_OUT,
         ):
             counts["failed"] += 1
         return
@@ -134,7 +134,7 @@ def _recover(action: ImageAction, counts: dict, *, how: str) -> None:
         status, message = ActionStatus.CANCELLED, CANCELLED_MESSAGE
     else:
         status = ActionStatus.FAILURE
-    if end_owned(action, action.run_token, status, message, kind=FailureKind.WORKER_LOST):
+    if end_owned(action, action.run_token, status, message, code=ErrorCode.WORKER_LOST):
         counts["failed"] += 1
 
 
@@ -151,7 +151,7 @@ def _end_lost_upload(action: ImageAction, counts: dict) -> None:
     if action.cancel_requested:
         message = CANCELLED_MESSAGE
     status = ActionStatus.CANCELLED if action.cancel_requested else ActionStatus.FAILURE
-    if end_owned(action, action.run_token, status, message):
+    if end_owned(action, action.run_token, status, message, code=ErrorCode.UPLOAD_INTERRUPTED):
         counts["failed"] += 1
 
 

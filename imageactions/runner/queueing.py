@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import metrics
-from ..choices import ActionStatus, FailureKind, ImageRole, StepState
+from ..choices import ActionStatus, ErrorCode, ImageRole, StepState
 from ..logs import current_request_id
 from ..models import ActionImage, ImageAction
 from ..pipeline.context import StepContext
@@ -52,7 +52,7 @@ def enqueue(action_id) -> None:
         fail_unowned(
             action,
             f"The action type {action.action_type!r} is not installed on this service.",
-            kind=FailureKind.NOT_INSTALLED,
+            code=ErrorCode.NOT_INSTALLED,
         )
         return
     queue_next_step(action, action_type, start=action.step_index, ctx=None)

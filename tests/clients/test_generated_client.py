@@ -124,6 +124,7 @@ def test_generated_client_imports_polls_lists_cancels_and_reads_the_image(
     )
     from imageactions_client.api.images import images_retrieve
     from imageactions_client.models import (
+        ErrorCodeEnum,
         ImageAction,
         ImagePropertiesRequest,
         ImportActionCreateActionTypeEnum,
@@ -156,6 +157,11 @@ def test_generated_client_imports_polls_lists_cancels_and_reads_the_image(
     assert imported.status.value == "success", imported.message
     assert imported.progress.bytes_done == len(data)
 
+    missing = create_import("missing", location=image_server.url("/status/404"))
+    missing = poll(get_action, missing.id, {"success", "failure", "cancelled"})
+    assert missing.status.value == "failure" and missing.error_code == ErrorCodeEnum.SOURCE_NOT_FOUND
+    assert missing.error_details["status"] == 404
+
     waiting = create_import("never-uploaded", source=SourceEnum.UPLOAD)
     pending = image_actions_list.sync(client=client, status="pending", action_type="import")
     assert [action.id for action in pending.results] == [waiting.id]
@@ -167,6 +173,7 @@ def test_generated_client_imports_polls_lists_cancels_and_reads_the_image(
     everything = image_actions_list.sync(client=client, action_type="import")
     assert {action.id: action.status.value for action in everything.results} == {
         imported.id: "success",
+        missing.id: "failure",
         waiting.id: "cancelled",
     }
 

@@ -56,19 +56,32 @@ def test_a_compressed_source_is_seen_through(alice, image_server):
 
 
 @pytest.mark.parametrize(
-    ("serve", "declared", "says"),
+    ("serve", "declared", "says", "code"),
     [
-        (lambda server: server.url("/status/404"), None, "Received 404 response"),
-        (lambda server: server.add("movie.mp4", b"\x00\x00\x00\x20ftypisom" + b"\x00" * 5000), None, "MP4"),
-        (lambda server: server.add("raw.img", random_image(70_000, seed=41)), "qcow2", "declared as qcow2"),
-        (lambda server: server.url("/announce?length=999999999999999"), None, "larger than"),
+        (lambda server: server.url("/status/404"), None, "Received 404 response", "source_not_found"),
+        (
+            lambda server: server.add("movie.mp4", b"\x00\x00\x00\x20ftypisom" + b"\x00" * 5000),
+            None,
+            "MP4",
+            "not_a_disk_image",
+        ),
+        (
+            lambda server: server.add("raw.img", random_image(70_000, seed=41)),
+            "qcow2",
+            "declared as qcow2",
+            "format_mismatch",
+        ),
+        (lambda server: server.url("/announce?length=999999999999999"), None, "larger than", "image_too_large"),
     ],
 )
-def test_a_source_the_import_would_fail_on_is_the_400_it_would_fail_with(alice, image_server, serve, declared, says):
+def test_a_source_the_import_would_fail_on_is_the_400_it_would_fail_with(
+    alice, image_server, serve, declared, says, code
+):
     properties = {"disk_format": declared} if declared else {}
     response = dry_run(alice, {"location": serve(image_server)}, **properties)
     assert response.status_code == 400, response.json()
     assert says in response.json()["errors"]["input"][0]
+    assert response.json()["code"] == code
     assert not ImageAction.objects.exists()
 
 
