@@ -13,6 +13,7 @@ import pytest
 import imageactions.formats
 from imageactions.formats import (
     DISK_FORMATS,
+    FormatMismatchError,
     ImageFormatError,
     Inspection,
     MalformedImageError,
@@ -69,6 +70,7 @@ def test_public_surface_is_exactly_the_documented_names():
     assert sorted(imageactions.formats.__all__) == sorted(
         [
             "DISK_FORMATS",
+            "FormatMismatchError",
             "ImageFormatError",
             "Inspection",
             "MalformedImageError",
@@ -168,7 +170,7 @@ def test_a_single_zero_byte_is_raw(image_dir):
 def test_qcow2_declared_as_raw_is_refused_naming_qcow2(real_images):
     assert_refused(
         real_images["v3.qcow2"].path,
-        UnsafeImageError,
+        FormatMismatchError,
         "The image was declared as raw but its data is a qcow2 image",
         declared_format="raw",
     )
@@ -177,7 +179,7 @@ def test_qcow2_declared_as_raw_is_refused_naming_qcow2(real_images):
 def test_raw_disk_with_a_qcow2_header_declared_as_raw_is_refused(hostile_images):
     assert_refused(
         hostile_images["raw-with-qcow2-header.raw"],
-        UnsafeImageError,
+        FormatMismatchError,
         "The image was declared as raw but its data is a qcow2 image",
         declared_format="raw",
     )
@@ -197,7 +199,7 @@ def test_raw_disk_with_a_qcow2_header_declared_as_raw_is_refused(hostile_images)
 def test_other_formats_declared_as_raw_are_refused_naming_the_format_found(real_images, name, found):
     assert_refused(
         real_images[name].path,
-        UnsafeImageError,
+        FormatMismatchError,
         f"The image was declared as raw but its data is {found}",
         declared_format="raw",
     )
@@ -206,7 +208,7 @@ def test_other_formats_declared_as_raw_are_refused_naming_the_format_found(real_
 def test_data_qemu_would_probe_as_a_vmdk_descriptor_is_refused_when_declared_raw(hostile_images):
     assert_refused(
         hostile_images["qemu-probes-as-vmdk.raw"],
-        UnsafeImageError,
+        FormatMismatchError,
         "declared as raw but its data is a vmdk image",
         declared_format="raw",
     )
@@ -215,7 +217,7 @@ def test_data_qemu_would_probe_as_a_vmdk_descriptor_is_refused_when_declared_raw
 def test_declared_format_that_differs_names_both_formats(real_images):
     assert_refused(
         real_images["v3.qcow2"].path,
-        UnsafeImageError,
+        FormatMismatchError,
         "The image was declared as vmdk but its data is a qcow2 image",
         declared_format="vmdk",
     )
@@ -224,7 +226,7 @@ def test_declared_format_that_differs_names_both_formats(real_images):
 def test_raw_data_declared_as_qcow2_says_it_has_no_header(real_images):
     assert_refused(
         real_images["disk.raw"].path,
-        UnsafeImageError,
+        FormatMismatchError,
         "declared as qcow2 but its data is raw data with no disk-format header",
         declared_format="qcow2",
     )
@@ -337,7 +339,7 @@ def test_vmdk_descriptor_file_is_refused_whatever_the_declared_format(hostile_im
     assert_refused(hostile_images["descriptor-shadow.vmdk"], UnsafeImageError, "/etc/shadow", declared_format="vmdk")
     assert_refused(
         hostile_images["descriptor-shadow.vmdk"],
-        UnsafeImageError,
+        FormatMismatchError,
         "declared as raw but its data is a vmdk image",
         declared_format="raw",
     )
