@@ -121,6 +121,14 @@ class ClonedImageSerializer(serializers.Serializer):
     region = serializers.CharField(allow_null=True)
 
 
+class TargetOutcomeSerializer(serializers.Serializer):
+    store = serializers.CharField()
+    outcome = serializers.ChoiceField(choices=["copied", "failed"])
+    image_id = serializers.UUIDField(required=False, help_text="The image the copy belongs to (copied).")
+    region = serializers.CharField(required=False, allow_null=True)
+    message = serializers.CharField(required=False, help_text="Why the store got no copy (failed).")
+
+
 class CloneResultSerializer(serializers.Serializer):
     """The result of a successful clone: a verified copy in each target store, as a new Image, or
     as a location of the image itself (`same_image`)."""
@@ -133,3 +141,4 @@ class CloneResultSerializer(serializers.Serializer):
         child=serializers.CharField(),
         help_text="Target stores that got no verified copy (only with all_stores_must_succeed false).",
     )
+    targets = TargetOutcomeSerializer(many=True, help_text="Each target store's outcome, in the order asked.")

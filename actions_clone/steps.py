@@ -98,6 +98,7 @@ def _target_failed(action: ImageAction, ctx: StepContext, name: str, message: st
     log.warning("clone %s: store %s left out: %s", action.pk, name, message)
     failed = action.state.setdefault("failed_stores", [])
     failed.append(name)
+    action.state.setdefault("target_errors", {})[name] = message
     discard_unowned(ctx, {name: action.state["targets"][name]["key"]})
     ctx.save_state()
     if len(failed) == len(action.state["targets"]):
@@ -237,7 +238,12 @@ def finish(action: ImageAction, ctx: StepContext) -> None:
             image_id, {name: target["key"] for name, target in copies}, failed_stores=failed, action_id=action.pk
         )
         images = [{"id": image_id, "store": name, "region": target["region"]} for name, target in copies]
-        action.result = {"image_refs": [], "images": images, "failed_stores": failed}
+        action.result = {
+            "image_refs": [],
+            "images": images,
+            "failed_stores": failed,
+            "targets": _outcomes(action, images),
+        }
         return
     shared = {key: source[key] for key in SHARED_FACTS}
     images = []
@@ -252,7 +258,25 @@ def finish(action: ImageAction, ctx: StepContext) -> None:
             created_by_action=action.pk,
         )
         images.append({"id": str(image.pk), "store": name, "region": target["region"]})
-    action.result = {"image_refs": [image["id"] for image in images], "images": images, "failed_stores": failed}
+    action.result = {
+        "image_refs": [image["id"] for image in images],
+        "images": images,
+        "failed_stores": failed,
+        "targets": _outcomes(action, images),
+    }
+
+
+def _outcomes(action: ImageAction, images: list[dict]) -> list[dict]:
+    """Each target store's outcome, in the order the input names them: the copy it got, or why
+    it got none (only with all_stores_must_succeed false; otherwise a failure fails the clone)."""
+    copied = {image["store"]: image for image in images}
+    errors = action.state.get("target_errors", {})
+    return [
+        {"store": name, "outcome": "copied", "image_id": copied[name]["id"], "region": copied[name]["region"]}
+        if name in copied
+        else {"store": name, "outcome": "failed", "message": errors.get(name, "")}
+        for name in action.input["stores"]
+    ]
 
 
 # What a new image shares with its source, besides its name and properties.

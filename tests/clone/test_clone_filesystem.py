@@ -40,6 +40,7 @@ def test_clone_to_a_store_in_another_region_makes_an_equal_image_there(alice, cl
         "image_refs": [str(clone.pk)],
         "images": [{"id": str(clone.pk), "store": "away", "region": "south"}],
         "failed_stores": [],
+        "targets": [{"store": "away", "outcome": "copied", "image_id": str(clone.pk), "region": "south"}],
     }
     assert stored_bytes(clone) == data
     assert clone.location.key == f"images/{clone.pk}"

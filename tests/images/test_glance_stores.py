@@ -189,6 +189,11 @@ def test_copy_image_to_all_stores_skips_those_holding_it_and_tolerates_failures(
 
     assert action.status == "success", action.message
     assert action.input["stores"] == ["away", "far", "broken"]
+    outcomes = {target["store"]: target for target in action.result["targets"]}
+    assert [target["store"] for target in action.result["targets"]] == ["away", "far", "broken"]
+    assert outcomes["away"]["outcome"] == outcomes["far"]["outcome"] == "copied"
+    assert outcomes["away"]["image_id"] == image_id
+    assert outcomes["broken"]["outcome"] == "failed" and "broken" in outcomes["broken"]["message"]
     image = glance_image(alice, image_id)
     assert (image["stores"], image["os_glance_failed_import"]) == ("home,away,far", "broken")
     # Again: only the store that does not hold it yet is tried.
