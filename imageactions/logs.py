@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 
 from gunicorn import glogging
 
+from .formats.errors import printable
+
 _bound: contextvars.ContextVar[dict] = contextvars.ContextVar("imageactions_log_context", default={})  # noqa: B039
 
 # What a client may send as its own request id: short, printable, no separators of a log line.
@@ -77,9 +79,11 @@ class TextFormatter(logging.Formatter):
     """The same fields for a terminal: `time level logger: message key=value ...`."""
 
     def format(self, record: logging.LogRecord) -> str:
+        # Control characters escaped: a request path can carry a line break, and a forged
+        # second line would pass for a record of its own.
         fields = {**_bound.get(), **{k: v for k, v in getattr(record, "fields", {}).items() if v is not None}}
         when = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-        text = f"{when} {record.levelname.lower()} {record.name}: {_one_line(record.getMessage())}"
+        text = f"{when} {record.levelname.lower()} {record.name}: {printable(record.getMessage())}"
         if fields:
             text += " " + " ".join(f"{key}={_field(value)}" for key, value in fields.items())
         if record.exc_info:
@@ -87,14 +91,8 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def _one_line(text: str) -> str:
-    """`text` without line breaks or other control characters (a request path can carry them,
-    and a forged second line would pass for a record of its own)."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
-
-
 def _field(value) -> str:
-    text = _one_line(str(value))
+    text = printable(str(value))
     return json.dumps(text) if (" " in text or '"' in text or not text) else text
 
 

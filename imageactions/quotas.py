@@ -69,62 +69,81 @@ def limits(project: str) -> dict[str, int]:
     return defaults
 
 
-def usage(project: str) -> dict[str, Quota]:
-    """Every quota of the project with what it uses now."""
-    pending = ImageAction.objects.pending().filter(owner=project)
-    stored = ImageLocation.objects.filter(image__owner=project, image__size__isnull=False)
-    used = {
-        PENDING_ACTIONS: pending.count(),
-        # An import made through /v2/image-actions has no Image until it ends: count it now
-        # (one through Glance's API reads the image record it fills, so it has a link).
-        IMAGE_COUNT: Image.objects.filter(owner=project).count()
-        + pending.filter(action_type__in=_image_making_types(), image_links__isnull=True).count(),
-        IMAGE_SIZE: stored.aggregate(total=Sum(F("image__size")))["total"] or 0,
-        IMAGE_STAGE: pending.filter(action_type__in=_staging_types()).aggregate(total=Sum("progress_done"))["total"]
-        or 0,
+def usage(project: str, names=QUOTAS, *, limited_only: bool = False) -> dict[str, Quota]:
+    """The project's quotas `names` with what each uses now; with `limited_only`, only those that
+    have a limit, so that a create costs no counting while the quotas are unlimited (the default)."""
+    project_limits = limits(project)
+    return {
+        name: Quota(project_limits[name], _USED[name](project))
+        for name in names
+        if not (limited_only and project_limits[name] == UNLIMITED)
     }
-    return {name: Quota(limit, used[name]) for name, limit in limits(project).items()}
 
 
 def check_create(project: str, *, makes_image: bool, stages_bytes: bool) -> None:
     """Refuse a new action that would pass a quota (or that one already used up)."""
-    quotas = usage(project)
-    wanted = [
-        PENDING_ACTIONS,
-        *([IMAGE_COUNT, IMAGE_SIZE] if makes_image else []),
-        *([IMAGE_STAGE] if stages_bytes else []),
-    ]
-    for name in wanted:
-        quota = quotas[name]
-        if quota.left == 0:
-            raise QuotaExceeded(name, quota.limit, quota.usage)
+    _refuse_used_up(
+        project,
+        [
+            PENDING_ACTIONS,
+            *([IMAGE_COUNT, IMAGE_SIZE] if makes_image else []),
+            *([IMAGE_STAGE] if stages_bytes else []),
+        ],
+    )
 
 
 def check_image_record(project: str) -> None:
     """Refuse a new image record (Glance's create) that would pass the image count."""
-    quota = usage(project)[IMAGE_COUNT]
-    if quota.left == 0:
-        raise QuotaExceeded(IMAGE_COUNT, quota.limit, quota.usage)
+    _refuse_used_up(project, [IMAGE_COUNT])
 
 
-def import_size_cap(project: str, *, own_bytes: int = 0) -> tuple[int | None, str]:
-    """The most bytes one import of the project may still receive under its byte quotas
-    (`own_bytes`: what this import already counts in the staging usage), and the quota that
-    sets it; (None, "") when neither limits it."""
-    quotas = usage(project)
-    caps = []
-    for name in BYTE_QUOTAS:
-        quota = quotas[name]
-        if quota.left is not None:
-            caps.append((quota.left + (own_bytes if name == IMAGE_STAGE else 0), name))
+def _refuse_used_up(project: str, names) -> None:
+    for name, quota in usage(project, names, limited_only=True).items():
+        if quota.left == 0:
+            raise QuotaExceeded(name, quota.limit, quota.usage)
+
+
+def import_size_cap(project: str) -> tuple[int | None, str]:
+    """The most bytes one import of the project may still receive under its byte quotas, and
+    the quota that sets it; (None, "") when neither limits it."""
+    caps = [(quota.left, name) for name, quota in usage(project, BYTE_QUOTAS, limited_only=True).items()]
     return min(caps) if caps else (None, "")
 
 
 def quota_exceeded(project: str, quota: str) -> QuotaExceeded:
     """The error of `quota` with the project's limit and usage now (the bytes of an import
     that passed it are not in the usage: the import stopped)."""
-    now = usage(project)[quota]
+    now = usage(project, [quota])[quota]
     return QuotaExceeded(quota, now.limit, now.usage)
+
+
+def _pending(project: str):
+    return ImageAction.objects.pending().filter(owner=project)
+
+
+def _image_count(project: str) -> int:
+    # An import made through /v2/image-actions has no Image until it ends: count it now (one
+    # through Glance's API reads the image record it fills, so it has a link).
+    making = _pending(project).filter(action_type__in=_image_making_types(), image_links__isnull=True)
+    return Image.objects.filter(owner=project).count() + making.count()
+
+
+def _image_size(project: str) -> int:
+    stored = ImageLocation.objects.filter(image__owner=project, image__size__isnull=False)
+    return stored.aggregate(total=Sum(F("image__size")))["total"] or 0
+
+
+def _image_stage(project: str) -> int:
+    staging = _pending(project).filter(action_type__in=_staging_types())
+    return staging.aggregate(total=Sum("progress_done"))["total"] or 0
+
+
+_USED = {
+    PENDING_ACTIONS: lambda project: _pending(project).count(),
+    IMAGE_COUNT: _image_count,
+    IMAGE_SIZE: _image_size,
+    IMAGE_STAGE: _image_stage,
+}
 
 
 def _image_making_types() -> list[str]:

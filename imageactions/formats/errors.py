@@ -47,12 +47,17 @@ def describe_size(size: int) -> str:
     return f"{human_size(size)} ({size} bytes)"
 
 
+def printable(text: str) -> str:
+    """`text` with every control character (line breaks too) written as its escape."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def quoted(value: bytes | str, limit: int = 200) -> str:
     """A value taken from hostile bytes, quoted and made safe to show: no control characters,
     no unbounded length."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
-    shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in value)
+    shown = printable(value)
     if len(shown) > limit:
         shown = shown[:limit] + "…"
     return f"'{shown}'"

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from imageactions.metrics import carries_scrape_token, exposition
+from imageactions.validators import whole_number
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ class Command(BaseCommand):
 
     def handle(self, bind, **options):
         host, _, port = bind.rpartition(":")
-        if not host or not port.isdigit():
+        if not host or whole_number(port, max_digits=5) is None:
             raise CommandError(f"--bind takes HOST:PORT; got {bind!r}")
         if not settings.METRICS_TOKEN and host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
             raise CommandError(
