@@ -4,9 +4,12 @@ whether the copies become new images or more locations of the same image (Glance
 from rest_framework import serializers
 
 from imageactions.pipeline import (
+    CONFLICT,
     MAX_IMAGE_NAME_LENGTH,
+    NOT_FOUND,
     Image,
     ImageStatus,
+    StrictBooleanField,
     all_stores,
     validate_store_names,
     visible_to,
@@ -38,12 +41,12 @@ class CloneInputSerializer(serializers.Serializer):
     name = serializers.CharField(
         max_length=MAX_IMAGE_NAME_LENGTH, required=False, help_text="Name of the new images; default: the source's."
     )
-    same_image = serializers.BooleanField(
+    same_image = StrictBooleanField(
         default=False,
         help_text="true: each verified copy becomes another location of the image itself (Glance's "
         "copy-image), instead of a new image.",
     )
-    all_stores_must_succeed = serializers.BooleanField(
+    all_stores_must_succeed = StrictBooleanField(
         default=True,
         help_text="false: the clone succeeds when at least one store took a verified copy; the others are "
         "listed in the result's `failed_stores`.",
@@ -58,7 +61,8 @@ class CloneInputSerializer(serializers.Serializer):
         if image is None:
             # The same words for a foreign image as for a missing one: existence is not revealed.
             raise serializers.ValidationError(
-                f"There is no active image {image_id} in your project; check the id with GET /v2/images."
+                f"There is no active image {image_id} in your project; check the id with GET /v2/images.",
+                code=NOT_FOUND,
             )
         self._source = image
         return str(image_id)
@@ -71,7 +75,8 @@ class CloneInputSerializer(serializers.Serializer):
         for region in regions:
             if region not in known:
                 raise serializers.ValidationError(
-                    f"There is no region named '{region}'; the regions are {_quoted(known)} (GET /v2/stores)."
+                    f"There is no region named '{region}'; the regions are {_quoted(known)} (GET /v2/stores).",
+                    code=NOT_FOUND,
                 )
         return list(dict.fromkeys(regions))
 
@@ -81,13 +86,16 @@ class CloneInputSerializer(serializers.Serializer):
                 {"stores": ['Give the targets as exactly one of "stores" (store names) or "regions" (region names).']}
             )
         if attrs["same_image"] and "name" in attrs:
-            raise serializers.ValidationError({"name": ["With same_image no image is made: leave out the name."]})
+            raise serializers.ValidationError(
+                {"name": ["With same_image no image is made: leave out the name."]}, code=CONFLICT
+            )
         holding = self._source.stores
         if "stores" in attrs:
             already = [name for name in attrs["stores"] if name in holding]
             if already:
                 raise serializers.ValidationError(
-                    {"stores": [f"The image is already in store {_quoted(already)}; name only other stores."]}
+                    {"stores": [f"The image is already in store {_quoted(already)}; name only other stores."]},
+                    code=CONFLICT,
                 )
             return attrs
         targets = [
@@ -100,7 +108,8 @@ class CloneInputSerializer(serializers.Serializer):
                         f"Every store of the regions {_quoted(attrs['regions'])} holds the image already "
                         f"({_quoted(holding)}); choose another region (GET /v2/stores)."
                     ]
-                }
+                },
+                code=CONFLICT,
             )
         return {**attrs, "stores": targets}
 

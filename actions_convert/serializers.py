@@ -4,8 +4,10 @@ from django.conf import settings
 from rest_framework import serializers
 
 from imageactions.pipeline import (
+    CONFLICT,
     CONVERSION_FORMATS,
     MAX_IMAGE_NAME_LENGTH,
+    NOT_FOUND,
     Image,
     ImageStatus,
     owner_of,
@@ -30,7 +32,9 @@ class ConvertInputSerializer(serializers.Serializer):
     def validate_store(self, name):
         if name not in settings.IMAGE_STORES:
             known = ", ".join(f"'{known}'" for known in settings.IMAGE_STORES)
-            raise serializers.ValidationError(f"There is no image store named '{name}'; the stores are: {known}.")
+            raise serializers.ValidationError(
+                f"There is no image store named '{name}'; the stores are: {known}.", code=NOT_FOUND
+            )
         return name
 
     def validate(self, attrs):
@@ -40,7 +44,8 @@ class ConvertInputSerializer(serializers.Serializer):
         image = convertible_image(attrs["image_id"], owner_of(request.user))
         if qemu_format_name(attrs["disk_format"], target=True) == qemu_format_name(image.disk_format):
             raise serializers.ValidationError(
-                {"disk_format": [f"Image {image.pk} is already a {image.disk_format} image; choose another format."]}
+                {"disk_format": [f"Image {image.pk} is already a {image.disk_format} image; choose another format."]},
+                code=CONFLICT,
             )
         return {**attrs, "store": attrs.get("store", image.location.store)}
 
@@ -54,9 +59,11 @@ def convertible_image(image_id, owner: str) -> Image:
     image = Image.objects.filter(pk=image_id, owner=owner).first()
     # The same words for a foreign image as for a missing one: existence is not revealed.
     if image is None:
-        raise ImageNotConvertible({"image_id": [f"Image {image_id} was not found in your project."]})
+        raise ImageNotConvertible({"image_id": [f"Image {image_id} was not found in your project."]}, code=NOT_FOUND)
     if image.status != ImageStatus.ACTIVE:
-        raise ImageNotConvertible({"image_id": [f"Image {image_id} is not active (its status is '{image.status}')."]})
+        raise ImageNotConvertible(
+            {"image_id": [f"Image {image_id} is not active (its status is '{image.status}')."]}, code=CONFLICT
+        )
     return image
 
 

@@ -4,13 +4,17 @@ from django.conf import settings
 from rest_framework import serializers
 
 from imageactions.pipeline import (
+    CONFLICT,
     CONVERSION_FORMATS,
+    NOT_FOUND,
+    ErrorCode,
     Image,
     ImageStatus,
     InvalidKey,
     UrlPolicy,
     UrlRefused,
     owner_of,
+    refine_schema,
     validate_key,
 )
 
@@ -58,7 +62,7 @@ class DestinationSerializer(serializers.Serializer):
         if name not in settings.IMAGE_STORES:
             known = ", ".join(f"'{known}'" for known in settings.IMAGE_STORES)
             raise serializers.ValidationError(
-                {"store": [f"There is no image store named '{name}'; the stores are: {known}."]}
+                {"store": [f"There is no image store named '{name}'; the stores are: {known}."]}, code=NOT_FOUND
             )
         try:
             validate_key(key)
@@ -67,7 +71,8 @@ class DestinationSerializer(serializers.Serializer):
         if key.startswith(RESERVED_KEY_PREFIXES):
             reserved = ", ".join(f"'{prefix}'" for prefix in RESERVED_KEY_PREFIXES)
             raise serializers.ValidationError(
-                {"key": [f"Keys under {reserved} are the service's own; choose another key than '{key}'."]}
+                {"key": [f"Keys under {reserved} are the service's own; choose another key than '{key}'."]},
+                code=CONFLICT,
             )
 
     def _check_url(self, url):
@@ -75,8 +80,23 @@ class DestinationSerializer(serializers.Serializer):
             UrlPolicy.from_settings().check_url(url)
         except UrlRefused as refusal:
             raise serializers.ValidationError(
-                {"url": [f"The url '{without_query(url)}' is not allowed: {refusal}."]}
+                {"url": [f"The url '{without_query(url)}' is not allowed: {refusal}."]}, code=ErrorCode.URL_NOT_ALLOWED
             ) from None
+
+
+# validate_key's rule: a relative path whose components are not empty and do not start with ".".
+_KEY_PATTERN = r"^[^./\x00][^/\x00]*(/[^./\x00][^/\x00]*)*$"
+
+
+def _key_pattern(schema: dict, direction: str) -> dict:
+    if direction != "request":
+        return schema
+    fields = schema["properties"]
+    fields["key"]["pattern"] = _KEY_PATTERN
+    return schema
+
+
+refine_schema(DestinationSerializer, _key_pattern)
 
 
 class ExportInputSerializer(serializers.Serializer):
@@ -97,12 +117,16 @@ class ExportInputSerializer(serializers.Serializer):
         try:
             exportable_image(image_id, owner_of(request.user))
         except ImageNotExportable as error:
-            raise serializers.ValidationError(f"{error}.") from None
+            raise serializers.ValidationError(f"{error}.", code=error.code) from None
         return image_id
 
 
 class ImageNotExportable(Exception):
     """The image is missing, another project's or not active; the text is for the user."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
 
 
 def exportable_image(image_id, owner: str) -> Image:
@@ -110,9 +134,9 @@ def exportable_image(image_id, owner: str) -> Image:
     image = Image.objects.filter(pk=image_id, owner=owner).first()
     # The same words for a foreign image as for a missing one: existence is not revealed.
     if image is None:
-        raise ImageNotExportable(f"Image {image_id} was not found in your project")
+        raise ImageNotExportable(f"Image {image_id} was not found in your project", NOT_FOUND)
     if image.status != ImageStatus.ACTIVE:
-        raise ImageNotExportable(f"Image {image_id} is not active (its status is '{image.status}')")
+        raise ImageNotExportable(f"Image {image_id} is not active (its status is '{image.status}')", CONFLICT)
     return image
 
 

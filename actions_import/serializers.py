@@ -7,17 +7,25 @@ from rest_framework import serializers
 
 from imageactions.pipeline import (
     AWAITING_BYTES,
+    FORBIDDEN,
     HEX_LENGTHS,
     MAX_IMAGE_NAME_LENGTH,
+    MAX_IMAGE_PROPERTIES,
     MAX_IMAGE_TAGS,
+    MAX_PROPERTY_KEY_LENGTH,
+    MAX_PROPERTY_VALUE_LENGTH,
     MAX_STORED_INT,
     MAX_TAG_LENGTH,
+    NOT_FOUND,
+    ErrorCode,
     Image,
+    StrictBooleanField,
     UrlPolicy,
     UrlRefused,
     Visibility,
     allowed,
     needed_roles,
+    refine_schema,
     validate_image_properties,
     validate_store_names,
     visible_to,
@@ -57,7 +65,7 @@ class ImagePropertiesSerializer(serializers.Serializer):
         request = self.context.get("request")
         if visibility == Visibility.PUBLIC and request is not None and not allowed(request.user, "publicize"):
             raise serializers.ValidationError(
-                f"Making an image public needs one of the roles: {needed_roles('publicize')}."
+                f"Making an image public needs one of the roles: {needed_roles('publicize')}.", code=FORBIDDEN
             )
         return visibility
 
@@ -70,7 +78,7 @@ class ChecksumSerializer(serializers.Serializer):
     value = serializers.CharField(max_length=128)
 
     def validate(self, attrs):
-        value, algo = attrs["value"].strip().lower(), attrs["algo"]
+        value, algo = attrs["value"].lower(), attrs["algo"]
         expected = HEX_LENGTHS[algo]
         if not re.fullmatch(r"[0-9a-f]*", value) or len(value) != expected:
             raise serializers.ValidationError(
@@ -97,7 +105,7 @@ class ImportInputSerializer(serializers.Serializer):
         help_text="Import into this image record of your project (Glance's POST /v2/images), which must "
         "await its bytes; left out: a new image.",
     )
-    hold_after_data = serializers.BooleanField(
+    hold_after_data = StrictBooleanField(
         default=False, help_text="With an upload: wait after the data arrived until told to go on (Glance's stage)."
     )
     stores = serializers.ListField(
@@ -107,7 +115,7 @@ class ImportInputSerializer(serializers.Serializer):
         required=False,
         help_text="The image stores that get a copy of the bytes (GET /v2/stores); left out: the default store.",
     )
-    all_stores_must_succeed = serializers.BooleanField(
+    all_stores_must_succeed = StrictBooleanField(
         default=True,
         help_text="false: the import succeeds when at least one of `stores` took the bytes; the others are "
         "listed in the result's `failed_stores`.",
@@ -127,25 +135,33 @@ class ImportInputSerializer(serializers.Serializer):
             )
         images = visible_to(Image.objects.filter(pk=image_id, status__in=AWAITING_BYTES, locations=None), request.user)
         if not images.exists():
-            raise serializers.ValidationError(f"There is no image {image_id} in your project that awaits its bytes.")
+            raise serializers.ValidationError(
+                f"There is no image {image_id} in your project that awaits its bytes.", code=NOT_FOUND
+            )
         return image_id
 
     def validate_location(self, url):
+        # Any text is a location by the schema; which ones this service reads is its policy.
         try:
             location = parse_location(url)
         except ValueError as error:
-            raise serializers.ValidationError(str(error)) from None
+            raise serializers.ValidationError(str(error), code=ErrorCode.URL_NOT_ALLOWED) from None
         if location.kind == "http":
             try:
                 UrlPolicy.from_settings().check_url(url)
             except UrlRefused as refusal:
-                raise serializers.ValidationError(f"The url '{url}' is not allowed: {refusal}.") from None
+                raise serializers.ValidationError(
+                    f"The url '{url}' is not allowed: {refusal}.", code=ErrorCode.URL_NOT_ALLOWED
+                ) from None
         elif location.kind == "s3" and not settings.S3_SOURCE:
-            raise serializers.ValidationError("s3:// locations are not enabled on this service.")
+            raise serializers.ValidationError(
+                "s3:// locations are not enabled on this service.", code=ErrorCode.URL_NOT_ALLOWED
+            )
         elif location.kind == "swift" and location.host not in (getattr(settings, "SWIFT_CREDENTIALS", None) or {}):
             raise serializers.ValidationError(
                 f"No Swift credentials are configured for '{location.host}'; "
-                f"ask the operators to add the host to IMAGEACTIONS_SWIFT_CREDENTIALS."
+                f"ask the operators to add the host to IMAGEACTIONS_SWIFT_CREDENTIALS.",
+                code=ErrorCode.URL_NOT_ALLOWED,
             )
         return url
 
@@ -159,6 +175,29 @@ class ImportInputSerializer(serializers.Serializer):
                 {"location": ['Give exactly one source: a "location" URL, or "source": "upload".']}
             )
         return attrs
+
+
+def _no_record(schema: dict, direction: str) -> dict:
+    if direction == "request":
+        # image_id is for the Glance API's own imports (POST /v2/images/{id}/import), never sent here.
+        schema["properties"].pop("image_id", None)
+    return schema
+
+
+def _name_given(schema: dict, direction: str) -> dict:
+    if direction == "request":
+        schema["properties"]["name"]["minLength"] = 1  # only the Glance API imports into a record without one
+        # validate_image_properties' limits
+        schema["properties"]["properties"].update(
+            maxProperties=MAX_IMAGE_PROPERTIES,
+            propertyNames={"minLength": 1, "maxLength": MAX_PROPERTY_KEY_LENGTH},
+            additionalProperties={"type": "string", "maxLength": MAX_PROPERTY_VALUE_LENGTH},
+        )
+    return schema
+
+
+refine_schema(ImportInputSerializer, _no_record)
+refine_schema(ImagePropertiesSerializer, _name_given)
 
 
 def image_properties_of(data: dict) -> dict:

@@ -43,7 +43,17 @@ class ImageActionFilterSet(django_filters.FilterSet):
         fields = []
 
     def filter_action_type(self, queryset, name, value):
-        return queryset.filter(action_type__in=_values(self.request, "action_type"))
+        from .pipeline import action_types
+
+        wanted, known = _values(self.request, "action_type"), sorted(action_types())
+        unknown = [kind for kind in wanted if kind not in known]
+        # Actions of a type whose app was removed stay listable by its name.
+        unknown = set(unknown) - set(queryset.filter(action_type__in=unknown).values_list("action_type", flat=True))
+        if unknown:
+            raise ValidationError(
+                {"action_type": [f"Unknown action type {min(unknown)!r}. Use one or more of: {', '.join(known)}."]}
+            )
+        return queryset.filter(action_type__in=wanted)
 
     def filter_status(self, queryset, name, value):
         from .api.serializers import known_statuses

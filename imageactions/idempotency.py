@@ -3,8 +3,8 @@ timeout, a lost answer) gets the first answer again instead of a second action.
 
 A key belongs to the project that sent it and is remembered for IDEMPOTENCY_WINDOW seconds
 (never longer than the action it made is kept). The same key with another request (another
-body) is refused with a 422, as the IETF's Idempotency-Key draft has it, since the client is
-reusing a key by mistake. Only creates that succeeded are remembered: after a 400, the same
+body) is refused with a 409 naming the key: the client is reusing a key by mistake, and the key
+already stands for another request. Only creates that succeeded are remembered: after a 400, the same
 key may be sent again with a corrected body.
 """
 
@@ -23,7 +23,7 @@ from .models import IdempotencyKey, ImageAction
 
 HEADER = "Idempotency-Key"
 # Printable ASCII without spaces, as the IETF draft and the usual clients (UUIDs, build ids) have it.
-_VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 class KeyReused(Exception):
@@ -35,7 +35,7 @@ def key_of(request) -> str | None:
     key = request.headers.get(HEADER)
     if key is None:
         return None
-    if not _VALID_KEY.fullmatch(key):
+    if not VALID_KEY.fullmatch(key):
         raise ValidationError({HEADER: ["1 to 255 printable ASCII characters without spaces, e.g. a UUID."]})
     return key
 

@@ -26,6 +26,16 @@ MAX_LABELS = 32
 MAX_LABEL_VALUE_LENGTH = 255
 # No "__" in a key: it would read as a path where a key is looked up.
 LABEL_KEY = re.compile(r"(?!.*__)[a-z][a-z0-9_.\-/]{0,62}")
+# Label values: no control characters (they would forge lines wherever labels are printed).
+LABEL_VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f]*")
+
+# The codes of a request that has the shape the schema describes but that the service cannot
+# carry out as asked, because of what it names: a 422 with the code, not a 400 (which says the
+# schema was not followed). Raise `ValidationError(message, code=...)` with one of these (or an
+# ErrorCode, e.g. url_not_allowed, when a dry run finds what the action would fail on).
+NOT_FOUND = "not_found"  # an image, store or region that does not exist in the caller's project
+CONFLICT = "conflict"  # what it names is not in a state that allows it (not active, already there)
+FORBIDDEN = "forbidden"  # the caller's roles do not allow what the input asks (e.g. a public image)
 
 
 def validate_store_names(names) -> list[str]:
@@ -34,7 +44,8 @@ def validate_store_names(names) -> list[str]:
     for name in names:
         if name not in known:
             raise ValidationError(
-                f"There is no image store named {name!r}; the stores are: {', '.join(known)} (GET /v2/stores)."
+                f"There is no image store named {name!r}; the stores are: {', '.join(known)} (GET /v2/stores).",
+                code=NOT_FOUND,
             )
     return list(dict.fromkeys(names))
 
@@ -83,6 +94,7 @@ def validate_image_tags(value) -> list[str]:
     {
         "type": "object",
         "additionalProperties": {"type": "string", "maxLength": MAX_PROPERTY_VALUE_LENGTH},
+        "propertyNames": {"minLength": 1, "maxLength": MAX_PROPERTY_KEY_LENGTH},
         "maxProperties": MAX_IMAGE_PROPERTIES,
     }
 )
@@ -118,9 +130,10 @@ def validate_labels(value) -> dict[str, str]:
             )
         if not isinstance(item, str):
             raise ValidationError(f"Label {key!r} must be a string, got {type(item).__name__}.")
-        if len(item) > MAX_LABEL_VALUE_LENGTH or not item.isprintable():
+        if len(item) > MAX_LABEL_VALUE_LENGTH or not LABEL_VALUE.fullmatch(item):
             raise ValidationError(
-                f"Label {key!r}: a value of at most {MAX_LABEL_VALUE_LENGTH} printable characters (it has {len(item)})."
+                f"Label {key!r}: a value of at most {MAX_LABEL_VALUE_LENGTH} characters, none of them a control "
+                f"character (it has {len(item)})."
             )
     return value
 
@@ -141,3 +154,12 @@ def whole_number(text, *, max_digits: int = 18) -> int | None:
     if isinstance(text, str) and re.fullmatch(rf"[0-9]{{1,{max_digits}}}", text):
         return int(text)
     return None
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON's true or false only: 0, "yes" or "off" is refused, as the schema's boolean says."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            return data
+        self.fail("invalid", input=data)

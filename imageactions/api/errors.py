@@ -7,7 +7,12 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from ..choices import ErrorCode
+from ..validators import CONFLICT, FORBIDDEN, NOT_FOUND
 from .glance import error_body
+
+# Leaf codes of a ValidationError that make it a 422 (see imageactions.validators).
+UNPROCESSABLE_CODES = frozenset({NOT_FOUND, CONFLICT, FORBIDDEN, *ErrorCode.values})
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -42,18 +47,19 @@ class QuotaExceededError(exceptions.APIException):
 
 
 class KeyReusedError(exceptions.APIException):
-    """An Idempotency-Key sent again with a different request (the IETF draft's 422)."""
+    """An Idempotency-Key sent again with a different request: a conflict with the request that
+    key already stands for."""
 
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    status_code = status.HTTP_409_CONFLICT
     default_code = "idempotency_key_reused"
 
 
 class DryRunRefused(exceptions.ValidationError):
-    """A dry run found what the action would fail on: the 400 carries the failure's error code."""
+    """A dry run found what the action would fail on: a 422 with the failure's error code."""
 
     def __init__(self, error):
-        super().__init__({"input": [str(error)]})
-        self.error_code, self.error_details = error.code, error.details
+        super().__init__({"input": [str(error)]}, code=error.code)
+        self.error_details = error.details
 
 
 def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
@@ -73,6 +79,17 @@ def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
     return {prefix or "non_field_errors": [str(item) for item in items]}
 
 
+def leaf_codes(detail, ordered: bool = False):
+    """The codes of the messages in a ValidationError's detail (a set; in order with `ordered`)."""
+    if isinstance(detail, dict):
+        found = [code for value in detail.values() for code in leaf_codes(value, ordered=True)]
+    elif isinstance(detail, list):
+        found = [code for item in detail for code in leaf_codes(item, ordered=True)]
+    else:
+        found = [getattr(detail, "code", None)]
+    return found if ordered else set(found)
+
+
 def exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
@@ -85,11 +102,20 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
+    glance = getattr(context.get("view"), "glance_errors", False)
     if isinstance(exc, exceptions.ValidationError):
         errors = flatten_errors(exc.detail) or {"non_field_errors": ["The request is invalid."]}
         first_field, first_messages = next(iter(errors.items()))
+        codes = leaf_codes(exc.detail)
+        code = "invalid"
+        if codes and codes <= UNPROCESSABLE_CODES:
+            # The request has the schema's shape; what it names makes it impossible (Glance's
+            # clients know only Glance's 400).
+            code = next(iter(leaf_codes(exc.detail, ordered=True)))
+            if not glance:
+                response.status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
         body = {
-            "code": getattr(exc, "error_code", "invalid"),
+            "code": code,
             "detail": f"{first_field}: {first_messages[0]}" if first_field != "non_field_errors" else first_messages[0],
             "errors": errors,
         }
@@ -101,7 +127,7 @@ def exception_handler(exc, context):
         body = {"code": code, "detail": str(detail), "errors": {}}
         if isinstance(exc, QuotaExceededError):
             body["quota"] = exc.quota
-    if getattr(context.get("view"), "glance_errors", False):
+    if glance:
         # The Glance API answers in Glance's shape, which its clients parse.
         body = error_body(response.status_code, body["detail"], body["errors"])
     return Response(body, status=response.status_code, headers=dict(response.items()))

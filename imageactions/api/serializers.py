@@ -12,7 +12,7 @@ from ..choices import ActionStatus, ErrorCode, Visibility
 from ..models import ImageAction
 from ..pipeline import ActionType, action_types, get_action_type, step_statuses
 from ..policy import allowed
-from ..validators import MAX_LABEL_VALUE_LENGTH, MAX_LABELS, validate_labels
+from ..validators import LABEL_KEY, MAX_LABEL_VALUE_LENGTH, MAX_LABELS, validate_labels
 
 
 def _status_choices():
@@ -102,6 +102,18 @@ class ActionResultFieldSchema(OpenApiSerializerFieldExtension):
         return {"anyOf": [*results, rest], "description": description}
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": MAX_LABEL_VALUE_LENGTH,
+            "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$",
+        },
+        "propertyNames": {"pattern": f"^{LABEL_KEY.pattern}$"},
+        "maxProperties": MAX_LABELS,
+    }
+)
 class LabelsField(serializers.DictField):
     """The user's labels of an action: `{"team": "ci", "build": "4711"}`."""
 
@@ -194,7 +206,7 @@ class ErrorSerializer(serializers.Serializer):
 class LabelsUpdateSerializer(serializers.Serializer):
     """PATCH /v2/image-actions/{id}: the labels, replaced as a whole (send the ones to keep)."""
 
-    labels = LabelsField()
+    labels = LabelsField(required=False)
 
 
 class ImageActionCreateSerializer(serializers.Serializer):

@@ -38,6 +38,7 @@ from .serializers import (
     ImageActionSerializer,
     LabelsUpdateSerializer,
     create_request_schema,
+    known_statuses,
     unknown_fields,
 )
 from .streaming import (
@@ -64,7 +65,11 @@ def error_responses(*codes: int, words: dict[int, str] | None = None) -> dict:
         411: "The body was sent without a Content-Length.",
         413: "The body is larger than allowed.",
         415: "The body is not JSON.",
-        422: "The request cannot be processed as sent.",
+        422: "The request has the schema's shape, but what it names makes it impossible: `code` says why "
+        "(not_found: no such image, store or region in your project; conflict: it is not in a state that "
+        "allows this; url_not_allowed: a location or URL this service does not read or write; with "
+        "dry_run=true, the error code the action would fail with; forbidden: your roles do not allow what the "
+        "input asks, e.g. a public image).",
     } | (words or {})
     return {code: OpenApiResponse(ErrorSerializer, description=words[code]) for code in codes}
 
@@ -130,13 +135,13 @@ class StreamedBodyParser(BaseParser):
 
 IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
     idempotency.HEADER,
-    OpenApiTypes.STR,
+    {"type": "string", "pattern": f"^{idempotency.VALID_KEY.pattern}$"},
     OpenApiParameter.HEADER,
     required=False,
     description="Any unique string (e.g. a UUID), 1 to 255 printable ASCII characters. A retry with the "
     "same key and the same body within IMAGEACTIONS_IDEMPOTENCY_WINDOW (24 h) answers with the action "
     "the first one created (and `Idempotent-Replayed: true`) instead of creating another; the same key "
-    "with a different body is a 422.",
+    "with a different body is a 409 naming the key.",
 )
 
 
@@ -178,10 +183,11 @@ class ImageActionSchema(AutoSchema):
                     403,
                     411,
                     413,
+                    409,
                     415,
                     422,
                     words={
-                        422: reused,
+                        409: reused,
                         403: "Not allowed, or a quota of the project is used up (code quota_exceeded).",
                     },
                 ),
@@ -203,10 +209,23 @@ class ImageActionSchema(AutoSchema):
 @extend_schema_view(
     list=extend_schema(
         summary="List your actions",
+        parameters=[
+            OpenApiParameter(
+                "all_projects",
+                OpenApiTypes.BOOL,
+                description="true: every project's actions (for callers the policy allows, e.g. admins).",
+            )
+        ],
         responses={
             200: ImageActionSerializer(many=True),
             **error_responses(
-                400, 401, words={400: "A filter, `limit` or `cursor` is invalid, or a query parameter is unknown."}
+                400,
+                401,
+                403,
+                words={
+                    400: "A filter, `limit` or `cursor` is invalid, or a query parameter is unknown.",
+                    403: "all_projects=true from a caller the policy does not allow it.",
+                },
             ),
         },
     ),
@@ -248,7 +267,8 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        refuse_unknown_query_parameters(request, self.query_parameters())
+        if self.action is not None:  # else a method the route does not have: its 405 comes next
+            refuse_unknown_query_parameters(request, self.query_parameters())
 
     def query_parameters(self) -> tuple[set[str], set[str]]:
         """The query parameters this route takes: (all of them, those that may be repeated)."""
@@ -279,8 +299,13 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     def retrieve(self, request, *args, **kwargs):
         action = self.get_object()
         wait = _wait_seconds(request)
+        seen = request.query_params.get("seen_status")
+        if seen is not None and seen not in known_statuses():
+            raise ValidationError(
+                {"seen_status": [f"Unknown status {seen!r}. Use one of: {', '.join(known_statuses())}."]}
+            )
         if wait and action.status not in TERMINAL_STATUSES:
-            seen = request.query_params.get("seen_status") or action.status
+            seen = seen or action.status
             _wait_for_change(action, seen, deadline=time.monotonic() + wait)
         return Response(self.get_serializer(action).data)
 
@@ -300,6 +325,9 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         if "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower() and not meta.get("CONTENT_LENGTH"):
             # Django reads exactly Content-Length bytes; a chunked body would silently read as empty.
             raise LengthRequired()
+        if request_body_is_empty(request._request):
+            # An alias would read no body as an input of defaults: say what is missing instead.
+            raise ValidationError({"body": ["Send the action as a JSON object in the request body."]})
         data = request.data
         if self.fixed_action_type and isinstance(data, dict) and not {"input", "action_type", "labels"} & set(data):
             # The alias's own dialect (the design this service comes from): the body is the input.
@@ -308,7 +336,8 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             data=data, context=self.get_serializer_context(), fixed_action_type=self.fixed_action_type
         )
         dry_run = query_flag(request, "dry_run")
-        key = None if dry_run else idempotency.key_of(request)
+        key = idempotency.key_of(request)  # checked on a dry run too, though not remembered
+        key = None if dry_run else key
         # The same request is the same body, whatever its key order or route (an alias names its
         # type); the earlier answer comes before any check of what is true now (a quota the
         # first request used up, an image deleted since).
@@ -388,8 +417,9 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         unknown = unknown_fields(serializer, request.data)
         if unknown:
             raise ValidationError({name: ["Unknown field; only `labels` can be changed."] for name in unknown})
-        ImageAction.objects.filter(pk=action.pk).update(labels=serializer.validated_data["labels"])
-        action.refresh_from_db()
+        if "labels" in serializer.validated_data:  # a PATCH without it changes nothing
+            ImageAction.objects.filter(pk=action.pk).update(labels=serializer.validated_data["labels"])
+            action.refresh_from_db()
         return Response(ImageActionSerializer(action, context=self.get_serializer_context()).data)
 
     @extend_schema(
@@ -408,10 +438,9 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         )
 
     @extend_schema(
-        request={"application/octet-stream": OpenApiTypes.BINARY},
+        request={"application/octet-stream": {"type": "string", "format": "binary", "minLength": 1}},
         responses={200: ImageActionSerializer, **error_responses(400, 401, 404, 409, 413)},
         summary="Upload the data of an action that awaits it",
-        parameters=[OpenApiParameter("Content-Length", OpenApiTypes.INT, OpenApiParameter.HEADER, required=False)],
     )
     @route(detail=True, methods=["put"], parser_classes=[StreamedBodyParser])
     def data(self, request, pk=None):
@@ -490,16 +519,19 @@ def _wait_for_change(action: ImageAction, seen: str, *, deadline: float) -> None
 
 
 def refuse_unknown_query_parameters(request, parameters: tuple[set[str], set[str]]) -> None:
-    """400 for a query parameter the route does not take, or that it takes once, given twice:
-    ignored, `?pending=true` would answer every action and look like a result."""
+    """400 for a query parameter the route does not take, or that it takes once, given twice, or
+    given empty: ignored, `?pending=true` would answer every action and look like a result."""
     known, repeatable = parameters
     errors = {}
     for name in request.query_params:
+        values = request.query_params.getlist(name)
         if name not in known:
             takes = f"this route takes: {', '.join(sorted(known))}" if known else "this route takes none"
             errors[name] = [f"Unknown query parameter; {takes}."]
-        elif name not in repeatable and len(request.query_params.getlist(name)) > 1:
+        elif name not in repeatable and len(values) > 1:
             errors[name] = ["Given more than once; it takes one value."]
+        elif not all(value.strip(", ") for value in values):
+            errors[name] = ["Empty; give a value, or leave the parameter out."]
     if errors:
         raise ValidationError(errors)
 

@@ -43,6 +43,8 @@ from ..transfer import (
 )
 from ..urlpolicy import UnresolvableHost, UrlPolicy, UrlRefused
 from ..validators import (
+    CONFLICT,
+    FORBIDDEN,
     MAX_IMAGE_NAME_LENGTH,
     MAX_IMAGE_PROPERTIES,
     MAX_IMAGE_TAGS,
@@ -50,6 +52,8 @@ from ..validators import (
     MAX_PROPERTY_VALUE_LENGTH,
     MAX_STORED_INT,
     MAX_TAG_LENGTH,
+    NOT_FOUND,
+    StrictBooleanField,
     validate_image_properties,
     validate_store_names,
     whole_number,
@@ -79,8 +83,14 @@ from .registry import (
     safe_filename,
     step_statuses,
 )
+from .schema import refine_schema
 
 __all__ = [
+    "refine_schema",
+    "CONFLICT",
+    "FORBIDDEN",
+    "StrictBooleanField",
+    "NOT_FOUND",
     "ErrorCode",
     "error_code_of",
     "whole_number",

@@ -42,10 +42,10 @@ def test_the_first_answer_comes_back_even_when_the_request_would_now_be_refused(
     assert post(alice, key="another").status_code == 403
 
 
-def test_the_same_key_with_another_request_is_a_422_naming_the_key(alice):
+def test_the_same_key_with_another_request_is_a_409_naming_the_key(alice):
     post(alice)
     response = post(alice, {"action_type": "test", "input": {}})
-    assert response.status_code == 422 and response.json()["code"] == "idempotency_key_reused"
+    assert response.status_code == 409 and response.json()["code"] == "idempotency_key_reused"
     assert "build-4711-upload" in response.json()["detail"] and "different request" in response.json()["detail"]
     assert ImageAction.objects.count() == 1
 

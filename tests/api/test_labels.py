@@ -81,4 +81,4 @@ def test_the_label_filter_matches_key_and_value_or_the_key_and_repeats_as_and(al
 def test_labels_are_part_of_what_an_idempotency_key_stands_for(alice):
     first = create(alice, {"team": "ci"}, HTTP_IDEMPOTENCY_KEY="k1")
     assert create(alice, {"team": "ci"}, HTTP_IDEMPOTENCY_KEY="k1").json()["id"] == first.json()["id"]
-    assert create(alice, {"team": "qa"}, HTTP_IDEMPOTENCY_KEY="k1").status_code == 422
+    assert create(alice, {"team": "qa"}, HTTP_IDEMPOTENCY_KEY="k1").status_code == 409

@@ -126,6 +126,8 @@ def test_generated_client_imports_polls_lists_cancels_and_reads_the_image(
     from imageactions_client.models import (
         ErrorCodeEnum,
         ImageAction,
+        ImageActionsListActionTypeItem,
+        ImageActionsListStatusItem,
         ImagePropertiesRequest,
         ImportActionCreateActionTypeEnum,
         ImportActionCreateRequest,
@@ -163,14 +165,16 @@ def test_generated_client_imports_polls_lists_cancels_and_reads_the_image(
     assert missing.error_details["status"] == 404
 
     waiting = create_import("never-uploaded", source=SourceEnum.UPLOAD)
-    pending = image_actions_list.sync(client=client, status="pending", action_type="import")
+    # The list's filters are typed: lists of the schema's enums.
+    pending_only, imports_only = [ImageActionsListStatusItem.PENDING], [ImageActionsListActionTypeItem.IMPORT]
+    pending = image_actions_list.sync(client=client, status=pending_only, action_type=imports_only)
     assert [action.id for action in pending.results] == [waiting.id]
     assert pending.results[0].status.value == "waiting"
 
     cancelled = image_actions_cancel_create.sync(str(waiting.id), client=client)
     assert cancelled.status.value == "cancelled"
-    assert image_actions_list.sync(client=client, status="pending", action_type="import").results == []
-    everything = image_actions_list.sync(client=client, action_type="import")
+    assert image_actions_list.sync(client=client, status=pending_only, action_type=imports_only).results == []
+    everything = image_actions_list.sync(client=client, action_type=imports_only)
     assert {action.id: action.status.value for action in everything.results} == {
         imported.id: "success",
         missing.id: "failure",

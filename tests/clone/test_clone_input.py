@@ -21,8 +21,8 @@ def source(stores, db):
     return put_image("project-a", store="home")
 
 
-def input_errors(response) -> dict:
-    assert response.status_code == 400, response.json()
+def input_errors(response, status: int = 400) -> dict:
+    assert response.status_code == status, response.json()
     return response.json()["errors"]
 
 
@@ -55,7 +55,7 @@ def test_clone_by_region_leaves_out_the_images_own_store(alice, stores):
 
 
 def test_clone_to_an_unknown_store_is_refused_listing_the_known_stores(alice, source):
-    errors = input_errors(clone(alice, image_id=str(source.pk), stores=["away", "moon"]))
+    errors = input_errors(clone(alice, image_id=str(source.pk), stores=["away", "moon"]), 422)
     assert errors["input.stores"] == [
         "There is no image store named 'moon'; the stores are: home, away, far (GET /v2/stores)."
     ]
@@ -63,19 +63,19 @@ def test_clone_to_an_unknown_store_is_refused_listing_the_known_stores(alice, so
 
 
 def test_clone_to_an_unknown_region_is_refused_listing_the_known_regions(alice, source):
-    errors = input_errors(clone(alice, image_id=str(source.pk), regions=["east"]))
+    errors = input_errors(clone(alice, image_id=str(source.pk), regions=["east"]), 422)
     assert errors["input.regions"] == [
         "There is no region named 'east'; the regions are 'north', 'south' (GET /v2/stores)."
     ]
 
 
 def test_clone_into_the_images_own_store_is_refused(alice, source):
-    errors = input_errors(clone(alice, image_id=str(source.pk), stores=["home"]))
+    errors = input_errors(clone(alice, image_id=str(source.pk), stores=["home"]), 422)
     assert errors["input.stores"] == ["The image is already in store 'home'; name only other stores."]
 
 
 def test_clone_to_a_region_holding_only_the_images_own_store_is_refused(alice, source):
-    errors = input_errors(clone(alice, image_id=str(source.pk), regions=["north"]))
+    errors = input_errors(clone(alice, image_id=str(source.pk), regions=["north"]), 422)
     assert "Every store of the regions 'north' holds the image already ('home')" in errors["input.regions"][0]
 
 
@@ -93,9 +93,9 @@ def test_clone_with_an_empty_store_list_is_refused(alice, source):
 
 
 def test_bob_cannot_clone_alices_image_and_learns_nothing_about_it(alice, bob, source):
-    foreign = input_errors(clone(bob, image_id=str(source.pk), stores=["away"]))["input.image_id"][0]
+    foreign = input_errors(clone(bob, image_id=str(source.pk), stores=["away"]), 422)["input.image_id"][0]
     missing_id = uuid.uuid4()
-    missing = input_errors(clone(bob, image_id=str(missing_id), stores=["away"]))["input.image_id"][0]
+    missing = input_errors(clone(bob, image_id=str(missing_id), stores=["away"]), 422)["input.image_id"][0]
     assert foreign == missing.replace(str(missing_id), str(source.pk))
     assert foreign == f"There is no active image {source.pk} in your project; check the id with GET /v2/images."
     assert not ImageAction.objects.exists()
@@ -103,7 +103,7 @@ def test_bob_cannot_clone_alices_image_and_learns_nothing_about_it(alice, bob, s
 
 def test_a_deleted_image_cannot_be_cloned(alice, stores):
     image = put_image("project-a", store="home", status="deleted")
-    errors = input_errors(clone(alice, image_id=str(image.pk), stores=["away"]))
+    errors = input_errors(clone(alice, image_id=str(image.pk), stores=["away"]), 422)
     assert "There is no active image" in errors["input.image_id"][0]
 
 

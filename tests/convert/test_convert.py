@@ -108,7 +108,7 @@ def test_a_conversion_into_the_images_own_format_is_refused(alice, convert_setup
     response = alice.post(
         "/v2/image-conversions", {"input": {"image_id": str(source.pk), "disk_format": "raw"}}, format="json"
     )
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["errors"]["input.disk_format"] == [
         f"Image {source.pk} is already a raw image; choose another format."
     ]
@@ -119,7 +119,7 @@ def test_another_projects_image_cannot_be_converted_and_is_not_revealed(alice, b
     response = bob.post(
         "/v2/image-conversions", {"input": {"image_id": str(source.pk), "disk_format": "qcow2"}}, format="json"
     )
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["errors"]["input.image_id"] == [f"Image {source.pk} was not found in your project."]
 
 
@@ -130,7 +130,7 @@ def test_an_unknown_store_is_refused_naming_the_stores(alice, convert_setup):
         {"input": {"image_id": str(source.pk), "disk_format": "qcow2", "store": "elsewhere"}},
         format="json",
     )
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["errors"]["input.store"] == [
         "There is no image store named 'elsewhere'; the stores are: 'home', 'away'."
     ]

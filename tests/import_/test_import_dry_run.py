@@ -74,12 +74,12 @@ def test_a_compressed_source_is_seen_through(alice, image_server):
         (lambda server: server.url("/announce?length=999999999999999"), None, "larger than", "image_too_large"),
     ],
 )
-def test_a_source_the_import_would_fail_on_is_the_400_it_would_fail_with(
+def test_a_source_the_import_would_fail_on_is_a_422_with_the_code_it_would_fail_with(
     alice, image_server, serve, declared, says, code
 ):
     properties = {"disk_format": declared} if declared else {}
     response = dry_run(alice, {"location": serve(image_server)}, **properties)
-    assert response.status_code == 400, response.json()
+    assert response.status_code == 422, response.json()
     assert says in response.json()["errors"]["input"][0]
     assert response.json()["code"] == code
     assert not ImageAction.objects.exists()
@@ -88,12 +88,14 @@ def test_a_source_the_import_would_fail_on_is_the_400_it_would_fail_with(
 def test_the_url_policy_applies_to_a_dry_run(alice, image_server, settings):
     settings.URL_ALLOWED_NETWORKS = []
     response = dry_run(alice, {"location": image_server.add("x.img", b"x" * 1000)})
-    assert response.status_code == 400  # as the create itself: the input names a place it may not reach
+    assert response.status_code == 422  # as the create itself: the input names a place it may not reach
+    assert response.json()["code"] == "url_not_allowed"
     assert "not allowed" in response.json()["errors"]["input.location"][0]
 
 
-def test_an_invalid_input_is_the_400_of_the_create_and_a_dry_run_remembers_no_key(alice):
-    assert dry_run(alice, {"location": "file:///etc/passwd"}).status_code == 400
+def test_an_invalid_input_is_the_answer_of_the_create_and_a_dry_run_remembers_no_key(alice):
+    assert dry_run(alice, {"location": "file:///etc/passwd"}).status_code == 422
+    assert dry_run(alice, {"location": "http://example.com/x.img", "source": "upload"}).status_code == 400
     ok = alice.post(
         f"{ACTIONS}?dry_run=true", import_body({"source": "upload"}), format="json", HTTP_IDEMPOTENCY_KEY="k"
     )
