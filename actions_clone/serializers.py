@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from imageactions.pipeline import (
     MAX_IMAGE_NAME_LENGTH,
+    ErrorCode,
     Image,
     ImageStatus,
     all_stores,
@@ -127,6 +128,14 @@ class TargetOutcomeSerializer(serializers.Serializer):
     image_id = serializers.UUIDField(required=False, help_text="The image the copy belongs to (copied).")
     region = serializers.CharField(required=False, allow_null=True)
     message = serializers.CharField(required=False, help_text="Why the store got no copy (failed).")
+    error_code = serializers.ChoiceField(
+        choices=ErrorCode.choices,
+        required=False,
+        help_text="Why the store got no copy, for programs (failed): a code of the action's error_code vocabulary.",
+    )
+    error_details = serializers.DictField(
+        required=False, help_text="The values checked for this store (failed), e.g. expected and actual sha512."
+    )
 
 
 class CloneResultSerializer(serializers.Serializer):
@@ -141,4 +150,7 @@ class CloneResultSerializer(serializers.Serializer):
         child=serializers.CharField(),
         help_text="Target stores that got no verified copy (only with all_stores_must_succeed false).",
     )
-    targets = TargetOutcomeSerializer(many=True, help_text="Each target store's outcome, in the order asked.")
+    # Not required: the results of clones made before targets existed lack it.
+    targets = TargetOutcomeSerializer(
+        many=True, required=False, help_text="Each target store's outcome, in the order asked."
+    )
