@@ -172,10 +172,9 @@ def open_http(url: str, policy: UrlPolicy) -> OpenedSource:
             continue
         if response.status_code != 200:
             response.close()
-            gone = response.status_code in (404, 410)
             raise StepError(
                 f"{FAILED} Received {response.status_code} response for url '{current}'",
-                code=ErrorCode.SOURCE_NOT_FOUND if gone else ErrorCode.SOURCE_REFUSED,
+                code=_http_error_code(response.status_code),
                 details={"status": response.status_code, "url": current},
             )
         return _http_source(response, current, policy)
@@ -184,6 +183,13 @@ def open_http(url: str, policy: UrlPolicy) -> OpenedSource:
         code=ErrorCode.SOURCE_REFUSED,
         details={"redirects": settings.HTTP_MAX_REDIRECTS},
     )
+
+
+def _http_error_code(status: int) -> str:
+    """Missing (404, 410), a fault on the server's side that may pass (5xx), or refused."""
+    if status in (404, 410):
+        return ErrorCode.SOURCE_NOT_FOUND
+    return ErrorCode.SOURCE_UNREACHABLE if status >= 500 else ErrorCode.SOURCE_REFUSED
 
 
 def _http_source(response: requests.Response, url: str, policy: UrlPolicy) -> OpenedSource:

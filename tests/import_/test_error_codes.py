@@ -44,6 +44,7 @@ def qemu_img(*args):
     [
         ("/status/404", ErrorCode.SOURCE_NOT_FOUND),
         ("/status/403", ErrorCode.SOURCE_REFUSED),
+        ("/status/503", ErrorCode.SOURCE_UNREACHABLE),
         ("/truncated/disk.img?after=1000", ErrorCode.SOURCE_INTERRUPTED),
         ("/redirect-to?url=http://169.254.169.254/latest/meta-data", ErrorCode.URL_NOT_ALLOWED),
         ("/files/empty.img", ErrorCode.EMPTY_IMAGE),
