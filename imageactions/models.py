@@ -276,18 +276,18 @@ class ImageAction(models.Model):
         targets = (self.state or {}).get(PROGRESS_TARGETS)
         if targets:
             shown["targets"] = {
-                name: {
+                target["name"]: {
                     "status": target["status"],
                     "bytes_done": target["bytes_done"],
                     "bytes_total": target["bytes_total"],
                     "percent": _percent(target["bytes_done"], target["bytes_total"], False),
                 }
-                for name, target in targets.items()
+                for target in targets
             }
         return shown
 
 
-# The key of `ImageAction.state` that holds each target's progress (StepContext.show_targets).
+# The key of `ImageAction.state` that holds each target's progress, in order (StepContext.show_targets).
 PROGRESS_TARGETS = "progress_targets"
 
 

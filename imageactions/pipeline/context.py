@@ -71,7 +71,8 @@ class StepContext:
         `progress.targets`: name -> {"status", "bytes_done", "bytes_total"}. Kept in the action's
         state and written with the next progress() or save_state() (or, from `finish`, with the
         action's success)."""
-        self.action.state[PROGRESS_TARGETS] = targets
+        # A list keeps their order: the keys of a JSON object in PostgreSQL lose it.
+        self.action.state[PROGRESS_TARGETS] = [{**target, "name": name} for name, target in targets.items()]
 
     def check_cancelled(self) -> None:
         """Stop the step if the action was cancelled (or this process is stopping, as progress)."""
