@@ -7,6 +7,7 @@ from imageactions.pipeline import (
     CONFLICT,
     MAX_IMAGE_NAME_LENGTH,
     NOT_FOUND,
+    ErrorCode,
     Image,
     ImageStatus,
     StrictBooleanField,
@@ -136,6 +137,14 @@ class TargetOutcomeSerializer(serializers.Serializer):
     image_id = serializers.UUIDField(required=False, help_text="The image the copy belongs to (copied).")
     region = serializers.CharField(required=False, allow_null=True)
     message = serializers.CharField(required=False, help_text="Why the store got no copy (failed).")
+    error_code = serializers.ChoiceField(
+        choices=ErrorCode.choices,
+        required=False,
+        help_text="Why the store got no copy, for programs (failed): a code of the action's error_code vocabulary.",
+    )
+    error_details = serializers.DictField(
+        required=False, help_text="The values checked for this store (failed), e.g. expected and actual sha512."
+    )
 
 
 class CloneResultSerializer(serializers.Serializer):
@@ -150,4 +159,7 @@ class CloneResultSerializer(serializers.Serializer):
         child=serializers.CharField(),
         help_text="Target stores that got no verified copy (only with all_stores_must_succeed false).",
     )
-    targets = TargetOutcomeSerializer(many=True, help_text="Each target store's outcome, in the order asked.")
+    # Not required: the results of clones made before targets existed lack it.
+    targets = TargetOutcomeSerializer(
+        many=True, required=False, help_text="Each target store's outcome, in the order asked."
+    )

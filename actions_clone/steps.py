@@ -3,9 +3,10 @@ verify it against the source's sha512, then record one new Image per store, or e
 location of the image itself (`same_image`: Glance's copy-image).
 
 `action.state["targets"]` maps each target store to the new image's id and key, chosen once, so a
-re-run step overwrites its own objects and clean-up knows every key that may exist. With
-`all_stores_must_succeed` false, a target that cannot be copied or verified is listed in
-`action.state["failed_stores"]` and its object removed, and the others go on.
+re-run step overwrites its own objects and clean-up knows every key that may exist, and to how far
+it got (its status and bytes, shown as progress.targets). With `all_stores_must_succeed` false, a
+target that cannot be copied or verified is listed in `action.state["failed_stores"]` (why in
+`target_errors`: message, error code and details) and its object removed, and the others go on.
 """
 
 from __future__ import annotations
@@ -19,20 +20,24 @@ from django.utils.module_loading import import_string
 from imageactions.pipeline import (
     CHUNK_SIZE,
     ActionStatus,
+    ErrorCode,
     Image,
     ImageAction,
     ImageStatus,
     ImageStore,
     ObjectNotFound,
     ParallelHasher,
+    QuotaExceeded,
     RetryableStepError,
     StepContext,
     StepError,
     StoreError,
     StoreUnavailable,
     add_locations,
+    check_stored_bytes,
     create_image,
     discard_unowned,
+    human_size,
     image_facts,
     import_failed,
 )
@@ -41,12 +46,19 @@ log = logging.getLogger(__name__)
 
 NOTHING_CLONED = "nothing was cloned"
 
+# Each target's status in the action's progress.targets, in the order a target goes through them.
+WAITING, COPYING, WRITTEN, VERIFYING, COPIED, FAILED = "waiting", "copying", "written", "verifying", "copied", "failed"
+
 
 def _store(ctx: StepContext, name: str) -> ImageStore:
     try:
         return ctx.store(name)
     except StoreError as error:  # the store was removed from the configuration after the request
-        raise StepError(f"{error}; {NOTHING_CLONED}. Choose a store listed by GET /v2/stores.") from None
+        raise StepError(
+            f"{error}; {NOTHING_CLONED}. Choose a store listed by GET /v2/stores.",
+            code=ErrorCode.STORE_UNAVAILABLE,
+            details={"store": name},
+        ) from None
 
 
 # -- copying -----------------------------------------------------------------------------
@@ -60,26 +72,79 @@ def copy_image(action: ImageAction, ctx: StepContext) -> None:
     targets = plan_targets(action, ctx)
     source_store = _store(ctx, location.store)
     size = source.size
+    live = _live(action, targets)
+    _check_quota(action, size, len(live))
+    for _name, target in live:
+        target.update(status=WAITING, bytes_done=0)
     total = size * len(targets)
-    ctx.progress(0, total, force=True)
-    for index, (name, target) in enumerate(_live(action, targets)):
+    _progress(action, ctx, 0, total, force=True)
+    for index, (name, target) in enumerate(live):
         target_store = _store(ctx, name)
         target["region"] = target_store.region
+        target["status"] = COPYING
 
-        def report(done, _size, offset=index * size):
-            ctx.progress(offset + done, total)
+        def report(done, _size, offset=index * size, target=target):
+            target["bytes_done"] = done
+            _progress(action, ctx, offset + done, total)
 
         try:
             target["copied_by"] = copy_object(source_store, location.key, target_store, target["key"], size, report)
         except ObjectNotFound:
             raise StepError(
                 f"The bytes of image {source.pk} are missing from store '{location.store}'; {NOTHING_CLONED}. "
-                f"Tell an operator: the image cannot be read."
+                f"Tell an operator: the image cannot be read.",
+                code=ErrorCode.IMAGE_DATA_MISSING,
+                details={"image_id": str(source.pk), "store": location.store},
             ) from None
         except StoreError as error:
-            message = f"The image could not be copied to store '{name}': {error}; {NOTHING_CLONED}."
-            _target_failed(action, ctx, name, message, retryable=isinstance(error, StoreUnavailable))
-    ctx.progress(total, total, force=True)
+            _target_failed(
+                action,
+                ctx,
+                name,
+                f"The image could not be copied to store '{name}': {error}",
+                code=ErrorCode.STORE_UNAVAILABLE,
+                details={"store": name},
+                retryable=isinstance(error, StoreUnavailable),
+            )
+            continue
+        target.update(status=WRITTEN, bytes_done=size)
+    _progress(action, ctx, total, total, force=True)
+
+
+def _check_quota(action: ImageAction, size: int, copies: int) -> None:
+    """The copies count against the project's stored bytes: a quota that cannot take them all
+    fails the clone before any byte moves (checked at create too, but images came since)."""
+    try:
+        check_stored_bytes(action.owner, size * copies)
+    except QuotaExceeded as error:
+        raise StepError(
+            f"The {copies} copies of {human_size(size)} would pass the project's quota; {NOTHING_CLONED}. {error}",
+            code=ErrorCode.QUOTA_EXCEEDED,
+            details={"quota": error.quota, "limit": error.limit, "usage": error.usage, "adding": size * copies},
+        ) from None
+
+
+def _progress(action: ImageAction, ctx: StepContext, done: int, total: int, *, force: bool = False) -> None:
+    """The clone's progress, with each target store's (progress.targets)."""
+    _show_targets(action, ctx)
+    ctx.progress(done, total, force=force)
+
+
+def _show_targets(action: ImageAction, ctx: StepContext) -> None:
+    """Each target store's status and bytes, in the order asked, for progress.targets."""
+    size = action.state["source"]["size"]
+    targets = action.state["targets"]
+    ctx.show_targets(
+        {
+            name: {
+                "status": targets[name].get("status", WAITING),
+                "bytes_done": targets[name].get("bytes_done", 0),
+                "bytes_total": size,
+            }
+            for name in action.input["stores"]
+            if name in targets
+        }
+    )
 
 
 def _live(action: ImageAction, targets: dict) -> list[tuple[str, dict]]:
@@ -89,27 +154,66 @@ def _live(action: ImageAction, targets: dict) -> list[tuple[str, dict]]:
     return [(name, targets[name]) for name in action.input["stores"] if name in targets and name not in failed]
 
 
-def _target_failed(action: ImageAction, ctx: StepContext, name: str, message: str, *, retryable=False) -> None:
-    """One target store failed: the whole step does (the runner retries a passing fault), unless
-    the action tolerates it, then the store is listed as failed and its object removed. A step
-    with no target left fails."""
+def _target_failed(
+    action: ImageAction,
+    ctx: StepContext,
+    name: str,
+    what: str,
+    *,
+    code: str,
+    details: dict | None = None,
+    advice: str = "",
+    retryable: bool = False,
+) -> None:
+    """One target store failed (`what` happened; `advice` says what to do): the whole step does
+    (the runner retries a passing fault), unless the action tolerates it, then the store is
+    listed as failed with its message and code, and its object removed. A step with no target
+    left fails."""
+    target = action.state["targets"][name]
+    target["status"] = FAILED
+    _show_targets(action, ctx)  # saved with the state, by save_state() below or by the runner
+    details = {"store": name, **(details or {})}
+    advice = f" {advice}" if advice else ""
     if action.input.get("all_stores_must_succeed", True):
-        raise (RetryableStepError if retryable else StepError)(message) from None
+        error = RetryableStepError if retryable else StepError
+        raise error(f"{what}; {NOTHING_CLONED}.{advice}", code=code, details=details) from None
+    message = f"{what}; the store was left out.{advice}"
     log.warning("clone %s: store %s left out: %s", action.pk, name, message)
     failed = action.state.setdefault("failed_stores", [])
     failed.append(name)
-    action.state.setdefault("target_errors", {})[name] = message
-    discard_unowned(ctx, {name: action.state["targets"][name]["key"]})
+    action.state.setdefault("target_errors", {})[name] = {
+        "message": message,
+        "error_code": code,
+        "error_details": details,
+    }
+    discard_unowned(ctx, {name: target["key"]})
     ctx.save_state()
     if len(failed) == len(action.state["targets"]):
-        raise StepError(f"No target store took a verified copy: {', '.join(failed)}; {NOTHING_CLONED}.")
+        errors = action.state["target_errors"]
+        codes = {store: _target_error(errors, store)["error_code"] for store in failed}
+        raise StepError(
+            f"No target store took a verified copy: {', '.join(failed)}; {NOTHING_CLONED}.",
+            # One code for the clone: the stores' own when they agree, else the first store's.
+            code=codes[failed[0]],
+            details={"error_codes": codes},
+        )
+
+
+def _target_error(errors: dict, name: str) -> dict:
+    """A failed target's message, code and details (clones made before codes kept only a message)."""
+    error = errors.get(name, "")
+    if isinstance(error, str):
+        return {"message": error, "error_code": ErrorCode.STEP_FAILED, "error_details": {}}
+    return error
 
 
 def _source_image(action: ImageAction) -> Image:
     image = Image.objects.filter(pk=action.input["image_id"], status=ImageStatus.ACTIVE).first()
     if image is None:
         raise StepError(
-            f"The image {action.input['image_id']} was deleted before it could be copied; {NOTHING_CLONED}."
+            f"The image {action.input['image_id']} was deleted before it could be copied; {NOTHING_CLONED}.",
+            code=ErrorCode.IMAGE_NOT_FOUND,
+            details={"image_id": action.input["image_id"]},
         )
     return image
 
@@ -120,7 +224,7 @@ def plan_targets(action: ImageAction, ctx: StepContext) -> dict[str, dict]:
     for name in action.input["stores"]:
         if name not in targets:
             image_id = str(uuid.uuid4())
-            targets[name] = {"image_id": image_id, "key": f"images/{image_id}"}
+            targets[name] = {"image_id": image_id, "key": f"images/{image_id}", "status": WAITING, "bytes_done": 0}
     # Persisted before any byte moves, so a worker that dies mid-copy leaves keys clean-up can find.
     ctx.save_state()
     return targets
@@ -167,12 +271,17 @@ def verify(action: ImageAction, ctx: StepContext) -> None:
     source, targets = action.state["source"], action.state["targets"]
     size, expected = source["size"], source["os_hash_value"]
     total = size * len(targets)
-    ctx.progress(0, total, force=True)
-    for index, (name, target) in enumerate(_live(action, targets)):
+    live = _live(action, targets)
+    for _name, target in live:
+        target.update(status=WRITTEN, bytes_done=size)
+    _progress(action, ctx, 0, total, force=True)
+    for index, (name, target) in enumerate(live):
         target_store = _store(ctx, name)
+        target.update(status=VERIFYING, bytes_done=0)
 
-        def report(done, offset=index * size):
-            ctx.progress(offset + done, total)
+        def report(done, offset=index * size, target=target):
+            target["bytes_done"] = done
+            _progress(action, ctx, offset + done, total)
 
         try:
             found_size = target_store.size(target["key"])
@@ -181,18 +290,28 @@ def verify(action: ImageAction, ctx: StepContext) -> None:
                     action,
                     ctx,
                     name,
-                    f"The copy in store '{name}' has {found_size} bytes where the source has {size}; "
-                    f"{NOTHING_CLONED}. Try again; if it happens again, tell an operator.",
+                    f"The copy in store '{name}' has {found_size} bytes where the source has {size}",
+                    code=ErrorCode.CHECKSUM_MISMATCH,
+                    details={"expected_size": size, "actual_size": found_size},
+                    advice="Try again; if it happens again, tell an operator.",
                 )
                 continue
             got = sha512_of(target_store, target["key"], report)
         except StoreError as error:
-            message = f"The copy in store '{name}' could not be read back: {error}; {NOTHING_CLONED}."
-            _target_failed(action, ctx, name, message, retryable=isinstance(error, StoreUnavailable))
+            _target_failed(
+                action,
+                ctx,
+                name,
+                f"The copy in store '{name}' could not be read back: {error}",
+                code=ErrorCode.STORE_UNAVAILABLE,
+                retryable=isinstance(error, StoreUnavailable),
+            )
             continue
         if got != expected:
-            _target_failed(action, ctx, name, _mismatch_message(ctx, name, source, got))
-    ctx.progress(total, total, force=True)
+            _target_failed(action, ctx, name, **_mismatch(ctx, name, source, got))
+            continue
+        target.update(status=COPIED, bytes_done=size)
+    _progress(action, ctx, total, total, force=True)
 
 
 def sha512_of(store: ImageStore, key: str, progress=None) -> str:
@@ -206,22 +325,33 @@ def sha512_of(store: ImageStore, key: str, progress=None) -> str:
         return hasher.hexdigests()["sha512"]
 
 
-def _mismatch_message(ctx: StepContext, name: str, source: dict, got: str) -> str:
+def _mismatch(ctx: StepContext, name: str, source: dict, got: str) -> dict:
     """Whose bytes are wrong: the copy's, or (checked only now, on this rare path) the source's."""
     try:
         source_now = sha512_of(ctx.store(source["store"]), source["key"])
     except StoreError:
         source_now = source["os_hash_value"]  # unreadable now: say what is certain, the copy differs
     if source_now != source["os_hash_value"]:
-        return (
-            f"The source image's bytes in store '{source['store']}' no longer match its sha512 "
-            f"(recorded {source['os_hash_value']}, read {source_now}); {NOTHING_CLONED}. "
-            f"Tell an operator: the source image is damaged."
-        )
-    return (
-        f"The copy in store '{name}' does not match the source: expected sha512 {source['os_hash_value']}, "
-        f"got {got}; {NOTHING_CLONED}. Try again; if it happens again, tell an operator."
-    )
+        return {
+            "what": f"The source image's bytes in store '{source['store']}' no longer match its sha512 "
+            f"(recorded {source['os_hash_value']}, read {source_now})",
+            "advice": "Tell an operator: the source image is damaged.",
+            "code": ErrorCode.CHECKSUM_MISMATCH,
+            "details": {
+                "algo": "sha512",
+                "expected": source["os_hash_value"],
+                "actual": source_now,
+                "damaged": "source",
+                "source_store": source["store"],
+            },
+        }
+    return {
+        "what": f"The copy in store '{name}' does not match the source: expected sha512 {source['os_hash_value']}, "
+        f"got {got}",
+        "advice": "Try again; if it happens again, tell an operator.",
+        "code": ErrorCode.CHECKSUM_MISMATCH,
+        "details": {"algo": "sha512", "expected": source["os_hash_value"], "actual": got, "damaged": "copy"},
+    }
 
 
 # -- finishing and cleaning up -----------------------------------------------------------
@@ -244,6 +374,7 @@ def finish(action: ImageAction, ctx: StepContext) -> None:
             "failed_stores": failed,
             "targets": _outcomes(action, images),
         }
+        _final_progress(action, ctx)
         return
     shared = {key: source[key] for key in SHARED_FACTS}
     images = []
@@ -264,6 +395,23 @@ def finish(action: ImageAction, ctx: StepContext) -> None:
         "failed_stores": failed,
         "targets": _outcomes(action, images),
     }
+    _final_progress(action, ctx)
+
+
+def _final_progress(action: ImageAction, ctx: StepContext) -> None:
+    """Each target's progress at the end says what result.targets says: copied or failed."""
+    size = action.state["source"]["size"]
+    outcomes = {target["store"]: target["outcome"] for target in action.result["targets"]}
+    ctx.show_targets(
+        {
+            name: {
+                "status": COPIED if outcome == "copied" else FAILED,
+                "bytes_done": size if outcome == "copied" else action.state["targets"][name].get("bytes_done", 0),
+                "bytes_total": size,
+            }
+            for name, outcome in outcomes.items()
+        }
+    )
 
 
 def _outcomes(action: ImageAction, images: list[dict]) -> list[dict]:
@@ -274,7 +422,7 @@ def _outcomes(action: ImageAction, images: list[dict]) -> list[dict]:
     return [
         {"store": name, "outcome": "copied", "image_id": copied[name]["id"], "region": copied[name]["region"]}
         if name in copied
-        else {"store": name, "outcome": "failed", "message": errors.get(name, "")}
+        else {"store": name, "outcome": "failed", **_target_error(errors, name)}
         for name in action.input["stores"]
     ]
 

@@ -12,6 +12,7 @@ import uuid
 from django.conf import settings
 
 from imageactions.pipeline import (
+    ErrorCode,
     Image,
     ImageAction,
     StepContext,
@@ -38,7 +39,9 @@ def source_image(action: ImageAction) -> Image:
     try:
         return convertible_image(action.input["image_id"], action.owner)
     except ImageNotConvertible as error:
-        raise StepError(error.detail["image_id"][0]) from None
+        raise StepError(
+            error.detail["image_id"][0], code=ErrorCode.IMAGE_NOT_FOUND, details={"image_id": action.input["image_id"]}
+        ) from None
 
 
 def convert(action: ImageAction, ctx: StepContext) -> None:

@@ -20,6 +20,7 @@ from imageactions.pipeline import (
     UnresolvableHost,
     UrlPolicy,
     UrlRefused,
+    error_code_of,
     pinned_session,
     translated_request_errors,
 )
@@ -48,7 +49,9 @@ class ExportedBytes:
         self.bytes_read += len(data)
         if self.bytes_read > self.size:
             raise StepError(
-                f"The image's bytes are longer than its recorded size of {self.size} bytes; tell an operator"
+                f"The image's bytes are longer than its recorded size of {self.size} bytes; tell an operator",
+                code=ErrorCode.CHECKSUM_MISMATCH,
+                details={"size": self.size, "bytes_read": self.bytes_read},
             )
         if data:
             self.hasher.update(data)
@@ -69,7 +72,9 @@ class ExportedBytes:
         if self.bytes_read != self.size:
             raise StepError(
                 f"Only {self.bytes_read} of the image's {self.size} bytes could be read; try again, "
-                f"and tell an operator if it keeps failing"
+                f"and tell an operator if it keeps failing",
+                code=ErrorCode.IMAGE_DATA_MISSING,
+                details={"size": self.size, "bytes_read": self.bytes_read},
             )
         return self.hasher.hexdigests()
 
@@ -99,7 +104,12 @@ def write_to_store(store: ImageStore, key: str, exported: ExportedBytes, progres
     try:
         store.put_stream(key, exported, size=exported.size, progress=progress)
     except StoreError as error:
-        raise StepError(f"{FAILED} {error}") from None
+        raise store_failed(error, store.name) from None
+
+
+def store_failed(error: StoreError, store: str) -> StepError:
+    """A store error on the way (the image's store or the destination's) as the export's failure."""
+    return StepError(f"{FAILED} {error}", code=error_code_of(error), details={"store": store})
 
 
 # -- http(s) PUT ------------------------------------------------------------------------------
@@ -113,9 +123,13 @@ def put_to_url(url: str, exported: ExportedBytes, progress: Progress | None) -> 
         _scheme, host, port = policy.check_url(url)
         address = policy.resolve(host, port)
     except UrlRefused as refusal:
-        raise StepError(f"{FAILED} The url '{shown}' is not allowed: {refusal}") from None
+        raise StepError(
+            f"{FAILED} The url '{shown}' is not allowed: {refusal}",
+            code=ErrorCode.URL_NOT_ALLOWED,
+            details={"url": shown},
+        ) from None
     except UnresolvableHost as error:
-        raise StepError(f"{FAILED} {error}") from None
+        raise StepError(f"{FAILED} {error}", code=ErrorCode.DESTINATION_UNREACHABLE, details={"url": shown}) from None
     with pinned_session(str(address)) as session:
         with translated_request_errors(
             FAILED, f"{host}:{port}", shown, upload=exported, code=ErrorCode.DESTINATION_UNREACHABLE
@@ -132,13 +146,22 @@ def put_to_url(url: str, exported: ExportedBytes, progress: Progress | None) -> 
 
 
 def _check_answer(response: requests.Response, shown: str) -> None:
-    code = response.status_code
-    if 200 <= code < 300:
+    status = response.status_code
+    if 200 <= status < 300:
         return
-    answer = f"{code} {response.reason or ''}".strip()
-    if 300 <= code < 400:
+    answer = f"{status} {response.reason or ''}".strip()
+    details = {"status": status, "url": shown}
+    if 300 <= status < 400:
         raise StepError(
             f"The destination answered {answer} (a redirect) for '{shown}'; redirects are not followed "
-            f"for uploads, so give the final URL"
+            f"for uploads, so give the final URL",
+            code=ErrorCode.DESTINATION_REFUSED,
+            details=details,
         )
-    raise StepError(f"The destination refused the upload: {answer} from '{shown}'")
+    if status in (404, 410):
+        code = ErrorCode.DESTINATION_NOT_FOUND
+    elif status >= 500:
+        code = ErrorCode.DESTINATION_UNREACHABLE  # a fault on the destination's side: try again later
+    else:
+        code = ErrorCode.DESTINATION_REFUSED
+    raise StepError(f"The destination refused the upload: {answer} from '{shown}'", code=code, details=details)

@@ -13,6 +13,7 @@ from imageactions.pipeline import (
     EXPORTED,
     IMAGE_HASHES,
     ActionStatus,
+    ErrorCode,
     Image,
     ImageAction,
     ImageStore,
@@ -22,12 +23,13 @@ from imageactions.pipeline import (
     StoreError,
     bytes_moved,
     convert_image_file,
+    error_code_of,
     image_file,
     qemu_format_name,
     safe_filename,
 )
 
-from .destinations import FAILED, ExportedBytes, put_to_url, write_to_store
+from .destinations import FAILED, ExportedBytes, put_to_url, store_failed, write_to_store
 from .serializers import DOWNLOAD, STORE, URL, ImageNotExportable, exportable_image, without_query
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,9 @@ def exported_image(action: ImageAction) -> Image:
     try:
         return exportable_image(action.input["image_id"], action.owner)
     except ImageNotExportable as error:
-        raise StepError(str(error)) from None
+        raise StepError(
+            str(error), code=ErrorCode.IMAGE_NOT_FOUND, details={"image_id": action.input["image_id"]}
+        ) from None
 
 
 def target_format(action: ImageAction, image: Image) -> str:
@@ -78,12 +82,19 @@ def convert(action: ImageAction, ctx: StepContext) -> None:
 def _image_bytes(ctx: StepContext, image: Image) -> tuple[ImageStore, str]:
     """The store and key to read the image's bytes from."""
     location = image.location
+    if location is None:
+        raise StepError(
+            f"The bytes of image {image.pk} cannot be reached: the image has no location; tell an operator",
+            code=ErrorCode.IMAGE_DATA_MISSING,
+        )
     try:
-        if location is None:
-            raise StoreError("the image has no location")
         return ctx.store(location.store), location.key
     except StoreError as error:
-        raise StepError(f"The bytes of image {image.pk} cannot be reached: {error}; tell an operator") from None
+        raise StepError(
+            f"The bytes of image {image.pk} cannot be reached: {error}; tell an operator",
+            code=ErrorCode.STORE_UNAVAILABLE,
+            details={"store": location.store},
+        ) from None
 
 
 # -- uploading -------------------------------------------------------------------------------
@@ -130,7 +141,9 @@ def _as_recorded(image: Image, hashes: dict[str, str]) -> dict[str, str]:
     if hashes["sha512"] != image.os_hash_value:
         raise StepError(
             f"The stored bytes of image {image.pk} do not match its recorded sha512 (they changed in the "
-            f"store); the export was stopped. Tell an operator"
+            f"store); the export was stopped. Tell an operator",
+            code=ErrorCode.CHECKSUM_MISMATCH,
+            details={"algo": "sha512", "expected": image.os_hash_value, "actual": hashes["sha512"]},
         )
     return {"md5": image.checksum, "sha512": hashes["sha512"]}
 
@@ -139,13 +152,20 @@ def _open_export(action: ImageAction, image: Image, ctx: StepContext) -> Exporte
     if action.state.get("converted"):
         path = ctx.scratch / action.state["converted"]
         if not path.exists():
-            raise StepError("The converted image was lost (its worker's scratch space is gone); start the export again")
+            raise StepError(
+                "The converted image was lost (its worker's scratch space is gone); start the export again",
+                code=ErrorCode.IMAGE_DATA_MISSING,
+            )
         return ExportedBytes(open(path, "rb"), path.stat().st_size)
+    source_store, source_key = _image_bytes(ctx, image)
     try:
-        source_store, source_key = _image_bytes(ctx, image)
         reader = source_store.open_read(source_key)
     except StoreError as error:
-        raise StepError(f"The bytes of image {image.pk} could not be read: {error}; tell an operator") from None
+        raise StepError(
+            f"The bytes of image {image.pk} could not be read: {error}; tell an operator",
+            code=error_code_of(error),
+            details={"store": source_store.name},
+        ) from None
     algorithms = ("sha512",) if image.os_hash_algo == "sha512" else IMAGE_HASHES
     return ExportedBytes(reader, image.size, algorithms)
 
@@ -169,7 +189,9 @@ def _write_to_a_store(
         # Overwriting would let one project replace an object another project exported.
         raise StepError(
             f"The image store '{store.name}' already has an object at '{key}'; choose another key, "
-            f"or have it removed first"
+            f"or have it removed first",
+            code=ErrorCode.DESTINATION_REFUSED,
+            details={"store": store.name, "key": key},
         )
     action.state.update(written_store=store.name, written_key=key)
     ctx.save_state()
@@ -186,13 +208,17 @@ def _write_or_copy(
         try:
             copied = store.server_side_copy(*_image_bytes(ctx, image), key)
         except StoreError as error:
-            raise StepError(f"{FAILED} {error}") from None
+            raise store_failed(error, store.name) from None
         if copied:
             exported.source.close()
             try:
                 exported.source = store.open_read(key)
             except StoreError as error:
-                raise StepError(f"{FAILED} The copy could not be read back: {error}") from None
+                raise StepError(
+                    f"{FAILED} The copy could not be read back: {error}",
+                    code=ErrorCode.STORE_UNAVAILABLE,
+                    details={"store": store.name},
+                ) from None
             exported.read_to_end(ctx.progress)
             return
     write_to_store(store, key, exported, ctx.progress)
@@ -202,14 +228,14 @@ def _destination_store(ctx: StepContext, name: str) -> ImageStore:
     try:
         return ctx.store(name)
     except StoreError as error:  # the store was removed from the configuration since the action was created
-        raise StepError(f"{FAILED} {error}") from None
+        raise StepError(f"{FAILED} {error}", code=ErrorCode.STORE_UNAVAILABLE, details={"store": name}) from None
 
 
 def _exists(store: ImageStore, key: str) -> bool:
     try:
         return store.exists(key)
     except StoreError as error:
-        raise StepError(f"{FAILED} {error}") from None
+        raise StepError(f"{FAILED} {error}", code=ErrorCode.STORE_UNAVAILABLE, details={"store": store.name}) from None
 
 
 # -- the runner's hooks ------------------------------------------------------------------------

@@ -5,7 +5,7 @@ compression and the disk format, each refused as the import itself would refuse 
 from __future__ import annotations
 
 import io
-import time
+import threading
 
 from django.conf import settings
 
@@ -16,56 +16,55 @@ from imageactions.pipeline import (
     TransferError,
     check_announced_size,
     detect_compression,
-    error_code_of,
     normalise_declared_format,
     open_decompressed,
     sniff_format,
+    step_error_of,
 )
 
 from .serializers import UPLOAD
-from .sources import open_source, parse_location
+from .sources import Location, OpenedSource, open_source, parse_location
 
 # Enough for every format's header (and, compressed, for the header once decompressed).
 HEAD_BYTES = 64 * 1024
+# The import's words for a source without bytes (its verify step), so both say the same.
+EMPTY = "The image is empty (0 bytes); check the source and try again"
 
 
 def preview_import(input_data: dict) -> dict:
     if input_data.get("source") == UPLOAD:
         return {"source": {"kind": "upload", "note": "The bytes come with PUT .../data; they are checked then."}}
-    deadline = time.monotonic() + settings.DRY_RUN_READ_SECONDS
-    opened = open_source(parse_location(input_data["location"]))
+    location = parse_location(input_data["location"])
+    opened, head = SourceHead(location).read(settings.DRY_RUN_READ_SECONDS)
     try:
-        try:
-            check_announced_size(opened.size, settings.IMAGE_MAX_SIZE)
-            head = _read_up_to(opened.reader, HEAD_BYTES, deadline)
-            compression = detect_compression(head)
-            image_head = head
-            if compression:
-                if not settings.DECOMPRESS_IMPORTS:
-                    raise StepError(
-                        f"The image is {compression}-compressed, and this service does not decompress images",
-                        code=ErrorCode.NOT_A_DISK_IMAGE,
-                    )
-                image_head = _decompressed_head(head, compression)
-            disk_format = sniff_format(image_head)
-            declared = normalise_declared_format(input_data.get("image_properties", {}).get("disk_format"))
-        except (TransferError, ImageFormatError) as error:
-            raise StepError(str(error), code=error_code_of(error)) from None
-        if declared == "vpc" and disk_format == "raw":
-            # A fixed VHD keeps its only footer at the end, which the first bytes do not show.
-            disk_format = None
-        elif declared and declared != disk_format:
-            raise StepError(
-                f"The image was declared as {declared} but its first bytes are {disk_format}; "
-                "declare the format the image really has",
-                code=ErrorCode.FORMAT_MISMATCH,
-                details={"declared": declared, "detected": disk_format},
-            )
-    finally:
-        opened.close()
+        if not head:
+            raise StepError(EMPTY, code=ErrorCode.EMPTY_IMAGE)
+        compression = detect_compression(head)
+        image_head = head
+        if compression:
+            if not settings.DECOMPRESS_IMPORTS:
+                raise StepError(
+                    f"The image is {compression}-compressed, and this service does not decompress images",
+                    code=ErrorCode.NOT_A_DISK_IMAGE,
+                )
+            image_head = _decompressed_head(head, compression)
+        disk_format = sniff_format(image_head)
+        declared = normalise_declared_format(input_data.get("image_properties", {}).get("disk_format"))
+    except (TransferError, ImageFormatError) as error:
+        raise step_error_of(error) from None
+    if declared == "vpc" and disk_format == "raw":
+        # A fixed VHD keeps its only footer at the end, which the first bytes do not show.
+        disk_format = None
+    elif declared and declared != disk_format:
+        raise StepError(
+            f"The image was declared as {declared} but its first bytes are {disk_format}; "
+            "declare the format the image really has",
+            code=ErrorCode.FORMAT_MISMATCH,
+            details={"declared": declared, "detected": disk_format},
+        )
     return {
         "source": {
-            "kind": parse_location(input_data["location"]).kind,
+            "kind": location.kind,
             "size": opened.size,
             "content_type": opened.content_type,
             "compression": compression,
@@ -74,13 +73,68 @@ def preview_import(input_data: dict) -> dict:
     }
 
 
-def _read_up_to(reader, count: int, deadline: float) -> bytes:
-    """Up to `count` bytes, or what came before the deadline: a dry run holds an API thread."""
-    chunks, total = [], 0
-    while total < count and time.monotonic() < deadline and (chunk := reader.read(min(16 * 1024, count - total))):
-        chunks.append(chunk)
-        total += len(chunk)
-    return b"".join(chunks)
+class SourceHead:
+    """Opens the source and reads its first HEAD_BYTES on a thread of its own, so that the API
+    thread answering the dry run waits for them at most DRY_RUN_READ_SECONDS, whatever the
+    source does: a connect that hangs, headers that never come, a body that stalls or drips.
+    Past that time the read is aborted and the thread ends (within the HTTP timeouts at worst).
+    """
+
+    def __init__(self, location: Location):
+        self.location = location
+        self.opened: OpenedSource | None = None
+        self.received = 0
+        self.error: BaseException | None = None
+        self._chunks: list[bytes] = []
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._abandoned = False
+
+    def read(self, seconds: float) -> tuple[OpenedSource, bytes]:
+        """The opened source and its first bytes (fewer when it has fewer); the StepError the
+        import would fail with; or `timed_out` when they did not all come within `seconds`."""
+        threading.Thread(target=self._run, name="dry-run-source", daemon=True).start()
+        if not self._done.wait(seconds):
+            self._abandon()
+            raise StepError(
+                f"The source did not answer the dry run with its first {HEAD_BYTES // 1024} KiB within "
+                f"{seconds:g} s; the import itself waits longer: check that the source is reachable and "
+                "serving, or create the import without a dry run",
+                code=ErrorCode.TIMED_OUT,
+                details={"seconds": seconds, "bytes_wanted": HEAD_BYTES},
+            )
+        if self.error is not None:
+            if isinstance(self.error, TransferError):
+                raise step_error_of(self.error) from None
+            raise self.error
+        return self.opened, b"".join(self._chunks)
+
+    def _run(self) -> None:
+        try:
+            opened = open_source(self.location)
+            with self._lock:
+                self.opened, abandoned = opened, self._abandoned
+            try:
+                if not abandoned:
+                    check_announced_size(opened.size, settings.IMAGE_MAX_SIZE)
+                    while self.received < HEAD_BYTES and (chunk := opened.reader.read(HEAD_BYTES - self.received)):
+                        self._chunks.append(chunk)
+                        self.received += len(chunk)
+            finally:
+                opened.close()
+        except BaseException as error:  # handed to the API thread, which raises it
+            self.error = error
+        finally:
+            self._done.set()
+
+    def _abandon(self) -> None:
+        with self._lock:
+            self._abandoned, opened = True, self.opened
+        if opened is not None:
+            try:
+                opened.abort()
+            except Exception:  # the connection is being closed by the reading thread already
+                pass
 
 
 def _decompressed_head(head: bytes, compression: str) -> bytes:

@@ -27,6 +27,7 @@ from imageactions.pipeline import (
     UrlRefused,
     build_s3_client,
     client_for_host,
+    error_code_of,
     human_size,
     pinned_session,
     translated_request_errors,
@@ -84,6 +85,10 @@ class OpenedSource:
     close: Callable[[], None]
     content_type: str | None = None  # what the source says the bytes are, if it does
 
+    def abort(self) -> None:
+        """Stop a read blocked in another thread (a dry run past its time): it raises there."""
+        self.reader.abort()
+
 
 def open_source(location: Location) -> OpenedSource:
     if location.kind == "http":
@@ -96,10 +101,23 @@ def open_source(location: Location) -> OpenedSource:
 class GuardedReader:
     """A source's body as read(n), turning a stall or a dropped connection into a StepError."""
 
-    def __init__(self, *, read: Callable[[int], bytes], what: str, size: int | None, stall_seconds: float):
+    def __init__(
+        self,
+        *,
+        read: Callable[[int], bytes],
+        what: str,
+        size: int | None,
+        stall_seconds: float,
+        raw: urllib3.BaseHTTPResponse | None = None,
+    ):
         self._read = read
         self.what, self.size, self.stall_seconds = what, size, stall_seconds
         self.bytes_read = 0
+        self._raw = raw  # the connection's response, which abort() shuts down
+
+    def abort(self) -> None:
+        if self._raw is not None:
+            self._raw.shutdown()
 
     def read(self, amount: int = -1) -> bytes:
         try:
@@ -154,10 +172,9 @@ def open_http(url: str, policy: UrlPolicy) -> OpenedSource:
             continue
         if response.status_code != 200:
             response.close()
-            gone = response.status_code in (404, 410)
             raise StepError(
                 f"{FAILED} Received {response.status_code} response for url '{current}'",
-                code=ErrorCode.SOURCE_NOT_FOUND if gone else ErrorCode.SOURCE_REFUSED,
+                code=_http_error_code(response.status_code),
                 details={"status": response.status_code, "url": current},
             )
         return _http_source(response, current, policy)
@@ -166,6 +183,13 @@ def open_http(url: str, policy: UrlPolicy) -> OpenedSource:
         code=ErrorCode.SOURCE_REFUSED,
         details={"redirects": settings.HTTP_MAX_REDIRECTS},
     )
+
+
+def _http_error_code(status: int) -> str:
+    """Missing (404, 410), a fault on the server's side that may pass (5xx), or refused."""
+    if status in (404, 410):
+        return ErrorCode.SOURCE_NOT_FOUND
+    return ErrorCode.SOURCE_UNREACHABLE if status >= 500 else ErrorCode.SOURCE_REFUSED
 
 
 def _http_source(response: requests.Response, url: str, policy: UrlPolicy) -> OpenedSource:
@@ -211,6 +235,10 @@ class ResumableHttpBody(GuardedReader):
     def close(self) -> None:
         self._response.close()
 
+    def abort(self) -> None:
+        self.resumes = settings.HTTP_MAX_RESUMES  # an aborted read is not resumed
+        self._response.raw.shutdown()
+
     def _read_current(self, amount: int | None) -> bytes:
         return self._response.raw.read(amount, decode_content=False)
 
@@ -223,15 +251,21 @@ class ResumableHttpBody(GuardedReader):
         self.resumes += 1
         time.sleep(min(0.25 * 2**self.resumes, 4))  # a server that just dropped us may need a moment
         start = self.bytes_read
-        response = _get_pinned(
-            self.url,
-            self.url,
-            self.policy,
-            headers={
-                "Range": f"bytes={start}-",
-                "If-Range": self._validator,
-            },
-        )
+        try:
+            response = _get_pinned(
+                self.url,
+                self.url,
+                self.policy,
+                headers={
+                    "Range": f"bytes={start}-",
+                    "If-Range": self._validator,
+                },
+            )
+        except StepError as error:
+            if error.code != ErrorCode.SOURCE_UNREACHABLE:
+                raise
+            # Bytes came, then stopped: the source was reached, so it is the transfer that broke.
+            raise self._interrupted(f"and reconnecting to resume failed: {_reason(error)}") from None
         if response.status_code == 200:
             response.close()
             raise self._interrupted(
@@ -261,6 +295,11 @@ class ResumableHttpBody(GuardedReader):
     def _closed(self, then: str) -> str:
         of = f" of {human_size(self.size)}" if self.size is not None else ""
         return f"{FAILED} The connection to '{self.url}' closed after {human_size(self.bytes_read)}{of}, {then}"
+
+
+def _reason(error: StepError) -> str:
+    """What went wrong, without the "Could not retrieve image." that starts every source error."""
+    return str(error).removeprefix(FAILED).strip()
 
 
 RESUME_ADVICE = "; try again, or serve the image from a server that supports Range requests"
@@ -318,19 +357,39 @@ def open_s3(location: Location) -> OpenedSource:
         obj = client.get_object(Bucket=location.bucket, Key=location.key)
     except ClientError as error:
         code = str(error.response.get("Error", {}).get("Code", ""))
-        missing = code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         raise StepError(
             f"{FAILED} {_s3_error_text(error, location)}",
-            code=ErrorCode.SOURCE_NOT_FOUND if missing else ErrorCode.SOURCE_REFUSED,
-            details={"s3_error": code},
+            code=_s3_error_code(code, status),
+            details={"s3_error": code, "status": status},
         ) from None
     except BotoCoreError as error:
         raise StepError(
             f"{FAILED} The S3 service could not be reached for '{name}': {error}", code=ErrorCode.SOURCE_UNREACHABLE
         ) from None
     body, size = obj["Body"], obj.get("ContentLength")
-    reader = GuardedReader(read=body.read, what=name, size=size, stall_seconds=settings.HTTP_READ_TIMEOUT)
+    reader = GuardedReader(
+        read=body.read,
+        what=name,
+        size=size,
+        stall_seconds=settings.HTTP_READ_TIMEOUT,
+        raw=getattr(body, "_raw_stream", None),  # botocore's StreamingBody wraps a urllib3 response
+    )
     return OpenedSource(reader, size, body.close, obj.get("ContentType"))
+
+
+def _s3_error_code(code: str, status: int | None) -> str:
+    """Missing (404, NoSuchKey, NoSuchBucket), a passing fault on S3's side (5xx, SlowDown: try
+    again later), or refused (403 and every other answer)."""
+    if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket") or status in (404, 410):
+        return ErrorCode.SOURCE_NOT_FOUND
+    if code in S3_SERVER_FAULTS or (status is not None and status >= 500):
+        return ErrorCode.SOURCE_UNREACHABLE
+    return ErrorCode.SOURCE_REFUSED
+
+
+# S3's error codes of a fault on its side that may pass (its 5xx answers, and throttling).
+S3_SERVER_FAULTS = ("InternalError", "ServiceUnavailable", "SlowDown", "500", "503")
 
 
 def s3_source_client():
@@ -374,7 +433,7 @@ def open_swift(location: Location) -> OpenedSource:
         client = client_for_host(location.host)
         response, size = client.open_object(location.container, location.object, account=location.account)
     except SwiftError as error:
-        raise StepError(f"{FAILED} {error} ({location.url})", code=ErrorCode.SOURCE_UNREACHABLE) from None
+        raise StepError(f"{FAILED} {error} ({location.url})", code=error_code_of(error)) from None
     raw = response.raw
 
     def close():
@@ -387,5 +446,6 @@ def open_swift(location: Location) -> OpenedSource:
         what=location.url,
         size=size,
         stall_seconds=timeout[1] if isinstance(timeout, (tuple, list)) else timeout,
+        raw=raw,
     )
     return OpenedSource(reader, size, close, response.headers.get("Content-Type"))

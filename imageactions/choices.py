@@ -24,11 +24,13 @@ class ErrorCode(models.TextChoices):
     # The source or destination
     SOURCE_NOT_FOUND = "source_not_found"  # 404 or 410, no such object or bucket
     SOURCE_REFUSED = "source_refused"  # another answer than the bytes: a status, access denied, redirects
-    SOURCE_UNREACHABLE = "source_unreachable"  # no connection: DNS, refused, TLS, timeouts
+    SOURCE_UNREACHABLE = "source_unreachable"  # no connection (DNS, refused, TLS, timeouts), or a 5xx/SlowDown
     SOURCE_INTERRUPTED = "source_interrupted"  # the bytes stopped coming and could not be resumed
     URL_NOT_ALLOWED = "url_not_allowed"  # the URL policy refused the location or a redirect
     UPLOAD_INTERRUPTED = "upload_interrupted"  # the upload's connection or its API server went away
-    DESTINATION_UNREACHABLE = "destination_unreachable"  # an export's destination could not be written
+    DESTINATION_UNREACHABLE = "destination_unreachable"  # no connection to an export's destination, or a 5xx
+    DESTINATION_NOT_FOUND = "destination_not_found"  # an export's destination answered 404 or 410
+    DESTINATION_REFUSED = "destination_refused"  # another answer than success: a status, a redirect, a taken key
     # The bytes
     EMPTY_IMAGE = "empty_image"
     CHECKSUM_MISMATCH = "checksum_mismatch"  # the bytes do not have the checksum given
@@ -43,6 +45,8 @@ class ErrorCode(models.TextChoices):
     # The service
     QUOTA_EXCEEDED = "quota_exceeded"  # the project's quota does not allow the bytes
     STORE_UNAVAILABLE = "store_unavailable"  # an image store could not be read or written
+    IMAGE_NOT_FOUND = "image_not_found"  # the image the action reads was deleted or is no longer active
+    IMAGE_DATA_MISSING = "image_data_missing"  # an image's bytes are gone from its store (or the worker's scratch)
     TIMED_OUT = "timed_out"  # the step ran past its time limit
     WORKER_LOST = "worker_lost"  # the worker running the step died, too many times
     DATA_NOT_RECEIVED = "data_not_received"  # the upload (or the release after staging) never came

@@ -178,11 +178,14 @@ class ImageActionQuerySet(models.QuerySet):
     def save_state(self, state: dict) -> int:
         return self.update(state=state)
 
-    def report_progress(self, done: int, total: int | None) -> int:
-        """Progress and a heartbeat, on rows not cancelled (0 rows: ask why)."""
+    def report_progress(self, done: int, total: int | None, state: dict | None = None) -> int:
+        """Progress and a heartbeat, on rows not cancelled (0 rows: ask why); with `state`, the
+        action's state too (it holds the progress of each target, PROGRESS_TARGETS)."""
         fields = {"progress_done": done, "heartbeat_at": timezone.now()}
         if total is not None:
             fields["progress_total"] = total
+        if state is not None:
+            fields["state"] = state
         return self.filter(cancel_requested=False).update(**fields)
 
 
@@ -264,18 +267,34 @@ class ImageAction(models.Model):
 
     @property
     def progress(self) -> dict:
-        total = self.progress_total
-        percent = None
-        if total:
-            percent = round(min(100.0, 100.0 * self.progress_done / total), 1)
-        elif self.status == ActionStatus.SUCCESS:
-            percent = 100.0
-        return {
+        shown = {
             "step": self.progress_step or None,
             "bytes_done": self.progress_done,
-            "bytes_total": total,
-            "percent": percent,
+            "bytes_total": self.progress_total,
+            "percent": _percent(self.progress_done, self.progress_total, self.status == ActionStatus.SUCCESS),
         }
+        targets = (self.state or {}).get(PROGRESS_TARGETS)
+        if targets:
+            shown["targets"] = {
+                target["name"]: {
+                    "status": target["status"],
+                    "bytes_done": target["bytes_done"],
+                    "bytes_total": target["bytes_total"],
+                    "percent": _percent(target["bytes_done"], target["bytes_total"], False),
+                }
+                for target in targets
+            }
+        return shown
+
+
+# The key of `ImageAction.state` that holds each target's progress, in order (StepContext.show_targets).
+PROGRESS_TARGETS = "progress_targets"
+
+
+def _percent(done: int, total: int | None, ended_well: bool) -> float | None:
+    if total:
+        return round(min(100.0, 100.0 * done / total), 1)
+    return 100.0 if ended_well else None
 
 
 class ActionEvent(models.Model):

@@ -103,6 +103,14 @@ def _refuse_used_up(project: str, names) -> None:
             raise QuotaExceeded(name, quota.limit, quota.usage)
 
 
+def check_stored_bytes(project: str, adding: int) -> None:
+    """Refuse `adding` more stored bytes (a clone's copies) when they would pass the project's
+    image_size_total quota: checked when the bytes are about to be copied, not only at create."""
+    for name, quota in usage(project, [IMAGE_SIZE], limited_only=True).items():
+        if quota.usage + adding > quota.limit:
+            raise QuotaExceeded(name, quota.limit, quota.usage)
+
+
 def import_size_cap(project: str) -> tuple[int | None, str]:
     """The most bytes one import of the project may still receive under its byte quotas, and
     the quota that sets it; (None, "") when neither limits it."""

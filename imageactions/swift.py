@@ -27,6 +27,18 @@ class SwiftNotFound(SwiftError):
     """The object or container does not exist."""
 
 
+class SwiftRefused(SwiftError):
+    """Swift refused the credentials or the access (401, 403)."""
+
+
+class SwiftNotConfigured(SwiftError):
+    """This service has no credentials for the Swift host."""
+
+
+class SwiftUnavailable(SwiftError):
+    """Swift could not be reached, did not answer in time, or answered with a server error (5xx)."""
+
+
 class SwiftClient:
     def __init__(self, auth_url: str, user: str, key: str, *, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT):
         self.auth_url = auth_url
@@ -44,10 +56,12 @@ class SwiftClient:
         response = self._send("GET", self.auth_url, {"X-Auth-User": self.user, "X-Auth-Key": self._key}, "authenticate")
         response.close()
         if response.status_code in (401, 403):
-            raise SwiftError(
+            raise SwiftRefused(
                 f"Swift at {self.host} rejected the credentials of user '{self.user}' (HTTP {response.status_code})"
             )
         token, storage_url = response.headers.get("X-Auth-Token"), response.headers.get("X-Storage-Url")
+        if response.status_code >= 500:
+            raise SwiftUnavailable(f"Swift authentication at {self.auth_url} failed: HTTP {response.status_code}")
         if response.status_code >= 300 or not token or not storage_url:
             raise SwiftError(f"Swift authentication at {self.auth_url} failed: HTTP {response.status_code}")
         self.token, self.storage_url = token, storage_url.rstrip("/")
@@ -134,11 +148,11 @@ class SwiftClient:
         try:
             return self._session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
         except requests.Timeout as error:
-            raise SwiftError(f"Swift at {self.host} did not answer in time ({what}): {error}") from error
+            raise SwiftUnavailable(f"Swift at {self.host} did not answer in time ({what}): {error}") from error
         except requests.ConnectionError as error:
-            raise SwiftError(f"Swift at {self.host} could not be reached ({what}): {error}") from error
+            raise SwiftUnavailable(f"Swift at {self.host} could not be reached ({what}): {error}") from error
         except requests.RequestException as error:
-            raise SwiftError(f"The request to Swift at {self.host} failed ({what}): {error}") from error
+            raise SwiftUnavailable(f"The request to Swift at {self.host} failed ({what}): {error}") from error
 
     def _url(self, container: str, obj: str | None, account: str | None) -> str:
         base = self.storage_url
@@ -158,11 +172,10 @@ class SwiftClient:
                 return SwiftNotFound(f"Object '{name}' was not found in Swift at {self.host}")
             return SwiftNotFound(f"Container '{container}' was not found in Swift at {self.host}")
         if status in (401, 403):
-            return SwiftError(f"Swift at {self.host} refused user '{self.user}' access to '{name}' (HTTP {status})")
+            return SwiftRefused(f"Swift at {self.host} refused user '{self.user}' access to '{name}' (HTTP {status})")
         detail = _short_text(response)
-        return SwiftError(
-            f"Swift at {self.host} could not {action} '{name}': HTTP {status}{': ' + detail if detail else ''}"
-        )
+        kind = SwiftUnavailable if status >= 500 else SwiftError
+        return kind(f"Swift at {self.host} could not {action} '{name}': HTTP {status}{': ' + detail if detail else ''}")
 
 
 def client_for_host(hostport: str) -> SwiftClient:
@@ -171,7 +184,7 @@ def client_for_host(hostport: str) -> SwiftClient:
     credentials = getattr(settings, "SWIFT_CREDENTIALS", {}) or {}
     entry = credentials.get(hostport)
     if entry is None:
-        raise SwiftError(f"No Swift credentials configured for host '{hostport}'")
+        raise SwiftNotConfigured(f"No Swift credentials configured for host '{hostport}'")
     for field in ("auth_url", "user", "key"):
         if not entry.get(field):
             raise ImproperlyConfigured(f"SWIFT_CREDENTIALS[{hostport!r}] is missing {field!r}")

@@ -143,7 +143,8 @@ QUOTA_PENDING_ACTIONS = env_int("IMAGEACTIONS_QUOTA_PENDING_ACTIONS", -1)
 QUOTA_IMAGE_COUNT = env_int("IMAGEACTIONS_QUOTA_IMAGE_COUNT", -1)
 QUOTA_IMAGE_SIZE = env_int("IMAGEACTIONS_QUOTA_IMAGE_SIZE", -1)  # bytes
 QUOTA_IMAGE_STAGE = env_int("IMAGEACTIONS_QUOTA_IMAGE_STAGE", -1)  # bytes
-# Seconds a dry run of an import reads its source's first bytes before it answers with what came.
+# Seconds a dry run of an import waits for its source's answer and first bytes; past them it answers
+# 400 timed_out, and the API thread is free again (the read is aborted).
 DRY_RUN_READ_SECONDS = env_float("IMAGEACTIONS_DRY_RUN_READ_SECONDS", 10)
 # GET /v2/image-actions/{id}?wait=N: the largest N, and how often a waiting request reads the status.
 MAX_WAIT = env_float("IMAGEACTIONS_MAX_WAIT", 60)

@@ -27,11 +27,27 @@ def _known_types_text() -> str:
     return ", ".join(sorted(action_types())) or "none (no action type is installed)"
 
 
+class TargetProgressSerializer(serializers.Serializer):
+    status = serializers.CharField(
+        help_text="Where this target is; for a clone: waiting, copying, written (not yet read back), verifying, "
+        "copied (a verified copy, as in result.targets) or failed (result.targets and the message say why)."
+    )
+    bytes_done = serializers.IntegerField(help_text="Bytes of this target done in its current status.")
+    bytes_total = serializers.IntegerField(allow_null=True)
+    percent = serializers.FloatField(allow_null=True)
+
+
 class ProgressSerializer(serializers.Serializer):
     step = serializers.CharField(allow_null=True, help_text="The step now running or last run.")
     bytes_done = serializers.IntegerField()
     bytes_total = serializers.IntegerField(allow_null=True)
     percent = serializers.FloatField(allow_null=True)
+    targets = serializers.DictField(
+        child=TargetProgressSerializer(),
+        required=False,
+        help_text="Only for actions that write to several places (a clone: its target stores, by name): "
+        "each one's progress; absent for other actions.",
+    )
 
 
 class InputField(serializers.JSONField):

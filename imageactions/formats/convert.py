@@ -58,6 +58,10 @@ class ConversionError(ImageFormatError):
     """qemu-img could not convert (or describe) an image; the message is safe to show users."""
 
 
+class ConversionTimedOut(ConversionError):
+    """qemu-img ran past its time limit and was stopped."""
+
+
 def find_qemu_img() -> str:
     """The path of the qemu-img executable."""
     path = shutil.which("qemu-img")
@@ -265,7 +269,7 @@ def _run_qemu_img(
     try:
         stdout, stderr, timed_out = _collect_output(process, deadline, on_stdout, on_quiet)
         if timed_out:
-            raise ConversionError(f"Could not {action}: qemu-img took longer than the {timeout:g} s limit")
+            raise ConversionTimedOut(f"Could not {action}: qemu-img took longer than the {timeout:g} s limit")
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

@@ -17,7 +17,7 @@ from ..metrics import EXPORTED, RECEIVED, bytes_moved
 from ..models import Image, ImageAction
 from ..policy import allowed, needed_roles
 from ..projects import owner_of, visible_to
-from ..quotas import import_size_cap, quota_exceeded
+from ..quotas import QuotaExceeded, check_stored_bytes, import_size_cap, quota_exceeded
 from ..stores import (
     ImageStore,
     InvalidKey,
@@ -69,7 +69,7 @@ from .disk_images import (
     store_image_file,
     stored_locations,
 )
-from .errors import ActionCancelled, RetryableStepError, StepError, error_code_of
+from .errors import ActionCancelled, RetryableStepError, StepError, error_code_of, step_error_of
 from .http import pinned_session, translated_request_errors
 from .registry import (
     ActionType,
@@ -93,8 +93,11 @@ __all__ = [
     "NOT_FOUND",
     "ErrorCode",
     "error_code_of",
+    "step_error_of",
     "whole_number",
     "import_size_cap",
+    "check_stored_bytes",
+    "QuotaExceeded",
     "quota_exceeded",
     "SizeLimitExceeded",
     "normalise_declared_format",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from ..models import ImageAction
+from ..models import PROGRESS_TARGETS, ImageAction
 from ..stores import ImageStore, default_store, get_store
 from .errors import ActionCancelled, RunSuperseded
 from .registry import Step
@@ -60,10 +60,19 @@ class StepContext:
             return
         self._last_write = now
         # One UPDATE on the usual path; only when it matched nothing ask why.
-        if self._owned().report_progress(done, total):
+        state = self.action.state if PROGRESS_TARGETS in self.action.state else None
+        if self._owned().report_progress(done, total, state):
             return
         self.check_cancelled()
         raise RunSuperseded()
+
+    def show_targets(self, targets: dict[str, dict]) -> None:
+        """The progress of each place the action writes to (a clone's target stores), shown as
+        `progress.targets`: name -> {"status", "bytes_done", "bytes_total"}. Kept in the action's
+        state and written with the next progress() or save_state() (or, from `finish`, with the
+        action's success)."""
+        # A list keeps their order: the keys of a JSON object in PostgreSQL lose it.
+        self.action.state[PROGRESS_TARGETS] = [{**target, "name": name} for name, target in targets.items()]
 
     def check_cancelled(self) -> None:
         """Stop the step if the action was cancelled (or this process is stopping, as progress)."""

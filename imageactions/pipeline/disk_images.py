@@ -11,13 +11,13 @@ from django.conf import settings
 
 from ..choices import ErrorCode
 from ..formats import ImageFormatError, Inspection, inspect_image
-from ..formats.convert import convert_and_reinspect, qemu_format_name
+from ..formats.convert import ConversionTimedOut, convert_and_reinspect, qemu_format_name
 from ..formats.errors import describe_size
 from ..formats.verifiers import configured_verifiers, run_verifiers
 from ..images import in_use
 from ..metrics import STORED, bytes_moved
 from ..models import Image
-from ..stores import StoreError, StoreUnavailable
+from ..stores import ObjectNotFound, StoreError, StoreUnavailable
 from ..transfer import TransferError, copy_to_file
 from .context import StepContext
 from .errors import RetryableStepError, StepError, error_code_of
@@ -62,11 +62,13 @@ def image_file(ctx: StepContext, image: Image) -> Path:
     else a copy in the action's scratch space (removed with it)."""
     location = image.location
     if location is None:
-        raise StepError(f"Image {image.pk} has no bytes to read", code=ErrorCode.STORE_UNAVAILABLE)
+        raise StepError(f"Image {image.pk} has no bytes to read; tell an operator", code=ErrorCode.IMAGE_DATA_MISSING)
     try:
         store = ctx.store(location.store)
         path = store.local_path(location.key)
         if path is not None:
+            if not path.is_file():  # qemu-img would only say it cannot open 'source'
+                raise ObjectNotFound(f"Object '{location.key}' was not found in image store '{store.name}'")
             return path
         copy = ctx.scratch / IMAGE_COPY
         ctx.progress(0, image.size, force=True)
@@ -75,7 +77,8 @@ def image_file(ctx: StepContext, image: Image) -> Path:
     except (StoreError, TransferError) as error:
         raise StepError(
             f"The bytes of image {image.pk} could not be read: {error}; tell an operator",
-            code=ErrorCode.STORE_UNAVAILABLE,
+            code=ErrorCode.IMAGE_DATA_MISSING if isinstance(error, ObjectNotFound) else ErrorCode.STORE_UNAVAILABLE,
+            details={"store": location.store},
         ) from None
     return copy
 
@@ -120,6 +123,12 @@ def convert_image_file(
             max_virtual_size=settings.IMAGE_MAX_VIRTUAL_SIZE,
             progress=lambda percent: ctx.progress(int(total * percent / 100), total),
         )
+    except ConversionTimedOut as error:
+        raise StepError(
+            f"{what} could not be converted to {dst_format}: {error}",
+            code=ErrorCode.TIMED_OUT,
+            details={"seconds": timeout},
+        ) from None
     except ImageFormatError as error:
         raise StepError(
             f"{what} could not be converted to {dst_format}: {error}", code=ErrorCode.CONVERSION_FAILED
@@ -162,7 +171,7 @@ def store_image_file(
     try:
         targets = [ctx.store(name) for name in stores or [None]]
     except StoreError as error:  # the store was removed from the configuration since the action began
-        raise StepError(f"{failed}: {error}", code=ErrorCode.STORE_UNAVAILABLE) from None
+        raise StepError(f"{failed}: {error}", code=ErrorCode.STORE_UNAVAILABLE, details={"stores": stores}) from None
     key = f"images/{image_id}"
     state["store_keys"] = {target.name: key for target in targets}
     written, failed_stores = state.setdefault("stored", []), state.setdefault("failed_stores", [])
@@ -178,7 +187,7 @@ def store_image_file(
         try:
             _put(target, key, path, size=size, move=index == len(pending) - 1, progress=report, what=what)
         except ImageLost as error:
-            raise StepError(str(error), code=ErrorCode.STORE_UNAVAILABLE) from None
+            raise StepError(str(error), code=ErrorCode.IMAGE_DATA_MISSING) from None
         except StoreError as error:
             if all_must_succeed:
                 retryable = isinstance(error, StoreUnavailable)

@@ -91,7 +91,9 @@ def end_owned(
     if not owned.save_state(action.state):
         return False
     if not clean_up(action):
-        status, message, code = ActionStatus.FAILURE, _with_clean_up_error(action, message), ErrorCode.INTERNAL_ERROR
+        if status != ActionStatus.FAILURE:  # a cancel has no code of its own to keep
+            code, details = "", None
+        status, (message, code, details) = ActionStatus.FAILURE, _clean_up_failed(action, message, code, details)
     if not owned.end(status, message, **_error_fields(status, code, details)):
         return False
     _ended(action, status, code)
@@ -127,10 +129,16 @@ def _error_fields(status: str, code: str, details: dict | None) -> dict:
 
 def _cleaned_after_end(action: ImageAction, status: str, message: str, code: str) -> None:
     """Clean up after an action that ended before anything could run its clean-up. Its status
-    is final already (a client may have seen it): a clean-up that fails adds to its message
-    that an internal error happened, so nobody takes it for cleanly ended."""
+    is final already (a client may have seen it): a clean-up that fails says so as end_owned()
+    does, in the message and, for a failure, with the code internal_error, so nobody takes it
+    for cleanly ended (a cancelled action stays cancelled: error codes are for failures)."""
     if not clean_up(action):
-        ImageAction.objects.filter(pk=action.pk).update(message=_with_clean_up_error(action, message))
+        message, new_code, details = _clean_up_failed(action, message, code, None)
+        fields = {"message": message}
+        if status == ActionStatus.FAILURE:
+            fields.update(error_code=new_code, error_details=details)
+            code = new_code
+        ImageAction.objects.filter(pk=action.pk).update(**fields)
     _ended(action, status, code)
 
 
@@ -142,8 +150,12 @@ def _ended(action: ImageAction, status: str, code: str) -> None:
         log.info("action ended: %s", status, extra={"fields": {"outcome": status, "error_code": code or None}})
 
 
-def _with_clean_up_error(action: ImageAction, message: str) -> str:
-    return f"{message} {internal_error_message(action, 'while cleaning up after it')}".strip()
+def _clean_up_failed(action: ImageAction, message: str, code: str, details: dict | None) -> tuple[str, str, dict]:
+    """The message, code and details of an action whose clean-up raised (a bug of this service):
+    internal_error, and what it would have said without the fault (`cause_code` for a failure)."""
+    message = f"{message} {internal_error_message(action, 'while cleaning up after it')}".strip()
+    details = {"failed_in": "clean-up", **({"cause_code": code} if code else {}), **(details or {})}
+    return message, ErrorCode.INTERNAL_ERROR, details
 
 
 def clean_up(action: ImageAction) -> bool:

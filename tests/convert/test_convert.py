@@ -171,9 +171,19 @@ def test_a_conversion_that_qemu_img_cannot_do_fails_and_leaves_nothing_behind(al
     assert action.status == "failure"
     assert action.message.startswith(f"Image {source.pk} could not be converted to raw: ")
     assert "qcow2" in action.message
+    assert action.error_code == "conversion_failed"
     assert Image.objects.count() == 1
     assert convert_setup.keys("home") == {f"images/{source.pk}"}
     assert not scratch_dir(action.pk).exists()
+
+
+def test_an_image_deleted_before_its_conversion_ran_is_image_not_found(alice, convert_setup):
+    source = convert_setup.raw_image(varied_bytes(MiB))
+    action_id = start_convert(alice, source.pk, "qcow2")
+    Image.objects.filter(pk=source.pk).update(status="deleted")
+    action = wait_for_action(action_id, workers=convert_setup.workers())
+    assert action.status == "failure"
+    assert (action.error_code, action.error_details) == ("image_not_found", {"image_id": str(source.pk)})
 
 
 def test_a_converted_image_the_verifiers_refuse_fails_like_an_import_and_leaves_nothing(alice, convert_setup):

@@ -2,13 +2,15 @@
 the URL policy, the source's answer and, from its first bytes, compression and disk format."""
 
 import gzip
+import socket
 import subprocess
+import time
 
 import pytest
 
 from imageactions.models import IdempotencyKey, ImageAction
 
-from .conftest import import_body, random_image
+from .conftest import import_body, random_image, run_import
 
 ACTIONS = "/v2/image-actions"
 
@@ -102,3 +104,55 @@ def test_an_invalid_input_is_the_answer_of_the_create_and_a_dry_run_remembers_no
     assert ok.status_code == 200 and ok.json()["checks"]["source"]["kind"] == "upload"
     assert not IdempotencyKey.objects.exists() and not ImageAction.objects.exists()
     assert alice.post(f"{ACTIONS}?dry_run=maybe", import_body({"source": "upload"}), format="json").status_code == 400
+
+
+def test_an_empty_source_is_empty_image_as_in_the_import(alice, workers, image_server):
+    url = image_server.add("empty.img", b"")
+    response = dry_run(alice, {"location": url})
+    assert response.status_code == 400, response.json()
+    assert response.json()["code"] == "empty_image"
+    action = run_import(alice, workers, {"location": url})
+    assert action.error_code == "empty_image"
+    assert response.json()["errors"]["input"] == [action.message]
+
+
+def test_an_image_over_the_size_cap_has_the_limit_in_the_details_as_in_the_import(
+    alice, start_workers_with, image_server, settings
+):
+    settings.IMAGE_MAX_SIZE = 100_000
+    workers = start_workers_with(IMAGEACTIONS_IMAGE_MAX_SIZE="100000")
+    url = image_server.add("big.img", random_image(150_000, seed=42))
+    response = dry_run(alice, {"location": url})
+    assert response.status_code == 400 and response.json()["code"] == "image_too_large"
+    action = run_import(alice, workers, {"location": url})
+    assert action.error_code == "image_too_large"
+    assert response.json()["error_details"] == action.error_details == {"limit": 100_000}
+
+
+class Silent:
+    """A TCP port on 127.0.0.1 that takes connections (the kernel's backlog) and never answers."""
+
+    def __enter__(self):
+        self.socket = socket.create_server(("127.0.0.1", 0), backlog=8)
+        return f"http://127.0.0.1:{self.socket.getsockname()[1]}/disk.img"
+
+    def __exit__(self, *exc_info):
+        self.socket.close()
+
+
+@pytest.mark.parametrize("stall", ["before the headers", "in the body"])
+def test_a_source_that_stalls_is_timed_out_within_the_dry_runs_bound(alice, image_server, settings, stall):
+    settings.DRY_RUN_READ_SECONDS = 1
+    image_server.add("stalling.img", random_image(200_000, seed=43))
+    with Silent() as silent_url:
+        url = silent_url if stall == "before the headers" else image_server.url("/stall/stalling.img?after=1000")
+        began = time.monotonic()
+        response = dry_run(alice, {"location": url})
+        took = time.monotonic() - began
+    # The API thread is free at the bound, though the source's own timeouts are a minute.
+    assert took < 3, took
+    assert response.status_code == 400, response.json()
+    body = response.json()
+    assert body["code"] == "timed_out"
+    assert body["error_details"] == {"seconds": 1, "bytes_wanted": 65536}
+    assert "did not answer the dry run with its first 64 KiB within 1 s" in body["errors"]["input"][0]

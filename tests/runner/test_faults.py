@@ -107,6 +107,20 @@ def test_held_action_that_gets_no_data_fails_by_itself_with_a_clear_message(alic
     assert was_cleaned_up(action_id)
 
 
+def test_held_action_that_gets_no_data_and_whose_clean_up_fails_says_so_as_an_internal_error(alice, start_workers):
+    # Ended by the reaper while no worker held it: the clean-up runs after the end, and its
+    # fault is told as when a worker ends an action (message, code, details).
+    workers = start_workers(env={"IMAGEACTIONS_DATA_WAIT_TIMEOUT": "2"})
+    action_id = create_test_action(alice, await_data=True, clean_up_raises=True)
+    time.sleep(2.5)
+    wait_for_schedule_run(REAPER_SCHEDULE)
+    body = poll(alice, action_id, lambda body: is_terminal(body) and body["error_code"] == "internal_error", timeout=15)
+    assert body["status"] == "failure", (body, workers.log_tail())
+    assert body["message"].startswith("No data was uploaded within 2 seconds of creating the action; ")
+    assert "internal error stopped the action while cleaning up after it" in body["message"]
+    assert body["error_details"] == {"failed_in": "clean-up", "cause_code": "data_not_received"}
+
+
 def test_cancel_of_an_action_whose_worker_died_ends_it_as_cancelled(alice, workers):
     action_id = create_test_action(alice, work={"kind": "sleep", "seconds": 30})
     kill_worker_running(alice, action_id, workers)

@@ -99,6 +99,9 @@ def test_a_bug_in_clean_up_fails_the_action_as_an_internal_error_with_the_traceb
         assert body["message"].startswith("the input was wrong")
     assert "internal error stopped the action while cleaning up after it" in body["message"]
     assert "unexpected test error" not in json.dumps(body)
+    assert body["error_code"] == "internal_error"
+    cause = {"cause_code": "step_failed"} if ending == "fail" else {}
+    assert body["error_details"] == {"failed_in": "clean-up", **cause}
     [event] = ActionEvent.objects.filter(action_id=action_id, step="clean-up")
     assert event.outcome == "error" and "RuntimeError: unexpected test error in clean_up" in event.traceback
     assert not (settings.SCRATCH_DIR / action_id).exists()  # the scratch space went all the same
