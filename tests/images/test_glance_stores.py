@@ -243,7 +243,7 @@ def test_another_project_may_not_copy_an_image(alice, bob, stores):
     assert copy_image(bob, image_id, stores=["away"]).status_code == 403
     clone = {"image_id": image_id, "stores": ["away"], "same_image": True}
     response = bob.post("/v2/image-actions", {"action_type": "clone", "input": clone}, format="json")
-    assert response.status_code == 400
+    assert response.status_code == 422  # not_found: not in his project
     assert "in your project" in json.dumps(response.json())
 
 
@@ -295,4 +295,4 @@ def test_import_actions_take_stores_too(alice, stores, image_server, tmp_path):
     assert Image.objects.get(pk=action.result["image_ref"]).stores == ["far", "away"]
     unknown = {**body["input"], "stores": ["nowhere"]}
     response = alice.post("/v2/image-actions", {"action_type": "import", "input": unknown}, format="json")
-    assert response.status_code == 400 and "nowhere" in json.dumps(response.json())
+    assert response.status_code == 422 and "nowhere" in json.dumps(response.json())

@@ -109,7 +109,7 @@ def test_an_invalid_input_is_the_answer_of_the_create_and_a_dry_run_remembers_no
 def test_an_empty_source_is_empty_image_as_in_the_import(alice, workers, image_server):
     url = image_server.add("empty.img", b"")
     response = dry_run(alice, {"location": url})
-    assert response.status_code == 400, response.json()
+    assert response.status_code == 422, response.json()
     assert response.json()["code"] == "empty_image"
     action = run_import(alice, workers, {"location": url})
     assert action.error_code == "empty_image"
@@ -123,7 +123,7 @@ def test_an_image_over_the_size_cap_has_the_limit_in_the_details_as_in_the_impor
     workers = start_workers_with(IMAGEACTIONS_IMAGE_MAX_SIZE="100000")
     url = image_server.add("big.img", random_image(150_000, seed=42))
     response = dry_run(alice, {"location": url})
-    assert response.status_code == 400 and response.json()["code"] == "image_too_large"
+    assert response.status_code == 422 and response.json()["code"] == "image_too_large"
     action = run_import(alice, workers, {"location": url})
     assert action.error_code == "image_too_large"
     assert response.json()["error_details"] == action.error_details == {"limit": 100_000}
@@ -151,7 +151,7 @@ def test_a_source_that_stalls_is_timed_out_within_the_dry_runs_bound(alice, imag
         took = time.monotonic() - began
     # The API thread is free at the bound, though the source's own timeouts are a minute.
     assert took < 3, took
-    assert response.status_code == 400, response.json()
+    assert response.status_code == 422, response.json()
     body = response.json()
     assert body["code"] == "timed_out"
     assert body["error_details"] == {"seconds": 1, "bytes_wanted": 65536}
