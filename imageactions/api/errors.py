@@ -7,6 +7,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from ..choices import ErrorCode
 from .glance import error_body
 
 
@@ -54,6 +55,16 @@ class DryRunRefused(exceptions.ValidationError):
     def __init__(self, error):
         super().__init__({"input": [str(error)]})
         self.error_code, self.error_details = error.code, error.details
+
+
+class NotifyUrlRefused(exceptions.ValidationError):
+    """A notify_url the URL policy refuses: a 400 with the import sources' code, url_not_allowed."""
+
+    error_code = ErrorCode.URL_NOT_ALLOWED
+
+    def __init__(self, words: str, url: str):
+        super().__init__({"notify_url": [words]})
+        self.error_details = {"url": url}
 
 
 def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
