@@ -9,7 +9,17 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .choices import STEP_TRANSITIONS, TERMINAL_STATUSES, ActionStatus, ImageRole, ImageStatus, StepState, Visibility
+from .choices import (
+    STEP_TRANSITIONS,
+    TERMINAL_STATUSES,
+    ActionStatus,
+    DeliveryState,
+    ImageRole,
+    ImageStatus,
+    StepState,
+    Visibility,
+    WebhookEvent,
+)
 
 
 class ProjectMember(models.Model):
@@ -350,18 +360,15 @@ class WebhookDelivery(models.Model):
     """One notification of an action's status change to its notify_url (an outbox row written with
     the change) and the attempts at delivering it; deleted with the action."""
 
-    class State(models.TextChoices):
-        PENDING = "pending"  # not yet answered with a 2xx; its next attempt is at next_attempt_at
-        DELIVERED = "delivered"
-        GIVEN_UP = "given_up"  # every attempt failed
-
     action = models.ForeignKey(ImageAction, on_delete=models.CASCADE, related_name="deliveries")
     sequence = models.PositiveIntegerField()  # 1, 2, ... per action: the order of its changes
     event_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    event_type = models.CharField(max_length=32)
+    event_type = models.CharField(max_length=32, choices=WebhookEvent.choices)
     url = models.CharField(max_length=2048)
     payload = models.JSONField()
-    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_default=State.PENDING)
+    state = models.CharField(
+        max_length=16, choices=DeliveryState.choices, default=DeliveryState.PENDING, db_default=DeliveryState.PENDING
+    )
     # Each attempt: {"number", "at", "duration_ms", "status_code", "outcome", "error"}.
     attempts = models.JSONField(default=list, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

@@ -20,7 +20,7 @@ from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from . import metrics
-from .choices import TERMINAL_STATUSES
+from .choices import TERMINAL_STATUSES, AttemptOutcome, DeliveryState, WebhookEvent
 from .models import ImageAction, WebhookDelivery, WebhookSecret
 from .pipeline.http import caused_by, innermost, pinned_session
 from .pipeline.registry import cluster_of
@@ -34,13 +34,7 @@ EVENT_ID_HEADER = "X-ImageActions-Event-Id"
 EVENT_TYPE_HEADER = "X-ImageActions-Event"
 USER_AGENT = "ImageActions-webhook/1"
 
-# The event types: the action was created (status waiting), its status changed, it ended.
-CREATED, STATUS_CHANGED, ENDED = "action.created", "action.status_changed", "action.ended"
-PENDING, DELIVERED, GIVEN_UP = (
-    WebhookDelivery.State.PENDING,
-    WebhookDelivery.State.DELIVERED,
-    WebhookDelivery.State.GIVEN_UP,
-)
+PENDING, DELIVERED, GIVEN_UP = DeliveryState.PENDING, DeliveryState.DELIVERED, DeliveryState.GIVEN_UP
 # Actions whose next notification one sweep queues; the next sweep takes the rest.
 SWEEP_BATCH = 500
 
@@ -113,9 +107,9 @@ def record_status_changes(changes: list[tuple]) -> None:
     for action in ImageAction.objects.filter(pk__in=before).exclude(notify_url=""):
         previous = before[action.pk]
         if action.status in TERMINAL_STATUSES:
-            event_type = ENDED
+            event_type = WebhookEvent.ENDED
         else:
-            event_type = CREATED if previous is None else STATUS_CHANGED
+            event_type = WebhookEvent.CREATED if previous is None else WebhookEvent.STATUS_CHANGED
         delivery = WebhookDelivery(
             action=action,
             sequence=last.get(action.pk, 0) + 1,
@@ -125,7 +119,7 @@ def record_status_changes(changes: list[tuple]) -> None:
         )
         delivery.payload = {
             "id": str(delivery.event_id),
-            "type": event_type,
+            "type": str(event_type),
             "sequence": delivery.sequence,
             "created_at": _timestamp(now),
             "previous_status": previous,
@@ -264,7 +258,7 @@ def _attempt(delivery: WebhookDelivery, lease) -> str:
         },
     ]
     now = timezone.now()
-    if outcome == "delivered":
+    if outcome == AttemptOutcome.DELIVERED:
         delivery.state, delivery.next_attempt_at, delivery.finished_at = DELIVERED, None, now
     elif number >= settings.WEBHOOK_ATTEMPTS:
         delivery.state, delivery.next_attempt_at, delivery.finished_at = GIVEN_UP, None, now
@@ -272,7 +266,7 @@ def _attempt(delivery: WebhookDelivery, lease) -> str:
         delivery.next_attempt_at = now + timedelta(seconds=retry_delay(number))
     metrics.webhook_attempted({DELIVERED: "delivered", GIVEN_UP: "given_up"}.get(delivery.state, "failed"))
     log.log(
-        logging.INFO if outcome == "delivered" else logging.WARNING,
+        logging.INFO if outcome == AttemptOutcome.DELIVERED else logging.WARNING,
         "webhook %s #%d of action %s, attempt %d: %s %s",
         delivery.event_type,
         delivery.sequence,
@@ -303,9 +297,9 @@ def post(url: str, body: bytes, headers: dict) -> tuple[int | None, str, str]:
         _scheme, host, port = policy.check_url(url)
         address = policy.resolve(host, port)
     except UrlRefused as refusal:
-        return None, "url_not_allowed", f"The url '{url}' is not allowed: {refusal}; nothing was sent."
+        return None, AttemptOutcome.URL_NOT_ALLOWED, f"The url '{url}' is not allowed: {refusal}; nothing was sent."
     except UnresolvableHost as error:
-        return None, "unreachable", f"{error}."
+        return None, AttemptOutcome.UNREACHABLE, f"{error}."
     timeout = settings.WEBHOOK_TIMEOUT
     try:
         with pinned_session(str(address)) as session:
@@ -314,13 +308,17 @@ def post(url: str, body: bytes, headers: dict) -> tuple[int | None, str, str]:
             )
             response.close()  # the answer's body is not read: only its status counts
     except requests.Timeout:
-        return None, "timed_out", f"'{host}:{port}' did not answer within {timeout:g} s."
+        return None, AttemptOutcome.TIMED_OUT, f"'{host}:{port}' did not answer within {timeout:g} s."
     except requests.RequestException as error:
         if caused_by(error, ConnectionRefusedError):
-            return None, "unreachable", f"Connection refused by '{host}:{port}'."
-        return None, "unreachable", f"The request to '{host}:{port}' failed: {innermost(error)}"
+            return None, AttemptOutcome.UNREACHABLE, f"Connection refused by '{host}:{port}'."
+        return None, AttemptOutcome.UNREACHABLE, f"The request to '{host}:{port}' failed: {innermost(error)}"
     code = response.status_code
     if 200 <= code < 300:
-        return code, "delivered", ""
+        return code, AttemptOutcome.DELIVERED, ""
     redirect = " (redirects are not followed)" if 300 <= code < 400 else ""
-    return code, "http_error", f"The receiver answered {code} {response.reason or ''}".rstrip() + f"{redirect}."
+    return (
+        code,
+        AttemptOutcome.HTTP_ERROR,
+        f"The receiver answered {code} {response.reason or ''}".rstrip() + f"{redirect}.",
+    )

@@ -8,7 +8,7 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
-from ..choices import ActionStatus, ErrorCode, Visibility
+from ..choices import ActionStatus, AttemptOutcome, DeliveryState, ErrorCode, Visibility, WebhookEvent
 from ..models import ImageAction
 from ..pipeline import ActionType, action_types, get_action_type, step_statuses
 from ..policy import allowed
@@ -215,7 +215,7 @@ class WebhookAttemptSerializer(serializers.Serializer):
     duration_ms = serializers.IntegerField()
     status_code = serializers.IntegerField(allow_null=True, help_text="The receiver's answer; null: none came.")
     outcome = serializers.ChoiceField(
-        choices=["delivered", "http_error", "timed_out", "unreachable", "url_not_allowed"],
+        choices=AttemptOutcome.choices,
         help_text="delivered: a 2xx answer; url_not_allowed: the URL policy refused the address, nothing was sent.",
     )
     error = serializers.CharField(allow_blank=True, help_text="Why the attempt failed; empty when delivered.")
@@ -225,11 +225,11 @@ class WebhookDeliverySerializer(serializers.Serializer):
     """One notification of a status change to the action's notify_url, with its attempts."""
 
     event_id = serializers.UUIDField(help_text="The event's `id`, also in the X-ImageActions-Event-Id header.")
-    event_type = serializers.ChoiceField(choices=["action.created", "action.status_changed", "action.ended"])
+    event_type = serializers.ChoiceField(choices=WebhookEvent.choices)
     sequence = serializers.IntegerField(help_text="1, 2, ...: the order of the action's status changes.")
     url = serializers.CharField()
     state = serializers.ChoiceField(
-        choices=["pending", "delivered", "given_up"],
+        choices=DeliveryState.choices,
         help_text="pending: not yet answered with a 2xx, tried again at next_attempt_at; given_up: every attempt failed.",
     )
     attempts = WebhookAttemptSerializer(many=True)
