@@ -5,7 +5,17 @@ from django.utils import timezone
 
 from . import runner
 from .dashboard import store_location
-from .models import ActionEvent, Image, ImageAction, ImageLocation, ImageTag, ProjectMember, ProjectQuota
+from .models import (
+    ActionEvent,
+    Image,
+    ImageAction,
+    ImageLocation,
+    ImageTag,
+    ProjectMember,
+    ProjectQuota,
+    WebhookDelivery,
+    WebhookSecret,
+)
 from .pipeline import action_types
 
 # The index links to the dashboard (imageactions/urls.py serves it at /admin/dashboard/).
@@ -25,6 +35,19 @@ class ActionEventInline(admin.TabularInline):
         return False
 
 
+class WebhookDeliveryInline(admin.TabularInline):
+    model = WebhookDelivery
+    extra = 0
+    can_delete = False
+    fields = ["sequence", "event_type", "event_id", "url", "state", "attempts", "next_attempt_at", "finished_at"]
+    readonly_fields = fields
+    verbose_name = "webhook notification"
+    verbose_name_plural = "webhook notifications"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(ImageAction)
 class ImageActionAdmin(admin.ModelAdmin):
     list_display = ["id", "action_type", "status", "owner", "percent_done", "created_at", "updated_at", "short_message"]
@@ -32,7 +55,7 @@ class ImageActionAdmin(admin.ModelAdmin):
     # Ids of the images an action read or made (as its type declares), plus what each type adds.
     search_fields = ["id", "owner", "message", "request_id", "image_links__image_id"]
     date_hierarchy = "created_at"
-    inlines = [ActionEventInline]
+    inlines = [ActionEventInline, WebhookDeliveryInline]
 
     def get_search_fields(self, request):
         added = (field for action_type in action_types().values() for field in action_type.admin_search_fields)
@@ -57,6 +80,7 @@ class ImageActionAdmin(admin.ModelAdmin):
                     "error_code",
                     "error_details",
                     "labels",
+                    "notify_url",
                     "request_id",
                 ]
             },
@@ -190,3 +214,32 @@ class ProjectQuotaAdmin(admin.ModelAdmin):
 
     list_display = ["project", "pending_actions", "image_count_total", "image_size_total", "image_stage_total"]
     search_fields = ["project"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """Every project's webhook notifications: which are late, which were given up, and why."""
+
+    list_display = ["action", "sequence", "event_type", "state", "attempt_count", "next_attempt_at", "created_at"]
+    list_filter = ["state", "event_type", "created_at"]
+    search_fields = ["action__id", "action__owner", "event_id", "url"]
+    readonly_fields = [f.name for f in WebhookDelivery._meta.get_fields() if f.concrete]
+
+    @admin.display(description="attempts")
+    def attempt_count(self, delivery):
+        return len(delivery.attempts)
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(WebhookSecret)
+class WebhookSecretAdmin(admin.ModelAdmin):
+    """The projects' webhook signing secrets (a project reads and rotates its own through the API)."""
+
+    list_display = ["project", "created_at", "rotated_at"]
+    search_fields = ["project"]
+    readonly_fields = ["project", "secret", "created_at", "rotated_at"]
+
+    def has_add_permission(self, request):
+        return False

@@ -91,6 +91,32 @@ STEP_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
 }
 
 
+class WebhookEvent(models.TextChoices):
+    """The `type` of a webhook notification."""
+
+    CREATED = "action.created"  # the action was created (status waiting)
+    STATUS_CHANGED = "action.status_changed"
+    ENDED = "action.ended"  # success, failure or cancelled
+
+
+class DeliveryState(models.TextChoices):
+    """Where the delivery of a webhook notification stands."""
+
+    PENDING = "pending"  # not yet answered with a 2xx; tried (again) at its next_attempt_at
+    DELIVERED = "delivered"
+    GIVEN_UP = "given_up"  # every attempt failed
+
+
+class AttemptOutcome(models.TextChoices):
+    """How one attempt at delivering a webhook notification went."""
+
+    DELIVERED = "delivered"  # a 2xx answer
+    HTTP_ERROR = "http_error"  # another answer
+    TIMED_OUT = "timed_out"
+    UNREACHABLE = "unreachable"  # no connection: DNS, refused, TLS
+    URL_NOT_ALLOWED = "url_not_allowed"  # the URL policy refused the address: nothing was sent
+
+
 class ImageRole(models.TextChoices):
     """How an action relates to an image."""
 

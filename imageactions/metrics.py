@@ -54,7 +54,12 @@ HTTP_DURATION = Histogram(
     ["method", "route", "status"],
     buckets=HTTP_BUCKETS,
 )
-
+WEBHOOK_DELIVERIES = Counter(
+    "imageactions_webhook_deliveries",
+    "Attempts at delivering webhook notifications, by outcome: delivered (a 2xx answer), failed (to be "
+    "retried), given_up (the last attempt failed).",
+    ["outcome"],
+)
 RECEIVED, STORED, SERVED, EXPORTED = "received", "stored", "served", "exported"
 
 
@@ -64,6 +69,10 @@ def action_created(action_type: str) -> None:
 
 def action_ended(action_type: str, status: str, error_code: str = "") -> None:
     ACTIONS_ENDED.labels(action_type, status, error_code).inc()
+
+
+def webhook_attempted(outcome: str) -> None:
+    WEBHOOK_DELIVERIES.labels(outcome).inc()
 
 
 def step_ran(action_type: str, step: str, outcome: str, seconds: float) -> None:

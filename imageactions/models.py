@@ -4,12 +4,22 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .choices import STEP_TRANSITIONS, TERMINAL_STATUSES, ActionStatus, ImageRole, ImageStatus, StepState, Visibility
+from .choices import (
+    STEP_TRANSITIONS,
+    TERMINAL_STATUSES,
+    ActionStatus,
+    DeliveryState,
+    ImageRole,
+    ImageStatus,
+    StepState,
+    Visibility,
+    WebhookEvent,
+)
 
 
 class ProjectMember(models.Model):
@@ -69,7 +79,21 @@ class ImageActionQuerySet(models.QuerySet):
 
     def _transition(self, name: str, **fields) -> int:
         sources, target = STEP_TRANSITIONS[name]
-        return self.filter(step_state__in=sources).update(step_state=target, **fields)
+        rows = self.filter(step_state__in=sources)
+        if "status" not in fields:
+            return rows.update(step_state=target, **fields)
+        with transaction.atomic():
+            # The watched actions whose status this changes, locked so that the UPDATE changes
+            # exactly them (besides unwatched ones): their notifications are written in the same
+            # transaction as the change, so none is lost and none is made for a change that failed.
+            watched = rows.exclude(notify_url="").exclude(status=fields["status"]).select_for_update()
+            changes = list(watched.values_list("pk", "status"))
+            count = rows.update(step_state=target, **fields)
+            if changes:
+                from .webhooks import record_status_changes  # it reads these models
+
+                record_status_changes(changes)
+        return count
 
     # -- the transitions ------------------------------------------------------------------
 
@@ -143,8 +167,9 @@ class ImageActionQuerySet(models.QuerySet):
         )
 
     def end(self, status, message="", **saved) -> int:
-        """End the actions, whatever their step was doing, with `status`; they expire after ACTION_TTL."""
-        return self.pending()._transition("end", **_ended_fields(status, message), **saved)
+        """End the actions, whatever their step was doing, with `status`; they expire after ACTION_TTL
+        (`saved` may give the times, see ended_times)."""
+        return self.pending()._transition("end", **{**_ended_fields(status, message), **saved})
 
     def end_unclaimed(self, status, message, **saved) -> int:
         """End the actions that no worker holds (queued or held for data)."""
@@ -189,15 +214,14 @@ class ImageActionQuerySet(models.QuerySet):
         return self.filter(cancel_requested=False).update(**fields)
 
 
-def _ended_fields(status, message) -> dict:
+def ended_times() -> dict:
+    """`finished_at` now and `expires_at` ACTION_TTL later, for an action that ends now."""
     now = timezone.now()
-    return dict(
-        status=status,
-        run_token=None,
-        message=message,
-        finished_at=now,
-        expires_at=now + timedelta(seconds=settings.ACTION_TTL),
-    )
+    return {"finished_at": now, "expires_at": now + timedelta(seconds=settings.ACTION_TTL)}
+
+
+def _ended_fields(status, message) -> dict:
+    return dict(status=status, run_token=None, message=message, **ended_times())
 
 
 class ImageAction(models.Model):
@@ -232,6 +256,8 @@ class ImageAction(models.Model):
     error_details = models.JSONField(default=dict, blank=True)
     # The user's own key/value labels (imageactions.validators.validate_labels), filterable.
     labels = models.JSONField(default=dict, blank=True)
+    # Where each status change is POSTed (imageactions.webhooks); empty: nowhere.
+    notify_url = models.CharField(max_length=2048, blank=True, default="", db_default="")
     # The X-Request-Id of the request that created it: the workers' log lines carry it too.
     request_id = models.CharField(max_length=128, blank=True, default="")
     # What steps hand to later steps (e.g. the staged file and its hashes); never shown to users.
@@ -335,6 +361,50 @@ class IdempotencyKey(models.Model):
 
     def __str__(self):
         return f"{self.owner}: {self.key}"
+
+
+class WebhookSecret(models.Model):
+    """The key a project's webhook notifications are signed with (HMAC-SHA256), made on first use."""
+
+    project = models.CharField(max_length=64, unique=True)
+    secret = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"webhook secret of {self.project}"
+
+
+class WebhookDelivery(models.Model):
+    """One notification of an action's status change to its notify_url (an outbox row written with
+    the change) and the attempts at delivering it; deleted with the action."""
+
+    action = models.ForeignKey(ImageAction, on_delete=models.CASCADE, related_name="deliveries")
+    sequence = models.PositiveIntegerField()  # 1, 2, ... per action: the order of its changes
+    event_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    event_type = models.CharField(max_length=32, choices=WebhookEvent.choices)
+    url = models.CharField(max_length=2048)
+    payload = models.JSONField()
+    state = models.CharField(
+        max_length=16, choices=DeliveryState.choices, default=DeliveryState.PENDING, db_default=DeliveryState.PENDING
+    )
+    # Each attempt: {"number", "at", "duration_ms", "status_code", "outcome", "error"}.
+    attempts = models.JSONField(default=list, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Held by the one task delivering it, until leased_until (a task that died lets it go then).
+    lease = models.UUIDField(null=True, blank=True)
+    leased_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["action", "sequence"]
+        constraints = [models.UniqueConstraint(fields=["action", "sequence"], name="webhook_delivery_sequence")]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_delivery_due_idx")]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self):
+        return f"{self.event_type} #{self.sequence} of {self.action_id}: {self.state}"
 
 
 class ActionImage(models.Model):

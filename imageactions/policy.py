@@ -28,6 +28,7 @@ DEFAULT_RULES: dict[str, tuple[str, ...]] = {
     "delete": WRITE,  # delete an image or one store's copy of it
     "publicize": ADMIN,  # make an image public (seen by every project), as in Glance
     "all_projects": ADMIN,  # read and act on every project's actions and images
+    "webhook_secret": WRITE,  # read and rotate the key the project's webhook notifications are signed with
     "operator_detail": ADMIN,  # owners of actions, how stores are reached
     "metrics": ADMIN,  # scrape /metrics (a scraper may instead send IMAGEACTIONS_METRICS_TOKEN)
 }

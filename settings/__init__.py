@@ -152,6 +152,11 @@ WAIT_POLL_INTERVAL = env_float("IMAGEACTIONS_WAIT_POLL_INTERVAL", 0.25)
 # Seconds a create's Idempotency-Key is remembered: a retry within it gets the first answer.
 IDEMPOTENCY_WINDOW = env_float("IMAGEACTIONS_IDEMPOTENCY_WINDOW", 24 * 3600)
 PROGRESS_WRITE_INTERVAL = env_float("IMAGEACTIONS_PROGRESS_WRITE_INTERVAL", 0.5)
+# Webhooks (an action's notify_url): attempts per notification, the delay before the first retry
+# (doubled before each next one), and seconds one attempt may take to connect and be answered.
+WEBHOOK_ATTEMPTS = max(1, env_int("IMAGEACTIONS_WEBHOOK_ATTEMPTS", 10))
+WEBHOOK_RETRY_DELAY = env_float("IMAGEACTIONS_WEBHOOK_RETRY_DELAY", 30)
+WEBHOOK_TIMEOUT = env_float("IMAGEACTIONS_WEBHOOK_TIMEOUT", 10)
 # How many times a step whose worker died is started again before the action fails.
 MAX_STEP_RESTARTS = env_int("IMAGEACTIONS_MAX_STEP_RESTARTS", 2)
 # When a worker pool stops (SIGTERM to `manage.py worker`), a running step may finish within this

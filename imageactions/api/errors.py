@@ -62,6 +62,14 @@ class DryRunRefused(exceptions.ValidationError):
         self.error_details = error.details
 
 
+class NotifyUrlRefused(exceptions.ValidationError):
+    """A notify_url the URL policy refuses: a 422 with the import sources' code, url_not_allowed."""
+
+    def __init__(self, words: str, url: str):
+        super().__init__({"notify_url": [words]}, code=ErrorCode.URL_NOT_ALLOWED)
+        self.error_details = {"url": url}
+
+
 def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
     """{"input": {"location": ["..."]}} -> {"input.location": ["..."]}."""
     if isinstance(detail, dict):

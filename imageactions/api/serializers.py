@@ -8,7 +8,7 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
-from ..choices import ActionStatus, ErrorCode, Visibility
+from ..choices import ActionStatus, AttemptOutcome, DeliveryState, ErrorCode, Visibility, WebhookEvent
 from ..models import ImageAction
 from ..pipeline import ActionType, action_types, get_action_type, step_statuses
 from ..policy import allowed
@@ -146,6 +146,19 @@ class LabelsField(serializers.DictField):
         return validate_labels(data)  # as sent: a number is refused, not turned into text
 
 
+class NotifyUrlField(serializers.CharField):
+    """Where the action's status changes are POSTed; the URL policy is checked by the view, which
+    answers its own error code (url_not_allowed)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault(
+            "help_text",
+            "An http(s) URL that gets a signed POST for each change of the action's status (see the README, "
+            "'Webhooks'); under the same URL policy as import locations.",
+        )
+        super().__init__(max_length=2048, **kwargs)
+
+
 class ImageActionSerializer(serializers.ModelSerializer):
     """An action as users see it; `owner` only for staff."""
 
@@ -163,6 +176,9 @@ class ImageActionSerializer(serializers.ModelSerializer):
     )
     error_details = serializers.DictField(
         read_only=True, help_text="For a failure: the values checked (e.g. expected and actual checksums)."
+    )
+    notify_url = serializers.CharField(
+        read_only=True, allow_null=True, help_text="Where its status changes are POSTed; null: nowhere."
     )
     # Not read_only on purpose: the schema marks read-only fields as always present, and
     # `owner` is absent for non-staff. This serializer only ever renders, so nothing is written.
@@ -183,6 +199,7 @@ class ImageActionSerializer(serializers.ModelSerializer):
             "error_details",
             "progress",
             "labels",
+            "notify_url",
             "created_at",
             "updated_at",
             "started_at",
@@ -194,6 +211,7 @@ class ImageActionSerializer(serializers.ModelSerializer):
     def to_representation(self, instance):
         data = super().to_representation(instance)
         data["error_code"] = data["error_code"] or None
+        data["notify_url"] = data["notify_url"] or None
         request = self.context.get("request")
         if not (request and allowed(request.user, "operator_detail")):
             data.pop("owner", None)
@@ -219,6 +237,44 @@ class ErrorSerializer(serializers.Serializer):
     )
 
 
+class WebhookAttemptSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    at = serializers.DateTimeField(help_text="When the attempt started.")
+    duration_ms = serializers.IntegerField()
+    status_code = serializers.IntegerField(allow_null=True, help_text="The receiver's answer; null: none came.")
+    outcome = serializers.ChoiceField(
+        choices=AttemptOutcome.choices,
+        help_text="delivered: a 2xx answer; url_not_allowed: the URL policy refused the address, nothing was sent.",
+    )
+    error = serializers.CharField(allow_blank=True, help_text="Why the attempt failed; empty when delivered.")
+
+
+class WebhookDeliverySerializer(serializers.Serializer):
+    """One notification of a status change to the action's notify_url, with its attempts."""
+
+    event_id = serializers.UUIDField(help_text="The event's `id`, also in the X-ImageActions-Event-Id header.")
+    event_type = serializers.ChoiceField(choices=WebhookEvent.choices)
+    sequence = serializers.IntegerField(help_text="1, 2, ...: the order of the action's status changes.")
+    url = serializers.CharField()
+    state = serializers.ChoiceField(
+        choices=DeliveryState.choices,
+        help_text="pending: not yet answered with a 2xx, tried again at next_attempt_at; given_up: every attempt failed.",
+    )
+    attempts = WebhookAttemptSerializer(many=True)
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    payload = serializers.DictField(help_text="The JSON body that is POSTed.")
+
+
+class WebhookSecretSerializer(serializers.Serializer):
+    """The key of the project's webhook signatures (HMAC-SHA256)."""
+
+    secret = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    rotated_at = serializers.DateTimeField(allow_null=True, help_text="When it was last replaced; null: never.")
+
+
 class LabelsUpdateSerializer(serializers.Serializer):
     """PATCH /v2/image-actions/{id}: the labels, replaced as a whole (send the ones to keep)."""
 
@@ -231,6 +287,7 @@ class ImageActionCreateSerializer(serializers.Serializer):
     action_type = serializers.CharField()
     input = serializers.JSONField()
     labels = LabelsField(required=False, default=dict)
+    notify_url = NotifyUrlField(required=False, default="")
 
     def __init__(self, *args, fixed_action_type: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -272,7 +329,12 @@ class ImageActionCreateSerializer(serializers.Serializer):
             )
         if not input_serializer.is_valid():
             raise serializers.ValidationError({"input": input_serializer.errors})
-        return {"action_type": name, "input": jsonable(input_serializer.validated_data), "labels": attrs["labels"]}
+        return {
+            "action_type": name,
+            "input": jsonable(input_serializer.validated_data),
+            "labels": attrs["labels"],
+            "notify_url": attrs["notify_url"],
+        }
 
 
 def unknown_fields(serializer: serializers.Serializer, data, prefix: str = "") -> list[str]:
@@ -312,7 +374,11 @@ def type_create_serializer(action_type: ActionType, *, alias: bool) -> type:
     Cached so that each schema component has exactly one class behind it.
     """
     name = action_type.name
-    fields = {"input": action_type.input_serializer(), "labels": LabelsField(required=False)}
+    fields = {
+        "input": action_type.input_serializer(),
+        "labels": LabelsField(required=False),
+        "notify_url": NotifyUrlField(required=False),
+    }
     if not alias:
         fields["action_type"] = serializers.ChoiceField(choices=[name])
     description = action_type.description or f"Create a {name} action."

@@ -17,6 +17,7 @@ from .discovery import (
 from .images import ImageLocationView, ImageViewSet
 from .stores import ImageStoreViewSet
 from .views import ImageActionViewSet, OfflineRedocView, alias_viewset
+from .webhooks import WebhookSecretView
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -45,6 +46,7 @@ urlpatterns = [
     path("info/stores", StoresInfoView.as_view(), name="info-stores"),
     path("info/stores/detail", StoresDetailView.as_view(), name="info-stores-detail"),
     path("info/usage", UsageView.as_view(), name="info-usage"),
+    path("info/webhook-secret", WebhookSecretView.as_view(), name="info-webhook-secret"),
     path("stores/<str:store>/<str:image_id>", ImageLocationView.as_view(), name="image-location"),
     path("", include(router.urls)),
     path("schema", SpectacularAPIView.as_view(), name="schema"),

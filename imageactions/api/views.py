@@ -23,20 +23,22 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
-from .. import idempotency, quotas, runner
-from ..choices import TERMINAL_STATUSES, ActionStatus
+from .. import idempotency, quotas, runner, webhooks
+from ..choices import TERMINAL_STATUSES, ActionStatus, ErrorCode
 from ..filtersets import ImageActionFilterSet
-from ..models import ImageAction
+from ..models import ImageAction, WebhookDelivery
 from ..pipeline import StepError, get_action_type
 from ..projects import listed_for, owner_of, visible_to
+from ..urlpolicy import UnresolvableHost, UrlRefused
 from ..validators import query_flag, whole_number
-from .errors import Conflict, DryRunRefused, KeyReusedError, LengthRequired, QuotaExceededError
+from .errors import Conflict, DryRunRefused, KeyReusedError, LengthRequired, NotifyUrlRefused, QuotaExceededError
 from .parsers import BoundedJSONParser
 from .serializers import (
     ErrorSerializer,
     ImageActionCreateSerializer,
     ImageActionSerializer,
     LabelsUpdateSerializer,
+    WebhookDeliverySerializer,
     create_request_schema,
     known_statuses,
     unknown_fields,
@@ -73,6 +75,9 @@ def error_responses(*codes: int, words: dict[int, str] | None = None) -> dict:
     } | (words or {})
     return {code: OpenApiResponse(ErrorSerializer, description=words[code]) for code in codes}
 
+
+# The fields of the create body; an alias's body with none of them is the input itself.
+CREATE_FIELDS = frozenset({"input", "action_type", "labels", "notify_url"})
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/=]*")
 
@@ -329,7 +334,7 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             # An alias would read no body as an input of defaults: say what is missing instead.
             raise ValidationError({"body": ["Send the action as a JSON object in the request body."]})
         data = request.data
-        if self.fixed_action_type and isinstance(data, dict) and not {"input", "action_type", "labels"} & set(data):
+        if self.fixed_action_type and isinstance(data, dict) and not CREATE_FIELDS & set(data):
             # The alias's own dialect (the design this service comes from): the body is the input.
             data = {"input": data}
         serializer = ImageActionCreateSerializer(
@@ -352,6 +357,8 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             return earlier
         serializer.is_valid(raise_exception=True)
         validated = serializer.validated_data
+        if validated["notify_url"]:
+            _check_notify_url(validated["notify_url"], resolve=dry_run)
         try:
             action_type = get_action_type(validated["action_type"])
             quotas.check_create(owner, makes_image=action_type.makes_images, stages_bytes=action_type.stages_bytes)
@@ -363,7 +370,11 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         try:
             with transaction.atomic():
                 action = runner.create_action(
-                    action_type, owner=owner, input_data=validated["input"], labels=validated["labels"]
+                    action_type,
+                    owner=owner,
+                    input_data=validated["input"],
+                    labels=validated["labels"],
+                    notify_url=validated["notify_url"],
                 )
                 body = ImageActionSerializer(action, context=self.get_serializer_context()).data
                 if key:
@@ -421,6 +432,17 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             ImageAction.objects.filter(pk=action.pk).update(labels=serializer.validated_data["labels"])
             action.refresh_from_db()
         return Response(ImageActionSerializer(action, context=self.get_serializer_context()).data)
+
+    @extend_schema(
+        request=None,
+        responses={200: WebhookDeliverySerializer(many=True), **error_responses(400, 401, 404)},
+        summary="The webhook notifications of an action and the attempts at delivering each, oldest first",
+    )
+    @route(detail=True, methods=["get"])
+    def deliveries(self, request, pk=None):
+        action = self.get_object()
+        deliveries = WebhookDelivery.objects.filter(action=action).order_by("sequence")
+        return Response(WebhookDeliverySerializer(deliveries, many=True).data)
 
     @extend_schema(
         request=None,
@@ -487,6 +509,16 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
                 f"The file of action {action.pk} expired at {action.expires_at.isoformat()}; run the action again."
             )
         return stored_file_response(request, stored, what=f"the file of action {action.pk}")
+
+
+def _check_notify_url(url: str, *, resolve: bool) -> None:
+    """422 (url_not_allowed) for a notify_url the URL policy refuses; a dry run also resolves its host."""
+    try:
+        webhooks.check_notify_url(url, resolve=resolve)
+    except UrlRefused as refusal:
+        raise NotifyUrlRefused(f"The url '{url}' is not allowed: {refusal}.", url) from None
+    except UnresolvableHost as error:
+        raise ValidationError({"notify_url": [f"{error}."]}, code=ErrorCode.DESTINATION_UNREACHABLE) from None
 
 
 def _wait_seconds(request) -> float:

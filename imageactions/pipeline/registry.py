@@ -32,6 +32,11 @@ class Step:
         return settings.STEP_POOLS.get(f"{action_type}.{self.name}", self.pool)
 
 
+def cluster_of(pool: str) -> str:
+    """The django-q2 cluster (broker queue) that serves a worker pool."""
+    return settings.QUEUE_PREFIX + pool
+
+
 @dataclass(frozen=True)
 class StoredFile:
     """Bytes in an image store that the API serves as a download (streamed, with Range)."""

@@ -15,7 +15,7 @@ from django.utils import timezone
 from .. import metrics
 from ..choices import ActionStatus, ErrorCode, ImageRole
 from ..logs import bound
-from ..models import ActionEvent, ActionImage, ImageAction
+from ..models import ActionEvent, ActionImage, ImageAction, ended_times
 from ..pipeline.context import StepContext, scratch_dir
 from ..pipeline.registry import ActionType, get_action_type
 
@@ -46,16 +46,21 @@ def finish_success(action: ImageAction, action_type: ActionType, *, token, ctx: 
         if locked.cancel_requested:
             cancelled = True
         else:
-            # Set before `finish`, so it can quote them (an export's link expires with the action).
-            ended = ImageAction.objects.filter(pk=action.pk)
-            ctx = ctx or StepContext(action, None, token)
-            ended.end(
-                ActionStatus.SUCCESS, progress_done=locked.progress_total or locked.progress_done
-            )  # stamps finished_at and expires_at, read back for `finish`
-            action.finished_at, action.expires_at = ended.values_list("finished_at", "expires_at").get()
+            # The times are set before `finish`, so it can quote them (an export's link expires with
+            # the action); the end is one UPDATE with what `finish` made, so the action's success
+            # notification (written by that UPDATE) shows its result.
+            times = ended_times()
+            action.finished_at, action.expires_at = times["finished_at"], times["expires_at"]
             if action_type.finish:
-                action_type.finish(action, ctx)
-            ended.update(state=action.state, result=action.result, image_properties=action.image_properties)
+                action_type.finish(action, ctx or StepContext(action, None, token))
+            ImageAction.objects.filter(pk=action.pk).end(
+                ActionStatus.SUCCESS,
+                progress_done=locked.progress_total or locked.progress_done,
+                state=action.state,
+                result=action.result,
+                image_properties=action.image_properties,
+                **times,
+            )
             record_images(action, ImageRole.MADE, action_type.images_made(action.result))
             transaction.on_commit(lambda: _ended(action, ActionStatus.SUCCESS, ""))
     if cancelled:

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .. import idempotency
+from .. import idempotency, webhooks
 from ..choices import ActionStatus, ErrorCode, StepState
 from ..logs import bound
 from ..models import ActionEvent, ImageAction
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 REAPER_SCHEDULE = "imageactions-reaper"
 PURGE_SCHEDULE = "imageactions-purge"
+WEBHOOK_SCHEDULE = "imageactions-webhooks"
 
 
 def stale_runs():
@@ -182,6 +183,14 @@ def purge() -> int:
     return count
 
 
+def send_notifications() -> int:
+    """Queue the webhook notifications that are due: retries, and any whose first attempt was
+    never queued (the process that changed the status died before it could)."""
+    queued = webhooks.dispatch()
+    _schedule_next(WEBHOOK_SCHEDULE, webhooks.sweep_interval())
+    return queued
+
+
 def _schedule_next(name: str, seconds: float) -> None:
     """Bring the schedule's next run to `seconds` from now: django-q2's own types count in minutes."""
     from django_q.models import Schedule
@@ -190,7 +199,7 @@ def _schedule_next(name: str, seconds: float) -> None:
 
 
 def ensure_schedules() -> None:
-    """Create (or update) the reaper and purge schedules; run when a worker starts."""
+    """Create (or update) the reaper, purge and webhook schedules; run when a worker starts."""
     from django_q.models import Schedule
 
     with transaction.atomic():
@@ -207,6 +216,7 @@ def _ensure_schedules(Schedule) -> None:
     for name, func, seconds in (
         (REAPER_SCHEDULE, "imageactions.runner.reap", settings.REAPER_INTERVAL),
         (PURGE_SCHEDULE, "imageactions.runner.purge", settings.PURGE_INTERVAL),
+        (WEBHOOK_SCHEDULE, "imageactions.runner.send_notifications", webhooks.sweep_interval()),
     ):
         # Duplicates left by starts before the lock existed: keep the oldest.
         for duplicate in Schedule.objects.filter(name=name).order_by("id")[1:]:

@@ -3,28 +3,25 @@ decision, and the requests of users and operators (cancel, retry)."""
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .. import metrics
+from .. import metrics, webhooks
 from ..choices import ActionStatus, ErrorCode, ImageRole, StepState
 from ..logs import current_request_id
 from ..models import ActionImage, ImageAction
 from ..pipeline.context import StepContext
-from ..pipeline.registry import ActionType, get_action_type
+from ..pipeline.registry import ActionType, cluster_of, get_action_type
 from .ending import CANCELLED_MESSAGE, cancel_owned, end_unclaimed, fail_unowned, finish_success, record_images
 
 RUN_STEP_TASK = "imageactions.runner.run_step"
 
 
-def cluster_of(pool: str) -> str:
-    """The django-q2 cluster (broker queue) that serves a worker pool."""
-    return settings.QUEUE_PREFIX + pool
-
-
-def create_action(action_type: ActionType, *, owner: str, input_data: dict, labels: dict | None = None) -> ImageAction:
-    """Record a new action and queue its first step once the row is committed."""
+def create_action(
+    action_type: ActionType, *, owner: str, input_data: dict, labels: dict | None = None, notify_url: str = ""
+) -> ImageAction:
+    """Record a new action (and its first notification, with a `notify_url`) and queue its first
+    step once the row is committed."""
     held = action_type.awaits_data(input_data)
     action = ImageAction.objects.create(
         action_type=action_type.name,
@@ -36,7 +33,10 @@ def create_action(action_type: ActionType, *, owner: str, input_data: dict, labe
         queued_at=timezone.now(),
         request_id=current_request_id(),
         labels=labels or {},
+        notify_url=notify_url,
     )
+    if notify_url:
+        webhooks.record_status_changes([(action.pk, None)])
     record_images(action, ImageRole.READ, action_type.images_read(input_data))
     transaction.on_commit(lambda: metrics.action_created(action_type.name))
     if not held:

@@ -5,7 +5,7 @@ are wrapped (in every process, by apps.ready; only a cluster's sentinel ever cal
 - start: before any process is forked, SIGUSR1 (the stop request below) gets a handler that
   only records the request while the cluster stops, so every process inherits it and a stray
   SIGUSR1 kills none;
-- guard: a ticker thread runs due schedules (the reaper, purge) when they are due, not only on
+- guard: a ticker thread runs due schedules (the reaper, purge, webhook retries) when they are due, not only on
   the guard loop's own scheduler tick, which comes every 30 s;
 - reincarnate: the runs of a worker process seen dead are handed back at once;
 - stop (SIGTERM to the cluster's main process): each worker process is asked to stop; a running
@@ -26,6 +26,7 @@ from django.db import connections
 from django.db.models import Min
 from django.utils import timezone
 
+from .. import webhooks
 from ..pipeline.stopping import request_stop
 from .maintenance import worker_died
 
@@ -160,7 +161,8 @@ class ScheduleTicker(threading.Thread):
         self.stopped = threading.Event()
         # Never sleep past the shortest interval: a run moves its schedule's next run to one
         # interval from its end, earlier than the minute django-q2 set when it queued it.
-        self.longest_sleep = max(TICK_MIN, min(settings.REAPER_INTERVAL, settings.PURGE_INTERVAL, TICK_MAX))
+        intervals = (settings.REAPER_INTERVAL, settings.PURGE_INTERVAL, webhooks.sweep_interval())
+        self.longest_sleep = max(TICK_MIN, min(*intervals, TICK_MAX))
 
     def run(self):
         sleep = 0.0

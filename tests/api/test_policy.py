@@ -67,6 +67,7 @@ REQUESTS = {
         ),
     ),
     "all_projects": ("operator", lambda client: client.get("/v2/image-actions", {"all_projects": "true"})),
+    "webhook_secret": ("alice", lambda client: client.post("/v2/info/webhook-secret")),
     "operator_detail": ("operator", lambda client: client.get("/v2/info/stores/detail")),
     "metrics": ("operator", lambda client: client.get("/metrics")),
 }

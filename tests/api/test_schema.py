@@ -73,7 +73,7 @@ def test_an_alias_create_endpoint_shows_only_its_own_types_input(anonymous):
     body = document["paths"]["/v2/image-tests"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     component = document["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
     assert "oneOf" not in component
-    assert list(component["properties"]) == ["input", "labels"]  # the endpoint fixes action_type
+    assert list(component["properties"]) == ["input", "labels", "notify_url"]  # the endpoint fixes action_type
     assert component["required"] == ["input"]
     test_input = document["components"]["schemas"][component["properties"]["input"]["$ref"].rsplit("/", 1)[1]]
     assert "skip_wrap" in test_input["properties"]

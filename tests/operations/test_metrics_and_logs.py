@@ -95,7 +95,7 @@ def assert_documented_as_scraped(samples: dict) -> None:
     for name, labels in samples:
         labels_of.setdefault(name, set()).update(key for key, _ in labels if key != "le")
     tables, selected = documented_metrics()
-    assert len(tables) == 12 and selected
+    assert len(tables) == 13 and selected
     for name, labels in tables.items():
         scraped = [labels_of[n] for n in (name, f"{name}_count") if n in labels_of]
         assert scraped, f"{name} is documented but not scraped"
@@ -107,7 +107,14 @@ def assert_documented_as_scraped(samples: dict) -> None:
 
 
 def test_metrics_add_up_every_api_and_worker_process_and_parse_as_prometheus_text(served, image_server):
-    waiting = served.create_test_action(await_data=True)  # pending until its data comes: never here
+    # Pending until its data comes (never here); its webhook goes to a server that answers POSTs 501.
+    response = served.http.post(
+        f"{served.base_url}/v2/image-actions",
+        json={"action_type": "test", "input": {"await_data": True}, "notify_url": image_server.url("/hook")},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    waiting = response.json()["id"]
     succeeded = [served.create_test_action() for _ in range(3)]
     failed = served.create_test_action(work={"kind": "fail"})
     response = served.http.post(
@@ -124,6 +131,12 @@ def test_metrics_add_up_every_api_and_worker_process_and_parse_as_prometheus_tex
     image_id = imported["result"]["image_ref"]
     download = served.http.get(f"{served.base_url}/v2/images/{image_id}/file", timeout=30)
     assert download.status_code == 200 and download.content == IMAGE
+
+    deliveries = f"{served.base_url}/v2/image-actions/{waiting}/deliveries"
+    deadline = time.monotonic() + 30
+    while not served.http.get(deliveries, timeout=30).json()[0]["attempts"]:
+        assert time.monotonic() < deadline, served.log_tail()
+        time.sleep(0.2)
 
     # gunicorn's two processes answer scrapes in turn: every answer must be the same sum.
     scrapes = [scrape(served) for _ in range(6)]
@@ -152,6 +165,7 @@ def test_metrics_add_up_every_api_and_worker_process_and_parse_as_prometheus_tex
         assert value(samples, "imageactions_queue_depth", pool="default") == 0
         assert value(samples, "imageactions_queue_oldest_age_seconds", pool="default") == 0
         assert value(samples, "imageactions_stale_runs") == 0
+        assert value(samples, "imageactions_webhook_deliveries_total", outcome="failed") == 1
     assert served.action(waiting)["status"] == "waiting"
     assert_documented_as_scraped(scrapes[-1])
     # Each scrape is itself a request, counted by whichever process answered it.
