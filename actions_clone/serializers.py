@@ -10,7 +10,6 @@ from imageactions.pipeline import (
     ErrorCode,
     Image,
     ImageStatus,
-    StrictBooleanField,
     all_stores,
     validate_store_names,
     visible_to,
@@ -42,12 +41,12 @@ class CloneInputSerializer(serializers.Serializer):
     name = serializers.CharField(
         max_length=MAX_IMAGE_NAME_LENGTH, required=False, help_text="Name of the new images; default: the source's."
     )
-    same_image = StrictBooleanField(
+    same_image = serializers.BooleanField(
         default=False,
         help_text="true: each verified copy becomes another location of the image itself (Glance's "
         "copy-image), instead of a new image.",
     )
-    all_stores_must_succeed = StrictBooleanField(
+    all_stores_must_succeed = serializers.BooleanField(
         default=True,
         help_text="false: the clone succeeds when at least one store took a verified copy; the others are "
         "listed in the result's `failed_stores`.",

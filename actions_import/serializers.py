@@ -19,7 +19,6 @@ from imageactions.pipeline import (
     NOT_FOUND,
     ErrorCode,
     Image,
-    StrictBooleanField,
     UrlPolicy,
     UrlRefused,
     Visibility,
@@ -105,7 +104,7 @@ class ImportInputSerializer(serializers.Serializer):
         help_text="Import into this image record of your project (Glance's POST /v2/images), which must "
         "await its bytes; left out: a new image.",
     )
-    hold_after_data = StrictBooleanField(
+    hold_after_data = serializers.BooleanField(
         default=False, help_text="With an upload: wait after the data arrived until told to go on (Glance's stage)."
     )
     stores = serializers.ListField(
@@ -115,7 +114,7 @@ class ImportInputSerializer(serializers.Serializer):
         required=False,
         help_text="The image stores that get a copy of the bytes (GET /v2/stores); left out: the default store.",
     )
-    all_stores_must_succeed = StrictBooleanField(
+    all_stores_must_succeed = serializers.BooleanField(
         default=True,
         help_text="false: the import succeeds when at least one of `stores` took the bytes; the others are "
         "listed in the result's `failed_stores`.",

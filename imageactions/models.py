@@ -88,7 +88,10 @@ class ImageActionQuerySet(models.QuerySet):
             # transaction as the change, so none is lost and none is made for a change that failed.
             watched = rows.exclude(notify_url="").exclude(status=fields["status"]).select_for_update()
             changes = list(watched.values_list("pk", "status"))
-            count = rows.update(step_state=target, **fields)
+            # Only the watched rows locked above: one that came to match since (a concurrent
+            # transition committed in between) is left as it is, never changed unnoticed.
+            unwatched = Q(notify_url="") | Q(status=fields["status"])
+            count = rows.filter(unwatched | Q(pk__in=[pk for pk, _ in changes])).update(step_state=target, **fields)
             if changes:
                 from .webhooks import record_status_changes  # it reads these models
 

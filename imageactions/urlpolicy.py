@@ -70,6 +70,8 @@ class UrlPolicy:
         literal = _literal_address(host)
         if literal is not None:
             self.check_address(literal)
+        elif not _is_host_name(host):
+            raise UrlRefused(f"'{host}' is not a valid host name")
         return scheme, host, port
 
     # -- the check on the address actually connected to ----------------------------------
@@ -94,7 +96,7 @@ class UrlPolicy:
         """
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror:
+        except (socket.gaierror, UnicodeError):  # UnicodeError: a name IDNA cannot encode (a..b, a label over 63)
             raise UnresolvableHost(f"The host name '{host}' could not be resolved") from None
         refusal = None
         for info in infos:
@@ -103,6 +105,15 @@ class UrlPolicy:
             except UrlRefused as error:
                 refusal = refusal or error
         raise refusal or UnresolvableHost(f"The host name '{host}' could not be resolved")
+
+
+def _is_host_name(host: str) -> bool:
+    """Whether `host` is a name DNS can be asked for (IDNA-encodable: no empty label, none over 63)."""
+    try:
+        encoded = host.encode("idna")
+    except UnicodeError:
+        return False
+    return 0 < len(encoded) <= 253
 
 
 class UnresolvableHost(Exception):

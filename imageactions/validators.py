@@ -154,12 +154,3 @@ def whole_number(text, *, max_digits: int = 18) -> int | None:
     if isinstance(text, str) and re.fullmatch(rf"[0-9]{{1,{max_digits}}}", text):
         return int(text)
     return None
-
-
-class StrictBooleanField(serializers.BooleanField):
-    """JSON's true or false only: 0, "yes" or "off" is refused, as the schema's boolean says."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool):
-            return data
-        self.fail("invalid", input=data)

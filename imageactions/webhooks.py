@@ -9,6 +9,8 @@ import hmac
 import json
 import logging
 import secrets
+import socket
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -23,7 +25,7 @@ from . import metrics
 from .choices import TERMINAL_STATUSES, AttemptOutcome, DeliveryState, WebhookEvent
 from .models import ImageAction, WebhookDelivery, WebhookSecret
 from .pipeline.http import caused_by, innermost, pinned_session
-from .pipeline.registry import cluster_of
+from .pipeline.registry import cluster_of, get_action_type
 from .urlpolicy import UnresolvableHost, UrlPolicy, UrlRefused
 
 log = logging.getLogger(__name__)
@@ -133,7 +135,12 @@ def record_status_changes(changes: list[tuple]) -> None:
 
 
 def action_fields(action: ImageAction) -> dict:
-    """The action as a notification shows it: the fields of the API's answer that say how it stands."""
+    """The action as a notification shows it: the fields of the API's answer that say how it
+    stands. Links in its result stay paths under this API: there is no request to name the host."""
+    action_type = get_action_type(action.action_type)
+    result = action.result
+    if action_type and action_type.present_result and result:
+        result = action_type.present_result(result, lambda path: path)
     return {
         "id": str(action.pk),
         "action_type": action.action_type,
@@ -141,7 +148,7 @@ def action_fields(action: ImageAction) -> dict:
         "message": action.message,
         "error_code": action.error_code or None,
         "error_details": action.error_details,
-        "result": action.result,
+        "result": result,
         "labels": action.labels,
         "progress": action.progress,
         "created_at": _timestamp(action.created_at),
@@ -203,7 +210,7 @@ def dispatch(action_ids=None) -> int:
                 DELIVER_TASK,
                 str(action_id),
                 str(lease),
-                cluster=cluster_of(settings.DEFAULT_POOL),
+                cluster=cluster_of(settings.WEBHOOK_POOL),
                 task_name=f"webhook.{action_id}",
             )
             queued += 1
@@ -244,7 +251,11 @@ def _attempt(delivery: WebhookDelivery, lease) -> str:
         SIGNATURE_HEADER: signature(secret_of(delivery.action.owner).secret, timestamp, body),
     }
     started, began = timezone.now(), time.monotonic()
-    status_code, outcome, error = post(delivery.url, body, headers)
+    try:
+        status_code, outcome, error = post(delivery.url, body, headers)
+    except Exception:  # a bug here must cost an attempt, not stop the action's notifications for good
+        log.exception("webhook attempt of delivery %s failed unexpectedly", delivery.pk)
+        status_code, outcome, error = None, AttemptOutcome.UNREACHABLE, "An internal error of this service."
     number = len(delivery.attempts) + 1
     delivery.attempts = [
         *delivery.attempts,
@@ -301,18 +312,28 @@ def post(url: str, body: bytes, headers: dict) -> tuple[int | None, str, str]:
     except UnresolvableHost as error:
         return None, AttemptOutcome.UNREACHABLE, f"{error}."
     timeout = settings.WEBHOOK_TIMEOUT
+    opened: list = []
+    cut_off = threading.Event()
+    # The whole attempt, not each read, is bounded: a receiver that trickles its answer a byte
+    # at a time would otherwise hold the worker (and outlive the delivery's lease).
+    deadline = threading.Timer(timeout, _shut, [opened, cut_off])
+    deadline.start()
     try:
-        with pinned_session(str(address)) as session:
+        with pinned_session(str(address), opened=opened) as session:
             response = session.post(
                 url, data=body, headers=headers, timeout=(timeout, timeout), allow_redirects=False, stream=True
             )
             response.close()  # the answer's body is not read: only its status counts
-    except requests.Timeout:
-        return None, AttemptOutcome.TIMED_OUT, f"'{host}:{port}' did not answer within {timeout:g} s."
     except requests.RequestException as error:
+        if isinstance(error, requests.Timeout) or cut_off.is_set():
+            return None, AttemptOutcome.TIMED_OUT, f"'{host}:{port}' did not answer within {timeout:g} s."
         if caused_by(error, ConnectionRefusedError):
             return None, AttemptOutcome.UNREACHABLE, f"Connection refused by '{host}:{port}'."
         return None, AttemptOutcome.UNREACHABLE, f"The request to '{host}:{port}' failed: {innermost(error)}"
+    finally:
+        deadline.cancel()
+    if cut_off.is_set():  # what was parsed of a cut answer (a status line, no end of headers) is no answer
+        return None, AttemptOutcome.TIMED_OUT, f"'{host}:{port}' did not answer within {timeout:g} s."
     code = response.status_code
     if 200 <= code < 300:
         return code, AttemptOutcome.DELIVERED, ""
@@ -322,3 +343,12 @@ def post(url: str, body: bytes, headers: dict) -> tuple[int | None, str, str]:
         AttemptOutcome.HTTP_ERROR,
         f"The receiver answered {code} {response.reason or ''}".rstrip() + f"{redirect}.",
     )
+
+
+def _shut(sockets: list, cut_off: threading.Event) -> None:
+    cut_off.set()
+    for sock in sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read, which then fails
+        except OSError:
+            pass

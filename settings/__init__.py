@@ -153,7 +153,7 @@ WAIT_POLL_INTERVAL = env_float("IMAGEACTIONS_WAIT_POLL_INTERVAL", 0.25)
 IDEMPOTENCY_WINDOW = env_float("IMAGEACTIONS_IDEMPOTENCY_WINDOW", 24 * 3600)
 PROGRESS_WRITE_INTERVAL = env_float("IMAGEACTIONS_PROGRESS_WRITE_INTERVAL", 0.5)
 # Webhooks (an action's notify_url): attempts per notification, the delay before the first retry
-# (doubled before each next one), and seconds one attempt may take to connect and be answered.
+# (doubled before each next one), and seconds one attempt may take in all, to connect and be answered.
 WEBHOOK_ATTEMPTS = max(1, env_int("IMAGEACTIONS_WEBHOOK_ATTEMPTS", 10))
 WEBHOOK_RETRY_DELAY = env_float("IMAGEACTIONS_WEBHOOK_RETRY_DELAY", 30)
 WEBHOOK_TIMEOUT = env_float("IMAGEACTIONS_WEBHOOK_TIMEOUT", 10)
@@ -168,7 +168,9 @@ STOP_GRACE = env_float("IMAGEACTIONS_STOP_GRACE", 10)
 DEFAULT_POOL = "default"
 # {"import.uploading": "edge", ...}: which pool runs a step; unnamed steps run on their declared pool.
 STEP_POOLS = env_json("IMAGEACTIONS_STEP_POOLS", {})
-WORKER_POOLS = sorted({DEFAULT_POOL, *env_list("IMAGEACTIONS_WORKER_POOLS", []), *STEP_POOLS.values()})
+# The pool that sends webhook notifications: one of its own keeps long steps from delaying them.
+WEBHOOK_POOL = env_str("IMAGEACTIONS_WEBHOOK_POOL", "") or DEFAULT_POOL
+WORKER_POOLS = sorted({DEFAULT_POOL, WEBHOOK_POOL, *env_list("IMAGEACTIONS_WORKER_POOLS", []), *STEP_POOLS.values()})
 LONGEST_STEP_TIMEOUT = env_int("IMAGEACTIONS_LONGEST_STEP_TIMEOUT", 6 * 3600)
 # A pool's django-q2 cluster (and Redis queue) is named QUEUE_PREFIX + pool, so deployments (or
 # test runs) that share one Redis database never take each other's tasks.

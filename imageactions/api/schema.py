@@ -20,6 +20,7 @@ ACTION_LINKS = {
     "cancel_create": "CancelAction",
     "data_update": "UploadData",
     "file_retrieve": "DownloadFile",
+    "deliveries_list": "ListDeliveries",
 }
 
 

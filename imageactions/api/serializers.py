@@ -301,6 +301,13 @@ class ImageActionCreateSerializer(serializers.Serializer):
             'This field is required: send the action type\'s input as a JSON object, e.g. "input": {{}}.'
         )
 
+    def to_internal_value(self, data):
+        # Before the fields read their values: 12345 is not a URL of another kind, it is no string.
+        mistyped = mistyped_fields(self, data)
+        if mistyped:
+            raise serializers.ValidationError({name: [words] for name, words in mistyped.items()})
+        return super().to_internal_value(data)
+
     def validate_action_type(self, value):
         if self.fixed_action_type and value != self.fixed_action_type:
             raise serializers.ValidationError(
@@ -327,6 +334,9 @@ class ImageActionCreateSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 {name: ["Unknown field; see the action type's input in the API schema (/v2/docs)."] for name in unknown}
             )
+        mistyped = mistyped_fields(input_serializer, attrs["input"], "input.")
+        if mistyped:
+            raise serializers.ValidationError({name: [words] for name, words in mistyped.items()})
         if not input_serializer.is_valid():
             raise serializers.ValidationError({"input": input_serializer.errors})
         return {
@@ -335,6 +345,64 @@ class ImageActionCreateSerializer(serializers.Serializer):
             "labels": attrs["labels"],
             "notify_url": attrs["notify_url"],
         }
+
+
+# The JSON type each kind of field takes, as the schema states it. DRF would also take 5 for
+# "5", 1 for true and 5.0 for 5: values the schema refuses must not pass.
+_JSON_TYPES = [
+    (serializers.BooleanField, (bool,), "true or false"),
+    (serializers.IntegerField, (int,), "a whole number"),
+    ((serializers.FloatField, serializers.DecimalField), (int, float), "a number"),
+    (
+        (serializers.CharField, serializers.ChoiceField, serializers.UUIDField, serializers.DateTimeField),
+        (str,),
+        "a string",
+    ),
+    ((serializers.ListField, serializers.ListSerializer), (list,), "a list"),
+    ((serializers.DictField, serializers.Serializer), (dict,), "an object"),
+]
+
+
+def mistyped_fields(serializer: serializers.Serializer, data, prefix: str = "") -> dict[str, str]:
+    """The dotted names of the values in `data` whose JSON type is not the one their field takes,
+    at every depth the fields describe, each with what was expected."""
+    found = {}
+    if not isinstance(data, dict):
+        return found
+    for key, value in data.items():
+        field = serializer.fields.get(key)
+        if field is not None:
+            found.update(_mistyped(field, value, f"{prefix}{key}"))
+    return found
+
+
+def _mistyped(field, value, name: str) -> dict[str, str]:
+    if value is None:
+        return {}  # a null is the field's own business (allow_null, or its "may not be null")
+    for kinds, types, words in _JSON_TYPES:
+        if isinstance(field, kinds):
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                return {name: f"Expected {words}, got {_json_type(value)}."}
+            break
+    if isinstance(field, serializers.Serializer):
+        return mistyped_fields(field, value, f"{name}.")
+    child = getattr(field, "child", None)
+    if isinstance(field, (serializers.ListField, serializers.ListSerializer)) and child is not None:
+        return {k: v for index, item in enumerate(value) for k, v in _mistyped(child, item, f"{name}.{index}").items()}
+    if isinstance(field, serializers.DictField) and child is not None:
+        return {k: v for key, item in value.items() for k, v in _mistyped(child, item, f"{name}.{key}").items()}
+    return {}
+
+
+def _json_type(value) -> str:
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 def unknown_fields(serializer: serializers.Serializer, data, prefix: str = "") -> list[str]:

@@ -70,7 +70,8 @@ def error_responses(*codes: int, words: dict[int, str] | None = None) -> dict:
         422: "The request has the schema's shape, but what it names makes it impossible: `code` says why "
         "(not_found: no such image, store or region in your project; conflict: it is not in a state that "
         "allows this; url_not_allowed: a location or URL this service does not read or write; with "
-        "dry_run=true, the error code the action would fail with; forbidden: your roles do not allow what the "
+        "dry_run=true, the error code the action would fail with, or destination_unreachable for a notify_url whose "
+        "host does not resolve; forbidden: your roles do not allow what the "
         "input asks, e.g. a public image).",
     } | (words or {})
     return {code: OpenApiResponse(ErrorSerializer, description=words[code]) for code in codes}
@@ -437,8 +438,9 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         request=None,
         responses={200: WebhookDeliverySerializer(many=True), **error_responses(400, 401, 404)},
         summary="The webhook notifications of an action and the attempts at delivering each, oldest first",
+        filters=False,  # every notification of the action, unfiltered and unpaginated
     )
-    @route(detail=True, methods=["get"])
+    @route(detail=True, methods=["get"], pagination_class=None)
     def deliveries(self, request, pk=None):
         action = self.get_object()
         deliveries = WebhookDelivery.objects.filter(action=action).order_by("sequence")

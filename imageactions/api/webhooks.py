@@ -28,7 +28,7 @@ class WebhookSecretView(APIView):
         responses={200: WebhookSecretSerializer, **error_responses(400, 401, 403)},
     )
     def get(self, request):
-        return Response(WebhookSecretSerializer(webhooks.secret_of(owner_of(request.user))).data)
+        return _secret_response(webhooks.secret_of(owner_of(request.user)))
 
     @extend_schema(
         summary="Replace your project's webhook signing secret; notifications sent from now on use the new one",
@@ -36,6 +36,11 @@ class WebhookSecretView(APIView):
         responses={200: WebhookSecretSerializer, **error_responses(400, 401, 403)},
     )
     def post(self, request):
-        if request.data:
-            raise ValidationError({name: ["Unknown field; the rotation takes no body."] for name in request.data})
-        return Response(WebhookSecretSerializer(webhooks.rotate_secret(owner_of(request.user))).data)
+        if request.data not in ({}, None):  # whatever JSON it is: an object, a number, a list
+            raise ValidationError({"body": ["The rotation takes no body; send none, or {}."]})
+        return _secret_response(webhooks.rotate_secret(owner_of(request.user)))
+
+
+def _secret_response(secret) -> Response:
+    # A secret must not stay in a cache on the way (a proxy's, or the browser's).
+    return Response(WebhookSecretSerializer(secret).data, headers={"Cache-Control": "no-store"})

@@ -29,15 +29,19 @@ class PinnedConnectionMixin:
     """
 
     pinned_address: str
+    opened_sockets: list | None = None  # where each new connection's socket is noted, if given
 
     def _new_conn(self) -> socket.socket:
         try:
-            return urllib3.util.connection.create_connection(
+            sock = urllib3.util.connection.create_connection(
                 (self.pinned_address, self.port),
                 self.timeout,
                 source_address=self.source_address,
                 socket_options=self.socket_options,
             )
+            if self.opened_sockets is not None:
+                self.opened_sockets.append(sock)
+            return sock
         except TimeoutError as error:
             raise ConnectTimeoutError(self, f"Connection to {self.host} timed out") from error
         except OSError as error:
@@ -47,13 +51,13 @@ class PinnedConnectionMixin:
 class PinnedAdapter(HTTPAdapter):
     """A requests adapter whose connections all go to one checked IP address."""
 
-    def __init__(self, address: str):
-        self.address = address
+    def __init__(self, address: str, opened: list | None = None):
+        self.address, self.opened = address, opened
         super().__init__(max_retries=0)
 
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
-        pinned = {"pinned_address": self.address}
+        pinned = {"pinned_address": self.address, "opened_sockets": self.opened}
         http_conn = type("PinnedHTTPConnection", (PinnedConnectionMixin, HTTPConnection), pinned)
         https_conn = type("PinnedHTTPSConnection", (PinnedConnectionMixin, HTTPSConnection), pinned)
         self.poolmanager.pool_classes_by_scheme = {
@@ -62,11 +66,12 @@ class PinnedAdapter(HTTPAdapter):
         }
 
 
-def pinned_session(address: str) -> requests.Session:
-    """A requests session that connects only to `address` and ignores proxy settings."""
+def pinned_session(address: str, opened: list | None = None) -> requests.Session:
+    """A requests session that connects only to `address` and ignores proxy settings; the
+    sockets it opens are appended to `opened`, if given (to shut them from another thread)."""
     session = requests.Session()
     session.trust_env = False  # a proxy from the environment would bypass the address check
-    adapter = PinnedAdapter(str(address))
+    adapter = PinnedAdapter(str(address), opened)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

@@ -3,6 +3,7 @@ the type's clean-up, and the clean-up itself (also run by purge)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -51,8 +52,15 @@ def finish_success(action: ImageAction, action_type: ActionType, *, token, ctx: 
             # notification (written by that UPDATE) shows its result.
             times = ended_times()
             action.finished_at, action.expires_at = times["finished_at"], times["expires_at"]
-            if action_type.finish:
-                action_type.finish(action, ctx or StepContext(action, None, token))
+            saved = copy.deepcopy((action.state, action.result, action.image_properties))
+            try:
+                if action_type.finish:
+                    action_type.finish(action, ctx or StepContext(action, None, token))
+            except BaseException:
+                # The transaction is undone; so is what `finish` wrote into the action in memory
+                # (e.g. targets marked copied), which the failure must not record.
+                action.state, action.result, action.image_properties = saved
+                raise
             ImageAction.objects.filter(pk=action.pk).end(
                 ActionStatus.SUCCESS,
                 progress_done=locked.progress_total or locked.progress_done,

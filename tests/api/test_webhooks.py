@@ -59,9 +59,21 @@ class ReceiverHandler(LoopbackHandler):
                 answer = 204
             elif segments[0] == "flaky":
                 answer = 500 if len(earlier) < int(segments[1]) else 200
+            elif segments[0] == "trickle":
+                answer = 599  # never finished: the status line, then a header a byte at a time
             else:
                 answer = 500
             earlier.append({"headers": dict(self.headers), "body": body, "at": time.monotonic(), "answer": answer})
+        if answer == 599:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            try:
+                for _ in range(100):
+                    self.wfile.write(b"X")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass  # the sender gave up, as it should
+            return
         self.send_response(answer)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -266,6 +278,36 @@ def test_a_receiver_that_never_answers_2xx_is_given_up_after_the_last_attempt(al
     assert len(receiver.requests_to(hook)) == 6
 
 
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_timeout_of_the_whole_attempt(
+    alice, hook_workers, receiver
+):
+    hook_workers(IMAGEACTIONS_WEBHOOK_TIMEOUT="1")
+    hook = receiver.hook("trickle")
+    action_id = held_action(alice, hook)
+    alice.post(f"{ACTIONS}/{action_id}/cancel")
+    shown = ended(alice, action_id)
+    attempts = [attempt for delivery in shown for attempt in delivery["attempts"]]
+    assert attempts and {attempt["outcome"] for attempt in attempts} == {"timed_out"}
+    # Each byte came within the per-read timeout; the attempt as a whole was stopped at 1 s.
+    assert all(attempt["duration_ms"] < 2500 for attempt in attempts), attempts
+
+
+@pytest.mark.parametrize("url", ["http://a..b.example.org/hook", "http://" + "a" * 64 + ".example.org/hook"])
+def test_a_notify_url_whose_host_is_no_valid_name_is_a_422_at_create_and_in_a_dry_run(alice, url):
+    body = {"action_type": "test", "input": {}, "notify_url": url}
+    for query in ("", "?dry_run=true"):
+        response = alice.post(ACTIONS + query, body, format="json")
+        assert response.status_code == 422, response.json()
+        assert response.json()["code"] == "url_not_allowed"
+        assert "is not a valid host name" in response.json()["errors"]["notify_url"][0]
+
+
+def test_a_notify_url_that_is_no_string_is_a_400(alice):
+    response = alice.post(ACTIONS, {"action_type": "test", "input": {}, "notify_url": 12345}, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"notify_url": ["Expected a string, got a number."]}
+
+
 def test_a_notify_url_resolving_to_a_refused_address_is_refused_at_delivery_without_a_connection(
     alice, hook_workers, receiver
 ):
@@ -356,6 +398,13 @@ def test_rotating_the_secret_changes_the_signatures(alice, bob, hook_workers, re
     header = request["headers"]["X-ImageActions-Signature"]
     assert verify_signature(after, request["body"], header)
     assert not verify_signature(before["secret"], request["body"], header)
+
+
+@pytest.mark.parametrize("body", [5, True, [[1]], [{}], {"secret": "mine"}])
+def test_a_rotation_with_any_body_is_a_400_and_the_secret_is_never_cached(alice, body):
+    assert alice.post(SECRET, body, format="json").status_code == 400
+    shown = alice.get(SECRET)
+    assert shown.status_code == 200 and shown["Cache-Control"] == "no-store"
 
 
 def test_the_secret_is_for_members_by_policy_and_its_rotation_takes_no_input(alice, operator, settings, tmp_path):

@@ -44,11 +44,6 @@ def test_schemathesis_with_every_check_finds_nothing(live_service, alice):
         f"Authorization: Token {token_of(alice)}",
         "--checks",
         "all",
-        # Left out until the schema states them (issue 16's note lists what they still find):
-        # number-to-text coercion of string fields, and generated bodies the coverage phase
-        # marks valid though the schema's type forbids them.
-        "--exclude-checks",
-        "positive_data_acceptance,negative_data_rejection",
         "--phases",
         "examples,coverage,fuzzing,stateful",
         "--max-examples",

@@ -6,7 +6,7 @@ import time
 from django.conf import settings
 from rest_framework import serializers
 
-from imageactions.pipeline import RetryableStepError, StepError, StrictBooleanField
+from imageactions.pipeline import RetryableStepError, StepError
 
 KINDS = ["ok", "fail", "raise", "sleep", "progress", "flaky", "quiet"]
 
@@ -22,10 +22,10 @@ class TestInputSerializer(serializers.Serializer):
     prepare = BehaviourSerializer(required=False)
     work = BehaviourSerializer(required=False)
     wrap = BehaviourSerializer(required=False)
-    skip_wrap = StrictBooleanField(default=False)
-    await_data = StrictBooleanField(default=False)
-    finish_raises = StrictBooleanField(default=False)
-    clean_up_raises = StrictBooleanField(default=False)
+    skip_wrap = serializers.BooleanField(default=False)
+    await_data = serializers.BooleanField(default=False)
+    finish_raises = serializers.BooleanField(default=False)
+    clean_up_raises = serializers.BooleanField(default=False)
 
 
 def runs_dir():
