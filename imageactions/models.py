@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import F, Q
+from django.db.models import F, JSONField, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -255,14 +255,16 @@ class ImageAction(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
     # Why it failed, for programs (choices.ErrorCode), with the values checked; empty otherwise.
-    error_code = models.CharField(max_length=32, blank=True, default="")
-    error_details = models.JSONField(default=dict, blank=True)
+    # Defaults in the database too (db_default), here and below: during a rolling deploy, processes
+    # of the release before, which know no such column, still insert actions.
+    error_code = models.CharField(max_length=32, blank=True, default="", db_default="")
+    error_details = models.JSONField(default=dict, blank=True, db_default=Value({}, JSONField()))
     # The user's own key/value labels (imageactions.validators.validate_labels), filterable.
-    labels = models.JSONField(default=dict, blank=True)
+    labels = models.JSONField(default=dict, blank=True, db_default=Value({}, JSONField()))
     # Where each status change is POSTed (imageactions.webhooks); empty: nowhere.
     notify_url = models.CharField(max_length=2048, blank=True, default="", db_default="")
     # The X-Request-Id of the request that created it: the workers' log lines carry it too.
-    request_id = models.CharField(max_length=128, blank=True, default="")
+    request_id = models.CharField(max_length=128, blank=True, default="", db_default="")
     # What steps hand to later steps (e.g. the staged file and its hashes); never shown to users.
     state = models.JSONField(default=dict, blank=True)
 
