@@ -602,6 +602,21 @@ def glance_error_responses(*codes: int) -> dict:
     return {code: OpenApiResponse(GlanceErrorSerializer) for code in (401, 403, 404, *codes)}
 
 
+# Glance's JSON-patch: a list of operations on one top-level attribute or property each.
+JSON_PATCH = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "op": {"type": "string", "enum": ["add", "replace", "remove"]},
+            "path": {"type": "string", "description": "/NAME: an attribute or a property; /tags/-: a new tag"},
+            "value": {"description": "The new value (add, replace)."},
+        },
+        "required": ["op", "path"],
+    },
+}
+
+
 class GlanceListSchema(AutoSchema):
     """Glance's list is one object ({"images": [...], ...}), not a bare array of its items."""
 
@@ -657,7 +672,7 @@ class ImageViewSet(viewsets.ViewSet):
 
     @extend_schema(
         summary="Change an image with JSON-patch (Glance)",
-        request={glance.PATCH_MEDIA_TYPE: OpenApiTypes.OBJECT},
+        request={glance.PATCH_MEDIA_TYPE: JSON_PATCH},
         responses={200: GLANCE_IMAGE, **glance_error_responses(400, 409, 413, 415)},
     )
     def partial_update(self, request, pk=None):

@@ -13,6 +13,7 @@ GLANCE_PREFIXES = ("/v2/images", "/v2/schemas", "/v2/info/import", "/v2/info/sto
 # A label filter: KEY=VALUE or KEY, the key as labels have it.
 # (Django refuses NUL in any query value.)
 LABEL_FILTER_PATTERN = rf"^{LABEL_KEY.pattern.replace('.*__', '[^=]*__')}(=[^\x00]*)?$"
+BODY_OPTIONAL = {"images_create"}
 # The create operations and what their answer's id leads to, for clients that follow links.
 ACTION_LINKS = {
     "retrieve": "GetAction",
@@ -43,15 +44,16 @@ def state_every_rule(result, generator, request, public):
         "error_code": list(ErrorCode.values),
     }
     for path, operations in result["paths"].items():
-        if path.startswith(GLANCE_PREFIXES):
-            continue
         for method, operation in operations.items():
+            if "requestBody" in operation:
+                # An empty body is refused, except by Glance's create (a record with nothing set).
+                operation["requestBody"]["required"] = operation["operationId"] not in BODY_OPTIONAL
+            if path.startswith(GLANCE_PREFIXES):
+                continue
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "query":
                     _state_query_parameter(parameter, repeatable)
             _link_create_to_action(path, method, operation, result["paths"])
-            if "requestBody" in operation and method in ("post", "put"):
-                operation["requestBody"]["required"] = True  # an empty body is refused
     for name, component in result["components"]["schemas"].items():
         if name.endswith("Request") and component.get("type") == "object":
             component.setdefault("additionalProperties", False)
