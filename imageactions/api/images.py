@@ -610,7 +610,11 @@ JSON_PATCH = {
         "properties": {
             "op": {"type": "string", "enum": ["add", "replace", "remove"]},
             "path": {"type": "string", "description": "/NAME: an attribute or a property; /tags/-: a new tag"},
-            "value": {"description": "The new value (add, replace)."},
+            "value": {
+                "type": ["string", "integer", "boolean", "array", "null"],
+                "items": {"type": "string"},
+                "description": "The new value (add, replace): text, a number (min_disk), a flag (protected), tags.",
+            },
         },
         "required": ["op", "path"],
     },
