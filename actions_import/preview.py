@@ -12,6 +12,7 @@ from django.conf import settings
 from imageactions.pipeline import (
     ErrorCode,
     ImageFormatError,
+    SizeLimitExceeded,
     StepError,
     TransferError,
     check_announced_size,
@@ -24,6 +25,7 @@ from imageactions.pipeline import (
 
 from .serializers import UPLOAD
 from .sources import Location, OpenedSource, open_source, parse_location
+from .steps import receivable_bytes, too_large
 
 # Enough for every format's header (and, compressed, for the header once decompressed).
 HEAD_BYTES = 64 * 1024
@@ -31,11 +33,15 @@ HEAD_BYTES = 64 * 1024
 EMPTY = "The image is empty (0 bytes); check the source and try again"
 
 
-def preview_import(input_data: dict) -> dict:
+def preview_import(input_data: dict, owner: str) -> dict:
     if input_data.get("source") == UPLOAD:
         return {"source": {"kind": "upload", "note": "The bytes come with PUT .../data; they are checked then."}}
     location = parse_location(input_data["location"])
-    opened, head = SourceHead(location).read(settings.DRY_RUN_READ_SECONDS)
+    limit, quota = receivable_bytes(owner)
+    try:
+        opened, head = SourceHead(location, limit).read(settings.DRY_RUN_READ_SECONDS)
+    except SizeLimitExceeded as error:  # the announced size: over the cap, or over the project's quota
+        raise too_large(owner, quota, error) from None
     try:
         if not head:
             raise StepError(EMPTY, code=ErrorCode.EMPTY_IMAGE)
@@ -80,8 +86,8 @@ class SourceHead:
     Past that time the read is aborted and the thread ends (within the HTTP timeouts at worst).
     """
 
-    def __init__(self, location: Location):
-        self.location = location
+    def __init__(self, location: Location, limit: int):
+        self.location, self.limit = location, limit
         self.opened: OpenedSource | None = None
         self.received = 0
         self.error: BaseException | None = None
@@ -104,7 +110,7 @@ class SourceHead:
                 details={"seconds": seconds, "bytes_wanted": HEAD_BYTES},
             )
         if self.error is not None:
-            if isinstance(self.error, TransferError):
+            if isinstance(self.error, TransferError) and not isinstance(self.error, SizeLimitExceeded):
                 raise step_error_of(self.error) from None
             raise self.error
         return self.opened, b"".join(self._chunks)
@@ -116,7 +122,7 @@ class SourceHead:
                 self.opened, abandoned = opened, self._abandoned
             try:
                 if not abandoned:
-                    check_announced_size(opened.size, settings.IMAGE_MAX_SIZE)
+                    check_announced_size(opened.size, self.limit)
                     while self.received < HEAD_BYTES and (chunk := opened.reader.read(HEAD_BYTES - self.received)):
                         self._chunks.append(chunk)
                         self.received += len(chunk)

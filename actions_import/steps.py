@@ -87,10 +87,9 @@ def stage(action: ImageAction, ctx: StepContext, source, *, size: int | None) ->
         hashed = IMAGE_HASHES
     else:
         compression = None
-    # The project's byte quotas may allow less than the service's cap; a source may send more
-    # than it announced, so the cap holds for the bytes that come, not only for the announcement.
-    quota_cap, quota = import_size_cap(action.owner)
-    limit = settings.IMAGE_MAX_SIZE if quota_cap is None else min(settings.IMAGE_MAX_SIZE, quota_cap)
+    # A source may send more than it announced: the limit holds for the bytes that come, not
+    # only for the announcement.
+    limit, quota = receivable_bytes(action.owner)
     try:
         check_announced_size(size, limit)
         result = copy_to_file(
@@ -101,14 +100,7 @@ def stage(action: ImageAction, ctx: StepContext, source, *, size: int | None) ->
             progress=lambda _done, _total: ctx.progress(received.bytes_read, size),
         )
     except SizeLimitExceeded as error:
-        if limit < settings.IMAGE_MAX_SIZE:
-            exceeded = quota_exceeded(action.owner, quota)
-            raise StepError(
-                f"The image is larger than the project's quota allows. {exceeded}",
-                code=ErrorCode.QUOTA_EXCEEDED,
-                details={"quota": exceeded.quota, "limit": exceeded.limit, "usage": exceeded.usage},
-            ) from None
-        raise StepError(str(error), code=ErrorCode.IMAGE_TOO_LARGE, details={"limit": error.limit}) from None
+        raise too_large(action.owner, quota, error) from None
     except (TransferError, ImageFormatError) as error:
         raise StepError(str(error), code=error_code_of(error)) from None
     ctx.progress(received.bytes_read, size or received.bytes_read, force=True)
@@ -372,3 +364,24 @@ def clean_up(action: ImageAction, ctx: StepContext) -> None:
         failed = list(store_keys) or action.input.get("stores") or [ctx.store().name]
         import_failed(action.input["image_id"], failed, action=action)
     discard_unowned(ctx, store_keys)
+
+
+def receivable_bytes(owner: str) -> tuple[int, str]:
+    """The most bytes one import of the project may receive: the service's cap, or less when one
+    of the project's byte quotas leaves less; and that quota's name ("" when it is the cap)."""
+    quota_cap, quota = import_size_cap(owner)
+    if quota_cap is None or quota_cap >= settings.IMAGE_MAX_SIZE:
+        return settings.IMAGE_MAX_SIZE, ""
+    return quota_cap, quota
+
+
+def too_large(owner: str, quota: str, error: SizeLimitExceeded) -> StepError:
+    """The failure of a source over the limit of receivable_bytes(): the quota's, or the cap's."""
+    if quota:
+        exceeded = quota_exceeded(owner, quota)
+        return StepError(
+            f"The image is larger than the project's quota allows. {exceeded}",
+            code=ErrorCode.QUOTA_EXCEEDED,
+            details={"quota": exceeded.quota, "limit": exceeded.limit, "usage": exceeded.usage},
+        )
+    return StepError(str(error), code=ErrorCode.IMAGE_TOO_LARGE, details={"limit": error.limit})

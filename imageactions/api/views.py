@@ -366,7 +366,7 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         except quotas.QuotaExceeded as error:
             raise QuotaExceededError(error) from None
         if dry_run:
-            return self._dry_run(validated)
+            return self._dry_run(validated, owner)
         action_type = get_action_type(validated["action_type"])
         try:
             with transaction.atomic():
@@ -389,14 +389,14 @@ class ImageActionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             raise
         return self._created(action, body)
 
-    def _dry_run(self, validated: dict) -> Response:
+    def _dry_run(self, validated: dict, owner: str) -> Response:
         """What the create would do, checked as far as it can be without doing it: nothing is
-        created or remembered; a check that fails answers 400 as the action would fail."""
+        created or remembered; a check that fails answers 422 as the action would fail."""
         action_type = get_action_type(validated["action_type"])
         checks = {}
         if action_type.dry_run:
             try:
-                checks = action_type.dry_run(validated["input"])
+                checks = action_type.dry_run(validated["input"], owner)
             except StepError as error:
                 raise DryRunRefused(error) from None
         return Response({"dry_run": True, **validated, "checks": checks}, status=status.HTTP_200_OK)

@@ -124,10 +124,11 @@ class ActionType:
     # Glance's interoperable import methods this type carries out, by name ("glance-direct"
     # also serves PUT /v2/images/{id}/stage and /file).
     import_methods: dict[str, ImportMethod] = field(default_factory=dict, hash=False, compare=False)
-    # POST ...?dry_run=true: given the validated input, what the action would find, checked
-    # without changing anything (e.g. the first bytes of an import's source); raises StepError
-    # with the message the action would fail with. None: validating the input is all there is.
-    dry_run: Callable[[dict], dict] | None = None
+    # POST ...?dry_run=true: given the validated input and the project asking, what the action
+    # would find, checked without changing anything (e.g. the first bytes of an import's source,
+    # against the project's byte quotas); raises StepError with the message the action would
+    # fail with. None: validating the input is all there is.
+    dry_run: Callable[[dict, str], dict] | None = None
     # For the quotas (imageactions.quotas): whether an action makes an image (its creates count
     # against the image quotas) and whether it stages bytes from outside (its progress counts
     # against the staging quota).

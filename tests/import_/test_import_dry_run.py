@@ -156,3 +156,15 @@ def test_a_source_that_stalls_is_timed_out_within_the_dry_runs_bound(alice, imag
     assert body["code"] == "timed_out"
     assert body["error_details"] == {"seconds": 1, "bytes_wanted": 65536}
     assert "did not answer the dry run with its first 64 KiB within 1 s" in body["errors"]["input"][0]
+
+
+def test_a_source_announced_bigger_than_the_projects_byte_quota_leaves_is_the_imports_quota_exceeded(
+    alice, image_server, settings
+):
+    settings.QUOTA_IMAGE_SIZE = 10_000
+    response = dry_run(alice, {"location": image_server.url("/announce?length=20000")})
+    assert response.status_code == 422, response.json()
+    assert response.json()["code"] == "quota_exceeded"
+    assert response.json()["error_details"] == {"quota": "image_size_total", "limit": 10_000, "usage": 0}
+    settings.QUOTA_IMAGE_SIZE = 30_000  # room enough: the dry run goes on to the first bytes
+    assert dry_run(alice, {"location": image_server.url("/announce?length=20000")}).json()["code"] != "quota_exceeded"
