@@ -172,6 +172,17 @@ STEP_POOLS = env_json("IMAGEACTIONS_STEP_POOLS", {})
 WEBHOOK_POOL = env_str("IMAGEACTIONS_WEBHOOK_POOL", "") or DEFAULT_POOL
 WORKER_POOLS = sorted({DEFAULT_POOL, WEBHOOK_POOL, *env_list("IMAGEACTIONS_WORKER_POOLS", []), *STEP_POOLS.values()})
 LONGEST_STEP_TIMEOUT = env_int("IMAGEACTIONS_LONGEST_STEP_TIMEOUT", 6 * 3600)
+# Worker processes run below the API, so that imports never starve serving: a CPU niceness
+# added to theirs (0 to 19) and an I/O priority class (best-effort at its lowest level, idle,
+# or "" to leave it as inherited; it counts where the disk's I/O scheduler honours it, e.g. BFQ).
+WORKER_NICENESS = min(19, max(0, env_int("IMAGEACTIONS_WORKER_NICENESS", 10)))
+WORKER_IO_PRIORITY = env_str("IMAGEACTIONS_WORKER_IO_PRIORITY", "best-effort").strip().lower()
+if WORKER_IO_PRIORITY not in ("", "best-effort", "idle"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"IMAGEACTIONS_WORKER_IO_PRIORITY must be best-effort, idle or empty; got {WORKER_IO_PRIORITY!r}"
+    )
 # A pool's django-q2 cluster (and Redis queue) is named QUEUE_PREFIX + pool, so deployments (or
 # test runs) that share one Redis database never take each other's tasks.
 QUEUE_PREFIX = env_str("IMAGEACTIONS_QUEUE_PREFIX", "")

@@ -34,5 +34,9 @@ class Command(BaseCommand):
         # ignored signal stays ignored across exec, so one that reaches any process of the
         # cluster before it takes the signal up never kills it.
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        from imageactions.runner.priority import lower_priority
+
+        for problem in lower_priority(settings.WORKER_NICENESS, settings.WORKER_IO_PRIORITY):
+            self.stderr.write(f"WARNING: {problem}; the workers run at the priority they were started with.")
         manage = os.path.join(settings.BASE_DIR, "manage.py")
         os.execve(sys.executable, [sys.executable, manage, "qcluster"], env)
