@@ -120,8 +120,7 @@ def put_to_url(url: str, exported: ExportedBytes, progress: Progress | None) -> 
     shown = without_query(url)
     policy = UrlPolicy.from_settings()
     try:
-        _scheme, host, port = policy.check_url(url)
-        address = policy.resolve(host, port)
+        host, port, address = policy.address_of(url)
     except UrlRefused as refusal:
         raise StepError(
             f"{FAILED} The url '{shown}' is not allowed: {refusal}",

@@ -319,8 +319,7 @@ def _range_validator(response: requests.Response) -> str | None:
 def _get_pinned(url: str, original: str, policy: UrlPolicy, *, headers: dict | None = None) -> requests.Response:
     """GET one hop, connected to the address the policy checked (DNS is asked only once)."""
     try:
-        _scheme, host, port = policy.check_url(url)
-        address = policy.resolve(host, port)
+        host, port, address = policy.address_of(url)
     except UrlRefused as refusal:
         details = {"url": url}
         if url == original:

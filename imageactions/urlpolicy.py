@@ -88,6 +88,12 @@ class UrlPolicy:
             raise UrlRefused(f"{kind} addresses are refused")
         return address
 
+    def address_of(self, url: str) -> tuple[str, int, IPAddress]:
+        """(host, port, address to connect to) of `url`: the URL as written and then the
+        addresses its host resolves to, checked; UrlRefused or UnresolvableHost otherwise."""
+        _scheme, host, port = self.check_url(url)
+        return host, port, self.resolve(host, port)
+
     def resolve(self, host: str, port: int) -> IPAddress:
         """The first allowed address `host` resolves to.
 

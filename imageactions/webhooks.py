@@ -84,9 +84,10 @@ def check_notify_url(url: str, *, resolve: bool = False) -> None:
     """UrlRefused when the URL policy of import sources refuses `url` as written (and, with
     `resolve`, the addresses its host resolves to; UnresolvableHost when it has none)."""
     policy = UrlPolicy.from_settings()
-    _scheme, host, port = policy.check_url(url)
     if resolve:
-        policy.resolve(host, port)
+        policy.address_of(url)
+    else:
+        policy.check_url(url)
 
 
 # -- recording: in the transaction of the status change ---------------------------------------
@@ -305,8 +306,7 @@ def post(url: str, body: bytes, headers: dict) -> tuple[int | None, str, str]:
     and a notification has nowhere else to go)."""
     policy = UrlPolicy.from_settings()
     try:
-        _scheme, host, port = policy.check_url(url)
-        address = policy.resolve(host, port)
+        host, port, address = policy.address_of(url)
     except UrlRefused as refusal:
         return None, AttemptOutcome.URL_NOT_ALLOWED, f"The url '{url}' is not allowed: {refusal}; nothing was sent."
     except UnresolvableHost as error:
