@@ -32,6 +32,8 @@ TERMINAL = ("success", "failure", "cancelled")
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 CHUNK = MiB  # read and write unit of the baselines
+# How a benchmark hands its verdicts to benchmarks/run_all: one line per case, this prefix and JSON.
+ROW_PREFIX = "BENCHMARK-ROW "
 
 
 def free_port() -> int:
@@ -47,6 +49,21 @@ def percentile(values, fraction: float) -> float:
 
 def median(values) -> float:
     return statistics.median(values)
+
+
+def report_row(case: str, *, baseline: str, ours: str, ratio: float, target: str) -> dict:
+    """Print one case's verdict for benchmarks/run_all and return it.
+
+    `baseline` and `ours` are the two figures as a person reads them ("12.3 s", "410 MiB/s");
+    `target` is the bound on `ratio`, "<= 1.2" or ">= 3".
+    """
+    import json
+
+    bound, value = target.split()
+    met = ratio <= float(value) if bound == "<=" else ratio >= float(value)
+    row = {"case": case, "baseline": baseline, "ours": ours, "ratio": round(ratio, 3), "target": target, "met": met}
+    print(ROW_PREFIX + json.dumps(row), flush=True)
+    return row
 
 
 class _ImageHandler(BaseHTTPRequestHandler):
