@@ -220,6 +220,11 @@ class Stack:
             IMAGEACTIONS_ACTION_APPS="actions_import",
             IMAGEACTIONS_API_RATE="1000000/min",
             IMAGEACTIONS_LOG_LEVEL="WARNING",
+            # Workers at the priority of the baselines they are compared with: on a shared machine
+            # the service's lower default priority would be measured instead of its work
+            # (serving_under_imports.py measures the priorities themselves).
+            IMAGEACTIONS_WORKER_NICENESS="0",
+            IMAGEACTIONS_WORKER_IO_PRIORITY="",
             PYTHONUNBUFFERED="1",
         )
         if not embedded:

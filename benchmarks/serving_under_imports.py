@@ -11,6 +11,7 @@ Usage: python benchmarks/serving_under_imports.py [SIZE_GIB]   (each import; def
 """
 
 import json
+import os
 import sys
 import time
 import uuid
@@ -28,6 +29,7 @@ from _stack import (
     large_import_env,
     median,
     percentile,
+    report_row,
     write_random_file,
 )
 
@@ -37,7 +39,7 @@ DOWNLOADS = 6
 LIST_REQUESTS = 150
 TARGET_RATIO = 0.8
 PRIORITIES = {
-    "lower (default)": {},
+    "lower (default)": {"IMAGEACTIONS_WORKER_NICENESS": "10", "IMAGEACTIONS_WORKER_IO_PRIORITY": "best-effort"},
     "same as the API": {"IMAGEACTIONS_WORKER_NICENESS": "0", "IMAGEACTIONS_WORKER_IO_PRIORITY": ""},
 }
 
@@ -134,7 +136,23 @@ def main():
                 "list_latency_ratio": round(latency, 3),
                 "met": download >= TARGET_RATIO and latency >= TARGET_RATIO,
             }
+        figures["load_average"] = os.getloadavg()
         print(json.dumps(figures, indent=2))
+        default = figures["workers at lower (default)"]
+        report_row(
+            f"image download while {IMPORTS} imports of {size / GiB:g} GiB run",
+            baseline=f"idle {idle['download_mib_s']} MiB/s",
+            ours=f"{default['download_mib_s']} MiB/s",
+            ratio=default["download_ratio"],
+            target=f">= {TARGET_RATIO}",
+        )
+        report_row(
+            f"list latency while {IMPORTS} imports of {size / GiB:g} GiB run",
+            baseline=f"idle {idle['list_median_ms']} ms",
+            ours=f"{default['list_median_ms']} ms",
+            ratio=default["list_latency_ratio"],
+            target=f">= {TARGET_RATIO}",
+        )
 
 
 if __name__ == "__main__":
