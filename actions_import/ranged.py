@@ -192,12 +192,12 @@ class ParallelRangeReader:
 
     def _fetch(self, part: _Part) -> None:
         attempt = 0
-        while part.received < part.length:
+        while part.received < part.length and not self._stopped:
             body = self._open_part(part, attempt)
             if body is None:
                 return  # stopped meanwhile
             try:
-                while part.received < part.length:
+                while part.received < part.length and not self._stopped:
                     data = body.read(min(CHUNK_SIZE, part.length - part.received))
                     if not data:
                         raise ConnectionError("the answer ended before the end of the range")

@@ -30,8 +30,9 @@ PARALLEL = {
 class RangedFile:
     data: bytes
     ranges: bool = True
-    drop_range_at: int | None = None  # the first range answer starting here closes after...
+    drop_range_at: int | None = None  # the first `drops` range answers starting here close after...
     drop_after: int = 0  # ...this many bytes
+    drops: int = 1
     change_after: int | None = None  # after this many range answers the file is another one
     honour_if_range: bool = True
     redirect_ranges_to: str | None = None
@@ -101,8 +102,8 @@ class RangeHandler(LoopbackHandler):
             self.send_header("ETag", file.etag)
         self.end_headers()
         body = memoryview(file.data)[start : end + 1]
-        if partial and start == file.drop_range_at:
-            file.drop_range_at = None
+        if partial and start == file.drop_range_at and file.drops > 0:
+            file.drops -= 1
             body, self.close_connection = body[: file.drop_after], True
         self._send(body, file.rate)
 
@@ -171,6 +172,26 @@ def test_a_part_whose_connection_drops_is_resumed_on_its_own(alice, parallel_wor
     assert ranges.count(f"bytes={3 * PART}-{4 * PART - 1}") == 1
     assert f"bytes={3 * PART + 300_000}-{4 * PART - 1}" in ranges
     assert fetch_facts(action)["resumes"] == 1
+
+
+def test_a_part_that_keeps_breaking_fails_the_import_after_the_configured_resumes(
+    alice, start_workers_with, range_server
+):
+    workers = start_workers_with(IMAGEACTIONS_HTTP_MAX_RESUMES="2", **PARALLEL)
+    data = random_image(9 * MiB, seed=46)
+    url = range_server.add("flapping.img", data, drop_range_at=5 * PART, drop_after=0, drops=100)
+    action = run_import(alice, workers, {"location": url})
+    assert action.status == "failure"
+    assert action.message.startswith(
+        f"Could not retrieve image. The connection to '{url}' for bytes {5 * PART} to {6 * PART - 1} of 9 MiB "
+        f"broke 3 times, the last at byte {5 * PART} ("
+    )
+    assert action.message.endswith("); try again later")
+    assert action.error_code == "source_interrupted"
+    assert [r[1] for r in range_server.files["flapping.img"].range_requests()].count(
+        f"bytes={5 * PART}-{6 * PART - 1}"
+    ) == 3
+    assert_left_nothing(action)
 
 
 @pytest.mark.parametrize("honour_if_range", [True, False], ids=["answers-200", "sends-another-etag"])
