@@ -610,7 +610,11 @@ def open_swift(location: Location, *, parallel: bool = False) -> OpenedSource:
         client = client_for_host(location.host)
     except SwiftError as error:
         raise StepError(f"{FAILED} {error} ({location.url})", code=error_code_of(error)) from None
-    response, size = _open_swift_object(client, location)
+    try:
+        response, size = _open_swift_object(client, location)
+    except StepError:
+        client.close()
+        raise
     etag = response.headers.get("ETag")
     ranges = response.headers.get("Accept-Ranges", "").lower() == "bytes"
     if parallel and reads_in_parallel(size, bool(etag) and ranges):
