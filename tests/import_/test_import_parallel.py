@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from actions_import.sources import open_source, parse_location
 from imageactions.models import ImageAction
+from imageactions.pipeline import StepError
 from imageactions.runner import scratch_dir
 from tests.conftest import wait_for_action
 from tests.http_servers import LoopbackHandler, LoopbackServer
@@ -254,3 +256,36 @@ def test_cancelling_a_parallel_fetch_closes_every_connection(alice, parallel_wor
     assert range_server.active == 0, "connections of the cancelled fetch stayed open"
     assert not scratch_dir(action_id).exists()
     assert_left_nothing(action)
+
+
+def test_abort_stops_every_thread_of_a_parallel_read(range_server, settings):
+    settings.FETCH_CONNECTIONS, settings.FETCH_PART_SIZE, settings.FETCH_PARALLEL_THRESHOLD = 4, PART, 4 * MiB
+    url = range_server.add("aborted.img", random_image(16 * MiB, seed=47), rate=256 * 1024)
+    opened = open_source(parse_location(url), parallel=True)
+    failure = []
+    reading = threading.Thread(target=lambda: failure.append(_read_all_failing(opened.reader)))
+    reading.start()
+    try:
+        deadline = time.monotonic() + 20
+        while range_server.active < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert range_server.active == 4, "the read never had its four connections open"
+        opened.abort()
+        reading.join(20)
+        assert not reading.is_alive(), "read() did not return after abort()"
+        assert "was stopped" in str(failure[0])
+    finally:
+        opened.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("fetch-part-")]
+    while range_server.active and time.monotonic() < deadline + 20:
+        time.sleep(0.05)
+    assert range_server.active == 0, "connections of the aborted read stayed open"
+
+
+def _read_all_failing(reader) -> BaseException | None:
+    try:
+        while reader.read(MiB):
+            pass
+    except StepError as error:
+        return error
+    return None
