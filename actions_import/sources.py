@@ -2,12 +2,15 @@
 
 `open_source(location)` answers an open reader with the size the source announces; every
 failure is a StepError whose text starts "Could not retrieve image." and says what to fix.
+With `parallel=True` a large source that serves ranges is read over several connections
+(actions_import/ranged.py), each connection checked as the first one was.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from imageactions.pipeline import (
     ErrorCode,
     StepError,
     SwiftError,
+    SwiftObjectChanged,
     UnresolvableHost,
     UrlPolicy,
     UrlRefused,
@@ -33,6 +37,8 @@ from imageactions.pipeline import (
     translated_request_errors,
     whole_number,
 )
+
+from .ranged import ParallelRangeReader, RangeBody, RangeOpener, RangeRefused
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +95,66 @@ class OpenedSource:
         """Stop a read blocked in another thread (a dry run past its time): it raises there."""
         self.reader.abort()
 
+    def facts(self) -> dict:
+        """How the bytes are read: the connections, and for a parallel read its parts and buffer."""
+        facts = getattr(self.reader, "facts", None)
+        return facts() if facts else {"connections": 1}
 
-def open_source(location: Location) -> OpenedSource:
+
+def open_source(location: Location, *, parallel: bool = False) -> OpenedSource:
+    """The source's bytes; `parallel`: over several connections when it is large and serves ranges."""
     if location.kind == "http":
-        return open_http(location.url, UrlPolicy.from_settings())
+        return open_http(location.url, UrlPolicy.from_settings(), parallel=parallel)
     if location.kind == "s3":
-        return open_s3(location)
-    return open_swift(location)
+        return open_s3(location, parallel=parallel)
+    return open_swift(location, parallel=parallel)
+
+
+def reads_in_parallel(size: int | None, ranges: bool) -> bool:
+    """Whether a source that announced `size` (and, `ranges`, serves ranges that can be checked
+    for its version) is large enough to be read over several connections."""
+    return (
+        ranges
+        and size is not None
+        and settings.FETCH_CONNECTIONS > 1
+        and size >= max(settings.FETCH_PARALLEL_THRESHOLD, 2 * settings.FETCH_PART_SIZE)
+    )
+
+
+def parallel_reader(what: str, size: int, first: RangeBody, open_range: RangeOpener) -> ParallelRangeReader:
+    return ParallelRangeReader(
+        what=what,
+        size=size,
+        first=first,
+        open_range=open_range,
+        connections=settings.FETCH_CONNECTIONS,
+        part_size=settings.FETCH_PART_SIZE,
+        max_resumes=settings.HTTP_MAX_RESUMES,
+    )
+
+
+def changed_during_download(what: str, how: str) -> RangeRefused:
+    return RangeRefused(
+        f"{FAILED} The image at '{what}' changed while it was downloaded ({how}); try again once it no longer changes",
+        code=ErrorCode.SOURCE_INTERRUPTED,
+        details={"url": what},
+    )
+
+
+def unexpected_range(what: str, got: str, expected: str) -> RangeRefused:
+    return RangeRefused(
+        f"{FAILED} '{what}' answered a request for the range '{expected}' with the range '{got}'",
+        code=ErrorCode.SOURCE_REFUSED,
+        details={"url": what, "expected": expected, "got": got},
+    )
+
+
+def _content_range(start: int, end: int, size: int) -> str:
+    return f"bytes {start}-{end}/{size}"
+
+
+def _same_range(header: str | None, expected: str) -> bool:
+    return (header or "").replace(" ", "") == expected.replace(" ", "")
 
 
 class GuardedReader:
@@ -161,23 +220,35 @@ def _is_timeout(error: BaseException | None) -> bool:
 # -- http and https ------------------------------------------------------------------------
 
 
-def open_http(url: str, policy: UrlPolicy) -> OpenedSource:
+def open_http(url: str, policy: UrlPolicy, *, parallel: bool = False) -> OpenedSource:
     """GET `url`, following up to HTTP_MAX_REDIRECTS redirects, each hop checked by `policy`."""
+    response, current = _follow(url, policy)
+    if response.status_code != 200:
+        response.close()
+        raise _status_error(response.status_code, current)
+    return _http_source(response, current, policy, parallel=parallel)
+
+
+def _status_error(status: int, url: str) -> StepError:
+    return StepError(
+        f"{FAILED} Received {status} response for url '{url}'",
+        code=_http_error_code(status),
+        details={"status": status, "url": url},
+    )
+
+
+def _follow(
+    url: str, policy: UrlPolicy, *, headers: dict | None = None, sessions: dict | None = None
+) -> tuple[requests.Response, str]:
+    """The first answer to a GET of `url` that is not a redirect, and the URL that gave it."""
     current = url
     for _hop in range(settings.HTTP_MAX_REDIRECTS + 1):
-        response = _get_pinned(current, url, policy)
+        response = _get_pinned(current, url, policy, headers=headers, sessions=sessions)
         if response.status_code in REDIRECT_STATUSES and response.headers.get("Location"):
             response.close()
             current = urljoin(current, response.headers["Location"])
             continue
-        if response.status_code != 200:
-            response.close()
-            raise StepError(
-                f"{FAILED} Received {response.status_code} response for url '{current}'",
-                code=_http_error_code(response.status_code),
-                details={"status": response.status_code, "url": current},
-            )
-        return _http_source(response, current, policy)
+        return response, current
     raise StepError(
         f"{FAILED} '{url}' redirected more than {settings.HTTP_MAX_REDIRECTS} times; give the final URL of the image",
         code=ErrorCode.SOURCE_REFUSED,
@@ -192,11 +263,91 @@ def _http_error_code(status: int) -> str:
     return ErrorCode.SOURCE_UNREACHABLE if status >= 500 else ErrorCode.SOURCE_REFUSED
 
 
-def _http_source(response: requests.Response, url: str, policy: UrlPolicy) -> OpenedSource:
+def _http_source(response: requests.Response, url: str, policy: UrlPolicy, *, parallel: bool) -> OpenedSource:
     length = response.headers.get("Content-Length")
     size = whole_number(length or "", max_digits=20)
+    content_type = response.headers.get("Content-Type")
+    validator = _range_validator(response)
+    if parallel and reads_in_parallel(size, validator is not None):
+        ranges = HttpRanges(url, policy, validator=validator, size=size)
+        reader = parallel_reader(url, size, _http_body(response), ranges.open)
+
+        def close():
+            reader.close()
+            ranges.close()
+
+        return OpenedSource(reader, size, close, content_type)
     body = ResumableHttpBody(response, url, size=size, policy=policy)
-    return OpenedSource(body, size, body.close, response.headers.get("Content-Type"))
+    return OpenedSource(body, size, body.close, content_type)
+
+
+def _http_body(response: requests.Response) -> RangeBody:
+    return RangeBody(
+        read=lambda amount: response.raw.read(amount, decode_content=False),
+        close=response.close,
+        abort=response.raw.shutdown,
+    )
+
+
+class HttpRanges:
+    """Opens ranges of the image at `url` (the URL the redirects led to) for the threads of a
+    parallel read: each request is checked by the URL policy and pinned to the address checked,
+    each of its redirects too; `If-Range` makes a changed image answer 200 instead of a range.
+    Each thread keeps its connections (one session per address) from part to part."""
+
+    def __init__(self, url: str, policy: UrlPolicy, *, validator: str, size: int):
+        self.url, self.policy, self.validator, self.size = url, policy, validator, size
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def open(self, start: int, end: int) -> RangeBody:
+        headers = {"Range": f"bytes={start}-{end}", "If-Range": self.validator}
+        response, current = _follow(self.url, self.policy, headers=headers, sessions=self._thread_sessions())
+        expected = _content_range(start, end, self.size)
+        status, got = response.status_code, response.headers.get("Content-Range", "")
+        if status == 206 and self._same_version(response) and _same_range(got, expected):
+            return _http_body(response)
+        response.close()
+        if status in (200, 412, 416) or (status == 206 and not self._same_version(response)):
+            raise changed_during_download(self.url, f"the request for bytes {start} to {end} was answered {status}")
+        if status == 206:
+            raise unexpected_range(current, got, expected)
+        raise _status_error(status, current)
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    def _same_version(self, response: requests.Response) -> bool:
+        """A range of the version the first answer had: a server that ignores If-Range may still
+        name another version in its validators."""
+        etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
+        if self.validator.endswith('"'):
+            return etag is None or etag == self.validator
+        return modified is None or modified == self.validator
+
+    def _thread_sessions(self) -> dict:
+        sessions = getattr(self._local, "sessions", None)
+        if sessions is None:
+            sessions = self._local.sessions = _SessionsByAddress(self._sessions, self._lock)
+        return sessions
+
+
+class _SessionsByAddress(dict):
+    """One thread's pinned sessions, by address; each is also noted in `every` for closing."""
+
+    def __init__(self, every: list, lock: threading.Lock):
+        super().__init__()
+        self._every, self._lock = every, lock
+
+    def __missing__(self, address: str) -> requests.Session:
+        session = self[address] = pinned_session(address)
+        with self._lock:
+            self._every.append(session)
+        return session
 
 
 class ResumableHttpBody(GuardedReader):
@@ -316,8 +467,11 @@ def _range_validator(response: requests.Response) -> str | None:
     return response.headers.get("Last-Modified") or None
 
 
-def _get_pinned(url: str, original: str, policy: UrlPolicy, *, headers: dict | None = None) -> requests.Response:
-    """GET one hop, connected to the address the policy checked (DNS is asked only once)."""
+def _get_pinned(
+    url: str, original: str, policy: UrlPolicy, *, headers: dict | None = None, sessions: dict | None = None
+) -> requests.Response:
+    """GET one hop, connected to the address the policy checked (DNS is asked only once);
+    `sessions` (address -> session) keeps connections for the next request to that address."""
     try:
         host, port, address = policy.address_of(url)
     except UrlRefused as refusal:
@@ -333,7 +487,7 @@ def _get_pinned(url: str, original: str, policy: UrlPolicy, *, headers: dict | N
         ) from None
     except UnresolvableHost as error:
         raise StepError(f"{FAILED} {error}", code=ErrorCode.SOURCE_UNREACHABLE, details={"url": url}) from None
-    session = pinned_session(str(address))
+    session = pinned_session(str(address)) if sessions is None else sessions[str(address)]
     with translated_request_errors(FAILED, f"{host}:{port}", url):
         return session.get(
             url,
@@ -347,16 +501,50 @@ def _get_pinned(url: str, original: str, policy: UrlPolicy, *, headers: dict | N
 # -- s3:// ---------------------------------------------------------------------------------
 
 
-def open_s3(location: Location) -> OpenedSource:
-    from botocore.exceptions import BotoCoreError, ClientError
-
+def open_s3(location: Location, *, parallel: bool = False) -> OpenedSource:
     client = s3_source_client()
     name = f"s3://{location.bucket}/{location.key}"
+    obj = _get_s3_object(client, location, name)
+    body, size, etag = obj["Body"], obj.get("ContentLength"), obj.get("ETag")
+    # GetObject takes a Range in every S3 (Swift's s3api does not say Accept-Ranges); an answer
+    # that is not the range asked for fails on its Content-Range.
+    if parallel and reads_in_parallel(size, bool(etag)):
+
+        def open_range(start: int, end: int) -> RangeBody:
+            part = _get_s3_object(client, location, name, Range=f"bytes={start}-{end}", IfMatch=etag)
+            expected = _content_range(start, end, size)
+            if not _same_range(part.get("ContentRange"), expected):
+                part["Body"].close()
+                raise unexpected_range(name, part.get("ContentRange", ""), expected)
+            return _s3_body(part["Body"])
+
+        reader = parallel_reader(name, size, _s3_body(body), open_range)
+        return OpenedSource(reader, size, reader.close, obj.get("ContentType"))
+    reader = GuardedReader(
+        read=body.read,
+        what=name,
+        size=size,
+        stall_seconds=settings.HTTP_READ_TIMEOUT,
+        raw=getattr(body, "_raw_stream", None),  # botocore's StreamingBody wraps a urllib3 response
+    )
+    return OpenedSource(reader, size, body.close, obj.get("ContentType"))
+
+
+def _s3_body(body) -> RangeBody:
+    return RangeBody(read=body.read, close=body.close, abort=body._raw_stream.shutdown)
+
+
+def _get_s3_object(client, location: Location, name: str, **conditions) -> dict:
+    """GetObject of the location (with `conditions`: Range, IfMatch), its failures in the user's words."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
-        obj = client.get_object(Bucket=location.bucket, Key=location.key)
+        return client.get_object(Bucket=location.bucket, Key=location.key, **conditions)
     except ClientError as error:
         code = str(error.response.get("Error", {}).get("Code", ""))
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code == "PreconditionFailed" or status == 412:
+            raise changed_during_download(name, "its ETag is no longer the one it had") from None
         raise StepError(
             f"{FAILED} {_s3_error_text(error, location)}",
             code=_s3_error_code(code, status),
@@ -366,15 +554,6 @@ def open_s3(location: Location) -> OpenedSource:
         raise StepError(
             f"{FAILED} The S3 service could not be reached for '{name}': {error}", code=ErrorCode.SOURCE_UNREACHABLE
         ) from None
-    body, size = obj["Body"], obj.get("ContentLength")
-    reader = GuardedReader(
-        read=body.read,
-        what=name,
-        size=size,
-        stall_seconds=settings.HTTP_READ_TIMEOUT,
-        raw=getattr(body, "_raw_stream", None),  # botocore's StreamingBody wraps a urllib3 response
-    )
-    return OpenedSource(reader, size, body.close, obj.get("ContentType"))
 
 
 def _s3_error_code(code: str, status: int | None) -> str:
@@ -426,13 +605,35 @@ def _s3_error_text(error, location: Location) -> str:
 # -- swift:// ------------------------------------------------------------------------------
 
 
-def open_swift(location: Location) -> OpenedSource:
-
+def open_swift(location: Location, *, parallel: bool = False) -> OpenedSource:
     try:
         client = client_for_host(location.host)
-        response, size = client.open_object(location.container, location.object, account=location.account)
     except SwiftError as error:
         raise StepError(f"{FAILED} {error} ({location.url})", code=error_code_of(error)) from None
+    try:
+        response, size = _open_swift_object(client, location)
+    except StepError:
+        client.close()
+        raise
+    etag = response.headers.get("ETag")
+    ranges = response.headers.get("Accept-Ranges", "").lower() == "bytes"
+    if parallel and reads_in_parallel(size, bool(etag) and ranges):
+
+        def open_range(start: int, end: int) -> RangeBody:
+            part, _length = _open_swift_object(client, location, {"Range": f"bytes={start}-{end}", "If-Match": etag})
+            expected, got = _content_range(start, end, size), part.headers.get("Content-Range", "")
+            if part.status_code != 206 or not _same_range(got, expected):
+                part.close()
+                raise unexpected_range(location.url, got or f"the whole object ({part.status_code})", expected)
+            return _http_body(part)
+
+        reader = parallel_reader(location.url, size, _http_body(response), open_range)
+
+        def close_parallel():
+            reader.close()
+            client.close()
+
+        return OpenedSource(reader, size, close_parallel, response.headers.get("Content-Type"))
     raw = response.raw
 
     def close():
@@ -448,3 +649,13 @@ def open_swift(location: Location) -> OpenedSource:
         raw=raw,
     )
     return OpenedSource(reader, size, close, response.headers.get("Content-Type"))
+
+
+def _open_swift_object(client, location: Location, headers: dict | None = None):
+    """The object's answer and announced size; its failures in the user's words."""
+    try:
+        return client.open_object(location.container, location.object, account=location.account, headers=headers)
+    except SwiftObjectChanged:
+        raise changed_during_download(location.url, "its ETag is no longer the one it had") from None
+    except SwiftError as error:
+        raise StepError(f"{FAILED} {error} ({location.url})", code=error_code_of(error)) from None

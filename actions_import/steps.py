@@ -160,13 +160,16 @@ class ReceivedBytes:
 
 
 def fetch(action: ImageAction, ctx: StepContext) -> None:
-    """Stream the location's bytes into staging (status `uploading`)."""
-    opened = open_source(parse_location(action.input["location"]))
+    """Stream the location's bytes into staging (status `uploading`), over several connections
+    when the source is large and serves ranges; `state["fetch"]` says how it was read."""
+    opened = open_source(parse_location(action.input["location"]), parallel=True)
     try:
         ctx.progress(0, opened.size, force=True)
         stage(action, ctx, opened.reader, size=opened.size)
     finally:
         opened.close()
+    action.state["fetch"] = opened.facts()
+    log.info("action %s fetched %s: %s", action.pk, action.input["location"], action.state["fetch"])
 
 
 def fetch_applies(action: ImageAction) -> bool:

@@ -35,6 +35,10 @@ class SwiftNotConfigured(SwiftError):
     """This service has no credentials for the Swift host."""
 
 
+class SwiftObjectChanged(SwiftError):
+    """A conditional request's precondition (If-Match) failed: the object is not the one asked for (412)."""
+
+
 class SwiftUnavailable(SwiftError):
     """Swift could not be reached, did not answer in time, or answered with a server error (5xx)."""
 
@@ -69,14 +73,15 @@ class SwiftClient:
         self._token_expires_at = time.monotonic() + float(expires) if expires else None
 
     def open_object(
-        self, container: str, obj: str, *, account: str | None = None
+        self, container: str, obj: str, *, account: str | None = None, headers: dict | None = None
     ) -> tuple[requests.Response, int | None]:
-        """A streaming response with the object's bytes, and its size when Swift tells it.
+        """A streaming response with the object's bytes, and its size when Swift tells it;
+        `headers` may ask for a range (206) on a condition (If-Match).
 
         The caller reads it (iter_content, raw) and closes it.
         """
-        response = self._request("GET", container, obj, account=account, stream=True)
-        if response.status_code != 200:
+        response = self._request("GET", container, obj, account=account, headers=headers, stream=True)
+        if response.status_code not in (200, 206):
             error = self._error(response, "read", container, obj)
             response.close()
             raise error
@@ -171,6 +176,8 @@ class SwiftClient:
             if obj is not None and action == "read":
                 return SwiftNotFound(f"Object '{name}' was not found in Swift at {self.host}")
             return SwiftNotFound(f"Container '{container}' was not found in Swift at {self.host}")
+        if status == 412:
+            return SwiftObjectChanged(f"The object '{name}' in Swift at {self.host} changed (HTTP 412)")
         if status in (401, 403):
             return SwiftRefused(f"Swift at {self.host} refused user '{self.user}' access to '{name}' (HTTP {status})")
         detail = _short_text(response)

@@ -258,6 +258,13 @@ HTTP_MAX_REDIRECTS = env_int("IMAGEACTIONS_HTTP_MAX_REDIRECTS", 5)
 # A download whose connection closes mid-body continues with `Range: bytes=N-` this many times
 # (when the server announces Accept-Ranges and a validator); 0: never resume.
 HTTP_MAX_RESUMES = env_int("IMAGEACTIONS_HTTP_MAX_RESUMES", 3)
+# An import source of at least FETCH_PARALLEL_THRESHOLD bytes that serves ranges (http(s) with
+# Accept-Ranges and a validator, s3://, swift://) is read over FETCH_CONNECTIONS connections, in
+# parts of FETCH_PART_SIZE bytes; at most connections x part size bytes wait in memory to be
+# hashed in order. A part that breaks is resumed HTTP_MAX_RESUMES times. 1 connection: one stream.
+FETCH_CONNECTIONS = max(1, env_int("IMAGEACTIONS_FETCH_CONNECTIONS", 4))
+FETCH_PARALLEL_THRESHOLD = env_int("IMAGEACTIONS_FETCH_PARALLEL_THRESHOLD", 64 * 1024**2)
+FETCH_PART_SIZE = max(1024**2, env_int("IMAGEACTIONS_FETCH_PART_SIZE", 8 * 1024**2))
 # Where s3:// import locations are read: {"endpoint_url": ..., "access_key": ..., "secret_key": ...,
 #  "region_name": ..., "addressing_style": "path"}; empty: s3:// locations are refused.
 S3_SOURCE = env_json("IMAGEACTIONS_S3_SOURCE", {})

@@ -28,7 +28,7 @@ from ..stores import (
     build_s3_client,
 )
 from ..stores.base import validate_key
-from ..swift import SwiftError, client_for_host
+from ..swift import SwiftError, SwiftObjectChanged, client_for_host
 from ..transfer import (
     CHUNK_SIZE,
     HEX_LENGTHS,
@@ -173,6 +173,7 @@ __all__ = [
     "qemu_format_name",
     # reaching other hosts
     "SwiftError",
+    "SwiftObjectChanged",
     "UnresolvableHost",
     "UrlPolicy",
     "UrlRefused",

@@ -2,10 +2,14 @@
 
 import io
 import json
+import re
 import uuid
 
 import pytest
 
+from actions_import.sources import open_source, parse_location
+from imageactions.models import ImageAction
+from imageactions.pipeline import StepError
 from imageactions.swift import SwiftClient
 from tests.objectstore import object_store  # noqa: F401  (the session fixture)
 
@@ -96,3 +100,79 @@ def test_swift_import_of_a_missing_object_fails_with_not_found(alice, object_sto
         f"{object_store.hostport} ({location})"
     )
     assert_left_nothing(action)
+
+
+# -- parallel ranged fetch -----------------------------------------------------------------
+
+PARALLEL = {
+    "FETCH_CONNECTIONS": 4,
+    "FETCH_PART_SIZE": MiB,
+    "FETCH_PARALLEL_THRESHOLD": 2 * MiB,
+}
+
+
+def put_source(object_store, kind: str, data: bytes) -> str:  # noqa: F811
+    """Put `data` in the test object store; its location as an s3:// or swift:// URL."""
+    if kind == "s3":
+        key = f"sources/{uuid.uuid4()}.img"
+        object_store.s3_client().put_object(Bucket=object_store.bucket, Key=key, Body=data)
+        return f"s3://{object_store.bucket}/{key}"
+    name = f"{uuid.uuid4()}.img"
+    with SwiftClient(object_store.swift_auth_url, object_store.swift_user, object_store.swift_key) as swift:
+        swift.authenticate()
+        account = swift.storage_url.rsplit("/", 1)[1]
+        swift.create_container("import-sources")
+        swift.put_object("import-sources", name, io.BytesIO(data))
+    return f"swift://{object_store.hostport}/{account}/import-sources/{name}"
+
+
+@pytest.mark.parametrize("kind", ["s3", "swift"])
+def test_a_large_object_is_fetched_over_several_connections_with_the_right_bytes(
+    alice,
+    object_store,  # noqa: F811
+    start_workers_with,
+    settings,
+    kind,
+):
+    settings.S3_SOURCE = s3_source(object_store)
+    settings.SWIFT_CREDENTIALS = object_store.swift_credentials()
+    workers = start_workers_with(
+        IMAGEACTIONS_S3_SOURCE=json.dumps(settings.S3_SOURCE),
+        IMAGEACTIONS_SWIFT_CREDENTIALS=json.dumps(settings.SWIFT_CREDENTIALS),
+        **{f"IMAGEACTIONS_{name}": str(value) for name, value in PARALLEL.items()},
+    )
+    data = random_image(7 * MiB + 5, seed=22)
+    action = run_import(alice, workers, {"location": put_source(object_store, kind, data)})
+    assert_image_of(action, data)
+    facts = ImageAction.objects.get(pk=action.pk).state["fetch"]
+    assert (facts["connections"], facts["parts"], facts["resumes"]) == (4, 8, 0)
+    assert 0 < facts["buffer_peak_bytes"] <= facts["buffer_cap_bytes"] == 4 * MiB
+
+
+@pytest.mark.parametrize("kind", ["s3", "swift"])
+def test_an_object_overwritten_during_a_parallel_fetch_fails_instead_of_mixing_versions(
+    object_store,  # noqa: F811
+    settings,
+    kind,
+):
+    settings.S3_SOURCE = s3_source(object_store)
+    settings.SWIFT_CREDENTIALS = object_store.swift_credentials()
+    for name, value in PARALLEL.items():
+        setattr(settings, name, value)
+    data = random_image(10 * MiB, seed=23)
+    location = put_source(object_store, kind, data)
+    opened = open_source(parse_location(location), parallel=True)
+    try:
+        assert opened.facts()["connections"] == 4
+        # The parts past the first four are asked for only once the first is read: after this.
+        if kind == "s3":
+            bucket, key = location.removeprefix("s3://").split("/", 1)
+            object_store.s3_client().put_object(Bucket=bucket, Key=key, Body=data[::-1])
+        else:
+            account, container, name = location.split("/", 3)[3].split("/", 2)
+            with SwiftClient(object_store.swift_auth_url, object_store.swift_user, object_store.swift_key) as swift:
+                swift.put_object(container, name, io.BytesIO(data[::-1]), account=account)
+        with pytest.raises(StepError, match=re.escape(f"The image at '{location}' changed while it was downloaded")):
+            opened.reader.read(-1)
+    finally:
+        opened.close()
