@@ -26,8 +26,8 @@ def is_zeros(data) -> bool:
 
 
 class SparseWriter:
-    """Writes consecutive chunks into a new, empty file, seeking over their all-zero
-    HOLE_SIZE blocks (counted from the chunk's start) instead of writing them.
+    """Writes consecutive chunks into a new, empty file, seeking over their all-zero blocks
+    (HOLE_SIZE, aligned to the file's start) instead of writing them.
 
     `finish()` gives the file its full length when it ends in zeros. With `sparse` False every
     byte is written, as a plain write would.
@@ -36,28 +36,36 @@ class SparseWriter:
     def __init__(self, file: BinaryIO, *, sparse: bool = True):
         self.file = file
         self.sparse = sparse
+        self._offset = 0  # bytes passed so far, written or skipped over
         self._skipped = 0  # zeros passed over since the file's position was last moved
 
     def write(self, chunk) -> None:
         if not self.sparse:
             self.file.write(chunk)
             return
-        if len(chunk) <= len(ZEROS) and is_zeros(chunk):  # the common case in an empty disk: one memcmp
-            self._skipped += len(chunk)
+        size = len(chunk)
+        if size <= len(ZEROS) and is_zeros(chunk):  # the common case in an empty disk: one memcmp
+            self._skipped += size
+            self._offset += size
             return
         view = memoryview(chunk)
         data_start = None  # where the current run of blocks with data began
-        for start in range(0, len(view), HOLE_SIZE):
-            if not is_zeros(view[start : start + HOLE_SIZE]):
+        start = 0
+        while start < size:
+            # Blocks aligned to the file, not to the chunk: a hole is only a hole in whole blocks.
+            end = min(start + HOLE_SIZE - (self._offset + start) % HOLE_SIZE, size)
+            if not is_zeros(view[start:end]):
                 if data_start is None:
                     data_start = start
-                continue
-            if data_start is not None:
-                self._write_data(view[data_start:start])
-                data_start = None
-            self._skipped += min(HOLE_SIZE, len(view) - start)
+            else:
+                if data_start is not None:
+                    self._write_data(view[data_start:start])
+                    data_start = None
+                self._skipped += end - start
+            start = end
         if data_start is not None:
             self._write_data(view[data_start:])
+        self._offset += size
 
     def finish(self) -> None:
         """Extend the file over the zeros at its end; call once, after the last write."""
