@@ -98,6 +98,7 @@ def stage(action: ImageAction, ctx: StepContext, source, *, size: int | None) ->
             hash_algorithms=hashed,
             max_size=limit,
             progress=lambda _done, _total: ctx.progress(received.bytes_read, size),
+            sparse=settings.SPARSE_IMAGES,
         )
     except SizeLimitExceeded as error:
         raise too_large(action.owner, quota, error) from None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .formats.errors import human_size
+from .sparse import SparseWriter, read_chunks
 
 CHUNK_SIZE = 1024 * 1024
 # Chunks a hasher may lag behind the copy; bounds memory at this many MiB per hash algorithm.
@@ -99,24 +100,28 @@ def copy_to_file(
     max_size: int | None = None,
     total: int | None = None,
     progress: Progress | None = None,
+    sparse: bool = False,
 ) -> TransferResult:
     """Copy everything `source.read()` yields into a new file at `path`, hashing on the way.
 
     Stops with SizeLimitExceeded as soon as more than `max_size` bytes arrived; `total` (when
-    known) is what progress reports as the whole. The partial file is removed on any error.
+    known) is what progress reports as the whole; with `sparse`, blocks of zeros are left as
+    holes (SparseWriter). The partial file is removed on any error.
     """
     check_announced_size(total, max_size)
     done = 0
     try:
         with open(path, "wb") as out, ParallelHasher(hash_algorithms) as hasher:
+            writer = SparseWriter(out, sparse=sparse)
             while chunk := source.read(CHUNK_SIZE):
                 done += len(chunk)
                 if max_size is not None and done > max_size:
                     raise SizeLimitExceeded(max_size)
                 hasher.update(chunk)
-                out.write(chunk)
+                writer.write(chunk)
                 if progress:
                     progress(done, total)
+            writer.finish()
             digests = hasher.hexdigests()
     except BaseException:
         _remove(path)
@@ -134,10 +139,12 @@ def _remove(path: Path) -> None:
 
 
 def hash_file(path: Path, *, progress: Callable[[], None] | None = None) -> TransferResult:
-    """Size and IMAGE_HASHES of a file, in one streaming pass; `progress()` after each chunk."""
+    """Size and IMAGE_HASHES of a file, in one streaming pass; `progress()` after each chunk.
+
+    Holes are hashed as the zeros they read as, without reading them."""
     size = 0
     with open(path, "rb") as file, ParallelHasher(IMAGE_HASHES) as hasher:
-        while chunk := file.read(CHUNK_SIZE):
+        for chunk in read_chunks(file, CHUNK_SIZE):
             hasher.update(chunk)
             size += len(chunk)
             if progress:

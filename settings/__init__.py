@@ -288,6 +288,9 @@ if IMAGE_STORE_FORMAT not in ("", "raw", "qcow2"):
     raise ImproperlyConfigured(
         f"IMAGEACTIONS_IMAGE_STORE_FORMAT must be empty, raw or qcow2; got {IMAGE_STORE_FORMAT!r}"
     )
+# Blocks of zeros in image files (staged, converted, in filesystem stores) are left as holes:
+# a mostly empty disk then costs neither the writes nor the space. False: every byte is written.
+SPARSE_IMAGES = env_bool("IMAGEACTIONS_SPARSE_IMAGES", True)
 DECOMPRESS_IMPORTS = env_bool("IMAGEACTIONS_DECOMPRESS_IMPORTS", True)
 DECOMPRESS_MAX_OUTPUT = env_int("IMAGEACTIONS_DECOMPRESS_MAX_OUTPUT", IMAGE_MAX_SIZE)  # bytes
 # A mostly empty raw disk compresses ~30000x with zstd; the output cap is the real guard.

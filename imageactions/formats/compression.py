@@ -7,7 +7,6 @@ decompressed once, during the download, and memory does not grow with the image.
 import bz2
 import io
 import lzma
-import os
 import struct
 import zlib
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import zstandard
 
 from imageactions.formats import ImageFormatError
 from imageactions.formats.errors import human_size
+from imageactions.sparse import SparseWriter
 
 COMPRESSION_MAGIC = {
     # RFC 1952 2.3.1: ID1=0x1f ID2=0x8b, then CM=8 (deflate), the only method defined.
@@ -349,19 +349,16 @@ def decompress_file(
     src_path, dst_path = Path(src_path), Path(dst_path)
     total_in = src_path.stat().st_size
     buffer = bytearray(chunk_size)
-    zeros = bytes(chunk_size)
     try:
         with open(src_path, "rb") as src, open(dst_path, "wb") as dst:
             reader = open_decompressed(src, algo, max_output=max_output, max_ratio=max_ratio)
+            writer = SparseWriter(dst)
             with memoryview(buffer) as view:
                 while n := reader.readinto(view):
-                    if buffer[:n] == zeros[:n]:  # bytearray compares with memcmp; memoryview does not
-                        dst.seek(n, os.SEEK_CUR)
-                    else:
-                        dst.write(view[:n])
+                    writer.write(view[:n])
                     if progress:
                         progress(reader.bytes_in, total_in)
-            dst.truncate()  # gives the file its length when it ends in a hole
+            writer.finish()
             return reader.bytes_out
     except BaseException:
         dst_path.unlink(missing_ok=True)

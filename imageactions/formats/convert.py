@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from imageactions.formats import ImageFormatError, Inspection, inspect_image
+from imageactions.sparse import HOLE_SIZE
 
 # User-visible format name -> qemu-img driver name. An ISO is plain bytes to qemu-img.
 QEMU_SOURCE_FORMATS = {
@@ -92,18 +93,23 @@ def convert_image(
     max_cpu_seconds: int,
     progress: Callable[[float], None] | None = None,
     output_options: Mapping[str, str] | None = None,
+    sparse: bool = True,
 ) -> None:
     """Convert `src_path` (in `src_format`) into a new `dst_path` in `dst_format`.
 
-    `progress(percent)` receives qemu-img's own progress, 0.0 to 100.0. On any failure, including
-    an exception raised by `progress`, qemu-img is killed and `dst_path` is removed.
+    `progress(percent)` receives qemu-img's own progress, 0.0 to 100.0. With `sparse`, zeros in a
+    raw output are holes; without, every byte of it is written. On any failure, including an
+    exception raised by `progress`, qemu-img is killed and `dst_path` is removed.
     """
     src_path, dst_path = Path(src_path).absolute(), Path(dst_path).absolute()
     src_driver = qemu_format_name(src_format)
     dst_driver = qemu_format_name(dst_format, target=True)
     options = _output_options(dst_driver, output_options)
     source = _source_spec(src_path, src_driver)
-    args = [find_qemu_img(), "convert", *(["-p"] if progress else []), "-f", src_driver, "-O", dst_driver]
+    # -S 0 writes every byte; formats with their own allocation tables (qcow2) stay compact.
+    sparse_size = HOLE_SIZE if sparse or dst_driver != "raw" else 0
+    args = [find_qemu_img(), "convert", *(["-p"] if progress else []), "-S", str(sparse_size)]
+    args += ["-f", src_driver, "-O", dst_driver]
     if options:
         args += ["-o", options]
     args += [source, str(dst_path)]
@@ -160,6 +166,7 @@ def convert_and_reinspect(
     max_cpu_seconds: int,
     progress: Callable[[float], None] | None = None,
     max_virtual_size: int | None = None,
+    sparse: bool = True,
 ) -> Inspection:
     """Convert, then inspect the output as hostile data again; it must be in `dst_format`."""
     convert_image(
@@ -171,6 +178,7 @@ def convert_and_reinspect(
         max_memory=max_memory,
         max_cpu_seconds=max_cpu_seconds,
         progress=progress,
+        sparse=sparse,
     )
     target_driver = qemu_format_name(dst_format, target=True)
     # An ISO is raw bytes with a file system in them, so a raw target may read as one.

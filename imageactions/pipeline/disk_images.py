@@ -73,7 +73,14 @@ def image_file(ctx: StepContext, image: Image) -> Path:
         copy = ctx.scratch / IMAGE_COPY
         ctx.progress(0, image.size, force=True)
         with store.open_read(location.key) as reader:
-            copy_to_file(reader, copy, hash_algorithms=(), total=image.size, progress=ctx.progress)
+            copy_to_file(
+                reader,
+                copy,
+                hash_algorithms=(),
+                total=image.size,
+                progress=ctx.progress,
+                sparse=settings.SPARSE_IMAGES,
+            )
     except (StoreError, TransferError) as error:
         raise StepError(
             f"The bytes of image {image.pk} could not be read: {error}; tell an operator",
@@ -122,6 +129,7 @@ def convert_image_file(
             max_cpu_seconds=settings.QEMU_MAX_CPU_SECONDS,
             max_virtual_size=settings.IMAGE_MAX_VIRTUAL_SIZE,
             progress=lambda percent: ctx.progress(int(total * percent / 100), total),
+            sparse=settings.SPARSE_IMAGES,
         )
     except ConversionTimedOut as error:
         raise StepError(

@@ -7,6 +7,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from django.conf import settings
+
+from ..sparse import SparseWriter
 from .base import (
     ImageStore,
     InvalidKey,
@@ -92,11 +95,13 @@ class FilesystemStore(ImageStore):
         done = 0
         try:
             with open(partial, "xb") as out:
+                writer = SparseWriter(out, sparse=settings.SPARSE_IMAGES)
                 while chunk := source.read(COPY_CHUNK_SIZE):
-                    out.write(chunk)
+                    writer.write(chunk)
                     done += len(chunk)
                     if progress:
                         progress(done, size)
+                writer.finish()
                 if size is not None and done != size:
                     raise StoreError(
                         f"The data for '{key}' had {done} bytes where {size} were expected; "

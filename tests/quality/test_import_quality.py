@@ -197,7 +197,9 @@ def test_uploaded_mp4_video_fails_saying_it_is_a_video(alice, workers, non_image
 
 def test_gzip_bomb_fails_early_without_staging_more_than_the_cap(alice, start_workers, image_server):
     cap = 8 * MiB
-    workers = start_workers(env={"IMAGEACTIONS_DECOMPRESS_MAX_OUTPUT": str(cap)})
+    # Written densely, so that the staged file grows as the bomb expands: sparse, its zeros
+    # would not be written at all and the watcher would have nothing to measure.
+    workers = start_workers(env={"IMAGEACTIONS_DECOMPRESS_MAX_OUTPUT": str(cap), "IMAGEACTIONS_SPARSE_IMAGES": "false"})
     bomb = gzip_bomb(1024 * MiB)  # 1 GiB of zeros in about 1 MiB
     url = image_server.add("bomb.img.gz", bomb)
     action_id = start_import(alice, {"location": url})
