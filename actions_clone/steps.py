@@ -48,6 +48,8 @@ NOTHING_CLONED = "nothing was cloned"
 
 # Each target's status in the action's progress.targets, in the order a target goes through them.
 WAITING, COPYING, WRITTEN, VERIFYING, COPIED, FAILED = "waiting", "copying", "written", "verifying", "copied", "failed"
+# How a copy went when the stores could not copy it themselves (see ImageStore.copy_from).
+STREAMED = "streamed"
 
 
 def _store(ctx: StepContext, name: str) -> ImageStore:
@@ -233,30 +235,24 @@ def plan_targets(action: ImageAction, ctx: StepContext) -> dict[str, dict]:
 def copy_object(
     source_store: ImageStore, source_key: str, target_store: ImageStore, target_key: str, size: int, progress
 ) -> str:
-    """Copy one object between stores; returns how ("server-side" or "streamed")."""
-    if copies_server_side(target_store) and target_store.server_side_copy(source_store, source_key, target_key):
-        progress(size, size)
-        return "server-side"
+    """Copy one object between stores: by the stores themselves where they can (S3's server-side
+    copy, the kernel's copy between two files), else through this process. Returns how."""
+    fault = stream_filter()
+    if fault is None:
+        copied_by = target_store.copy_from(source_store, source_key, target_key, size=size, progress=progress)
+        if copied_by:
+            return copied_by
     with source_store.open_read(source_key) as reader:
-        target_store.put_stream(target_key, stream_filter()(reader), size=size, progress=progress)
-    return "streamed"
-
-
-def copies_server_side(target_store: ImageStore) -> bool:
-    # S3 copies inside one endpoint without the bytes passing through here. A filesystem store's
-    # "server-side copy" is a hard link: one inode, so a damaged block would damage source and
-    # clone alike, while a clone is meant to be a second, independent copy.
-    return target_store.kind == "s3"
+        target_store.put_stream(target_key, fault(reader) if fault else reader, size=size, progress=progress)
+    return STREAMED
 
 
 def stream_filter():
     """The fault-injection point of the test settings (CLONE_STREAM_FILTER): wraps the source reader
-    of a streamed copy, e.g. to change a byte in flight. The identity elsewhere: the product's
+    of a copy, which then streams, e.g. to change a byte in flight. None elsewhere: the product's
     settings have no such knob."""
     dotted_path = getattr(settings, "CLONE_STREAM_FILTER", "")
-    if not dotted_path:
-        return lambda reader: reader
-    return import_string(dotted_path)
+    return import_string(dotted_path) if dotted_path else None
 
 
 # -- verifying ---------------------------------------------------------------------------

@@ -202,11 +202,17 @@ def _write_to_a_store(
 def _write_or_copy(
     action: ImageAction, ctx: StepContext, image: Image, store: ImageStore, key: str, exported: ExportedBytes
 ) -> None:
-    """Stream the bytes to `store`; unconverted bytes the store can copy itself (a hard link, an
-    S3 server-side copy) are copied that way, then read back once so their hashes are the copy's."""
+    """Stream the bytes to `store`; unconverted bytes the stores can copy themselves (a hard link,
+    an S3 server-side copy, the kernel's copy between two files) are copied that way, then read
+    back once so their hashes are the copy's."""
     if not action.state.get("converted"):
+        source_store, source_key = _image_bytes(ctx, image)
+        size = image.size
+        # Progress: the copy is the first half of the bytes shown, the read-back the second.
         try:
-            copied = store.server_side_copy(*_image_bytes(ctx, image), key)
+            copied = store.server_side_copy(source_store, source_key, key) or store.copy_from(
+                source_store, source_key, key, size=size, progress=lambda done, _total: ctx.progress(done // 2, size)
+            )
         except StoreError as error:
             raise store_failed(error, store.name) from None
         if copied:
@@ -219,7 +225,7 @@ def _write_or_copy(
                     code=ErrorCode.STORE_UNAVAILABLE,
                     details={"store": store.name},
                 ) from None
-            exported.read_to_end(ctx.progress)
+            exported.read_to_end(lambda done, _total: ctx.progress((size + done) // 2, size))
             return
     write_to_store(store, key, exported, ctx.progress)
 

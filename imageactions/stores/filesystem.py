@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .base import (
+    COPIED_BY_KERNEL,
     ImageStore,
     InvalidKey,
     ObjectNotFound,
@@ -20,6 +21,11 @@ from .base import (
 )
 
 COPY_CHUNK_SIZE = 1024 * 1024
+# What the kernel copies between two progress reports (each one a chance to see a cancel).
+KERNEL_COPY_SLICE = 64 * 1024 * 1024
+# copy_file_range's and sendfile's answers when they cannot copy between these two files (other
+# file systems, an old kernel, a file system without the operation): the next way is tried.
+CANNOT_COPY_HERE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM}
 
 
 class FilesystemStore(ImageStore):
@@ -86,6 +92,25 @@ class FilesystemStore(ImageStore):
             os.replace(partial, target)
             _fsync_directory(target.parent)
         return True
+
+    def copy_from(
+        self, src_store: ImageStore, src_key: str, dst_key: str, *, size: int, progress: ProgressCallback | None = None
+    ) -> str | None:
+        # Two local files: the kernel copies, so the copy costs what `cp` does.
+        if not isinstance(src_store, FilesystemStore):
+            return None
+        with src_store._translate_os_errors("read", src_key):
+            source = open(src_store._path_for(src_key), "rb")
+        target = self._prepare_target(dst_key)
+        with source, self._translate_os_errors("store", dst_key), _replacing(target) as out:
+            found = os.fstat(source.fileno()).st_size
+            if found != size:
+                raise StoreError(
+                    f"The object '{src_key}' of image store '{src_store.name}' has {found} bytes, {size} were "
+                    f"expected; nothing was stored in image store '{self.name}'"
+                )
+            _copy_by_kernel(source.fileno(), out.fileno(), size, progress)
+        return COPIED_BY_KERNEL
 
     def _write_atomically(self, key: str, target: Path, source: BinaryIO, *, size: int | None, progress) -> None:
         partial = _partial_name(target)
@@ -188,3 +213,78 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def _replacing(target: Path):
+    """A new file that replaces `target` when the block ends without an error, synced to disk
+    first; removed when the block fails."""
+    partial = _partial_name(target)
+    try:
+        with open(partial, "xb") as out:
+            yield out
+            os.fsync(out.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    _fsync_directory(target.parent)
+
+
+def _copy_by_kernel(source: int, target: int, size: int, progress: ProgressCallback | None) -> None:
+    """Copy the first `size` bytes of the open file `source` into `target` without them passing
+    through this process, in slices with a progress report after each. Holes stay holes.
+
+    copy_file_range first (the file system may reflink or copy on its side), sendfile where it
+    cannot (between two file systems), reads and writes as the last resort.
+    """
+    ways = [_copy_file_range, _sendfile, _read_and_write]
+    for start, end in _data_extents(source, size):
+        position = start
+        while position < end:
+            try:
+                copied = ways[0](source, target, position, min(KERNEL_COPY_SLICE, end - position))
+            except OSError as error:
+                if error.errno not in CANNOT_COPY_HERE or len(ways) == 1:
+                    raise
+                ways.pop(0)
+                continue
+            if not copied:
+                raise StoreError(f"The source file ended at {position} bytes, {size} were expected")
+            position += copied
+            if progress:
+                progress(position, size)
+    os.ftruncate(target, size)  # a hole at the end is not written by any copy
+    if progress:
+        progress(size, size)
+
+
+def _data_extents(fd: int, size: int):
+    """(start, end) of each stretch of the first `size` bytes of a file that is not a hole."""
+    position = 0
+    while position < size:
+        try:
+            start = os.lseek(fd, position, os.SEEK_DATA)
+        except OSError as error:
+            if error.errno == errno.ENXIO:  # nothing but a hole after `position`
+                return
+            raise
+        if start >= size:
+            return
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, end
+        position = end
+
+
+def _copy_file_range(source: int, target: int, position: int, count: int) -> int:
+    return os.copy_file_range(source, target, count, position, position)
+
+
+def _sendfile(source: int, target: int, position: int, count: int) -> int:
+    os.lseek(target, position, os.SEEK_SET)  # sendfile writes where the target file's offset is
+    return os.sendfile(target, source, position, count)
+
+
+def _read_and_write(source: int, target: int, position: int, count: int) -> int:
+    data = os.pread(source, min(count, COPY_CHUNK_SIZE), position)
+    return os.pwrite(target, data, position) if data else 0
