@@ -342,13 +342,21 @@ def test_filesystem_copy_from_another_store_is_a_file_of_its_own_copied_by_the_k
     one, two = two_filesystem_stores
     size = 5 * MiB + 3
     one.put_stream("images/a", GeneratedStream(size), size=size)
-    reports = []
+    reports, read_back = [], hashlib.sha256()
 
-    assert two.copy_from(one, "images/a", "images/b", size=size, progress=lambda *report: reports.append(report)) == (
-        "kernel"
+    assert (
+        two.copy_from(
+            one,
+            "images/a",
+            "images/b",
+            size=size,
+            progress=lambda *report: reports.append(report),
+            read_back=read_back.update,
+        )
+        == "kernel"
     )
 
-    assert stored_digest(two, "images/b") == generated_digest(size)
+    assert stored_digest(two, "images/b") == generated_digest(size) == read_back.hexdigest()
     assert two.local_path("images/b").stat().st_ino != one.local_path("images/a").stat().st_ino
     assert [done for done, _total in reports] == [MiB, 2 * MiB, 3 * MiB, 4 * MiB, 5 * MiB, size, size]
     assert {total for _done, total in reports} == {size}
@@ -366,10 +374,12 @@ def test_filesystem_copy_from_keeps_the_holes_of_a_sparse_image(two_filesystem_s
         out.truncate(32 * MiB)  # ends in a hole
     size = source.stat().st_size
 
-    assert two.copy_from(one, "images/sparse", "images/copy", size=size) == "kernel"
+    read_back = []
+
+    assert two.copy_from(one, "images/sparse", "images/copy", size=size, read_back=read_back.append) == "kernel"
 
     copy = two.local_path("images/copy")
-    assert copy.read_bytes() == source.read_bytes()
+    assert copy.read_bytes() == source.read_bytes() == b"".join(read_back)
     assert copy.stat().st_blocks * 512 <= 4 * MiB  # about the 2 MiB of data, not 32 MiB
 
 
@@ -386,12 +396,27 @@ def test_filesystem_copy_from_a_store_on_another_file_system_is_copied_by_the_ke
         size = 3 * MiB + 1
         memory_store.put_stream("images/a", GeneratedStream(size), size=size)
 
-        # copy_file_range refuses two file systems (EXDEV); sendfile copies instead.
-        assert disk.copy_from(memory_store, "images/a", "images/a", size=size) == "kernel"
+        read_back = hashlib.sha256()
 
-        assert stored_digest(disk, "images/a") == generated_digest(size)
+        # copy_file_range refuses two file systems (EXDEV); sendfile copies instead.
+        assert disk.copy_from(memory_store, "images/a", "images/a", size=size, read_back=read_back.update) == "kernel"
+
+        assert stored_digest(disk, "images/a") == generated_digest(size) == read_back.hexdigest()
     finally:
         shutil.rmtree(memory)
+
+
+def test_filesystem_copy_whose_read_back_fails_stores_nothing_and_says_why(two_filesystem_stores):
+    one, two = two_filesystem_stores
+    size = 3 * MiB
+    one.put_stream("images/a", GeneratedStream(size), size=size)
+
+    def read_back(chunk):
+        raise ValueError("the reader of the copy gave up")
+
+    with pytest.raises(ValueError, match="the reader of the copy gave up"):
+        two.copy_from(one, "images/a", "images/b", size=size, read_back=read_back)
+    assert list((two.root / "images").iterdir()) == []
 
 
 def test_filesystem_copy_from_a_missing_or_resized_source_stores_nothing(two_filesystem_stores):

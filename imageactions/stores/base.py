@@ -102,6 +102,7 @@ class ImageStore(ABC):
         *,
         size: int,
         progress: ProgressCallback | None = None,
+        read_back: Callable[[bytes], None] | None = None,
     ) -> str | None:
         """Copy `src_key` (`size` bytes) of `src_store` to `dst_key` here as an object of its own,
         without the bytes passing through this process; returns how (COPIED_SERVER_SIDE or
@@ -109,6 +110,11 @@ class ImageStore(ABC):
 
         Unlike server_side_copy(), the copy shares no storage with the source, except as a
         copy-on-write clone of the file system (a reflink), which the first write would undo.
+
+        `read_back`, where the store can, is given the copy's bytes in order, read back from the
+        written copy while the copy goes on (from another thread), so that verifying the copy
+        costs no pass of its own; where it was given fewer than `size` bytes (an S3 store gives
+        none), the caller reads the copy back itself.
         """
         return None
 

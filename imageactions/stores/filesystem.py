@@ -3,6 +3,8 @@
 import errno
 import os
 import secrets
+import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -94,9 +96,17 @@ class FilesystemStore(ImageStore):
         return True
 
     def copy_from(
-        self, src_store: ImageStore, src_key: str, dst_key: str, *, size: int, progress: ProgressCallback | None = None
+        self,
+        src_store: ImageStore,
+        src_key: str,
+        dst_key: str,
+        *,
+        size: int,
+        progress: ProgressCallback | None = None,
+        read_back: Callable[[bytes], None] | None = None,
     ) -> str | None:
-        # Two local files: the kernel copies, so the copy costs what `cp` does.
+        # Two local files: the kernel copies, so the copy costs what `cp` does, and the read-back
+        # (hashing, mostly) runs on another CPU beside it instead of after it.
         if not isinstance(src_store, FilesystemStore):
             return None
         with src_store._translate_os_errors("read", src_key):
@@ -109,7 +119,9 @@ class FilesystemStore(ImageStore):
                     f"The object '{src_key}' of image store '{src_store.name}' has {found} bytes, {size} were "
                     f"expected; nothing was stored in image store '{self.name}'"
                 )
-            _copy_by_kernel(source.fileno(), out.fileno(), size, progress)
+            with _ReadBack(out.name, read_back) as reader:
+                _copy_by_kernel(source.fileno(), out.fileno(), size, progress, reader.complete_up_to)
+                os.fsync(out.fileno())  # now, while the read-back catches up
         return COPIED_BY_KERNEL
 
     def _write_atomically(self, key: str, target: Path, source: BinaryIO, *, size: int | None, progress) -> None:
@@ -231,9 +243,12 @@ def _replacing(target: Path):
     _fsync_directory(target.parent)
 
 
-def _copy_by_kernel(source: int, target: int, size: int, progress: ProgressCallback | None) -> None:
+def _copy_by_kernel(
+    source: int, target: int, size: int, progress: ProgressCallback | None, complete_up_to: Callable[[int], None]
+) -> None:
     """Copy the first `size` bytes of the open file `source` into `target` without them passing
-    through this process, in slices with a progress report after each. Holes stay holes.
+    through this process, in slices with a progress report after each, and `complete_up_to(n)`
+    when the first n bytes of `target` are final. Holes stay holes.
 
     copy_file_range first (the file system may reflink or copy on its side), sendfile where it
     cannot (between two file systems), reads and writes as the last resort.
@@ -252,9 +267,11 @@ def _copy_by_kernel(source: int, target: int, size: int, progress: ProgressCallb
             if not copied:
                 raise StoreError(f"The source file ended at {position} bytes, {size} were expected")
             position += copied
+            complete_up_to(position)
             if progress:
                 progress(position, size)
     os.ftruncate(target, size)  # a hole at the end is not written by any copy
+    complete_up_to(size)
     if progress:
         progress(size, size)
 
@@ -288,3 +305,60 @@ def _sendfile(source: int, target: int, position: int, count: int) -> int:
 def _read_and_write(source: int, target: int, position: int, count: int) -> int:
     data = os.pread(source, min(count, COPY_CHUNK_SIZE), position)
     return os.pwrite(target, data, position) if data else 0
+
+
+class _ReadBack:
+    """Reads a file while it is being written, up to where it is complete, and hands its bytes in
+    order to `consume`, on a thread of its own; does nothing when `consume` is None.
+
+    Leaving the block waits until everything complete was read, or stops the reading when the
+    block failed; an error of the reading is raised there.
+    """
+
+    def __init__(self, path: str, consume: Callable[[bytes], None] | None):
+        self._path, self._consume = path, consume
+        self._complete, self._ended, self._abandoned = 0, False, False
+        self._error: BaseException | None = None
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="read-back", daemon=True)
+
+    def complete_up_to(self, position: int) -> None:
+        if self._error:  # the copy stops too: it would be thrown away
+            raise self._error
+        with self._changed:
+            self._complete = position
+            self._changed.notify()
+
+    def __enter__(self) -> "_ReadBack":
+        if self._consume:
+            self._thread.start()
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        if not self._consume:
+            return
+        with self._changed:
+            self._ended, self._abandoned = True, error_type is not None
+            self._changed.notify()
+        self._thread.join()
+        if self._error and not error_type:
+            raise self._error
+
+    def _run(self) -> None:
+        position = 0
+        try:
+            with open(self._path, "rb") as file:
+                while True:
+                    with self._changed:
+                        self._changed.wait_for(lambda read=position: self._complete > read or self._ended)
+                        if self._abandoned or (self._ended and position >= self._complete):
+                            return
+                        complete = self._complete
+                    while position < complete:
+                        chunk = os.pread(file.fileno(), min(COPY_CHUNK_SIZE, complete - position), position)
+                        if not chunk:
+                            raise StoreError(f"The copy ended at {position} bytes while {complete} were written")
+                        self._consume(chunk)
+                        position += len(chunk)
+        except BaseException as error:  # raised in the copying thread, by __exit__
+            self._error = error

@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -201,8 +202,16 @@ class S3Store(ImageStore):
         return True
 
     def copy_from(
-        self, src_store: ImageStore, src_key: str, dst_key: str, *, size: int, progress: ProgressCallback | None = None
+        self,
+        src_store: ImageStore,
+        src_key: str,
+        dst_key: str,
+        *,
+        size: int,
+        progress: ProgressCallback | None = None,
+        read_back: Callable[[bytes], None] | None = None,
     ) -> str | None:
+        # The service copies out of sight: `read_back` gets nothing, the caller reads the copy.
         if not self._can_copy_from(src_store):
             return None
         self._copy_in_service(src_store, src_key, dst_key, progress=progress)
