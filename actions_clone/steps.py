@@ -48,6 +48,8 @@ NOTHING_CLONED = "nothing was cloned"
 
 # Each target's status in the action's progress.targets, in the order a target goes through them.
 WAITING, COPYING, WRITTEN, VERIFYING, COPIED, FAILED = "waiting", "copying", "written", "verifying", "copied", "failed"
+# How a copy went when the stores could not copy it themselves (see ImageStore.copy_from).
+STREAMED = "streamed"
 
 
 def _store(ctx: StepContext, name: str) -> ImageStore:
@@ -88,7 +90,9 @@ def copy_image(action: ImageAction, ctx: StepContext) -> None:
             _progress(action, ctx, offset + done, total)
 
         try:
-            target["copied_by"] = copy_object(source_store, location.key, target_store, target["key"], size, report)
+            target["copied_by"], target["copy_sha512"] = copy_object(
+                source_store, location.key, target_store, target["key"], size, report
+            )
         except ObjectNotFound:
             raise StepError(
                 f"The bytes of image {source.pk} are missing from store '{location.store}'; {NOTHING_CLONED}. "
@@ -232,31 +236,36 @@ def plan_targets(action: ImageAction, ctx: StepContext) -> dict[str, dict]:
 
 def copy_object(
     source_store: ImageStore, source_key: str, target_store: ImageStore, target_key: str, size: int, progress
-) -> str:
-    """Copy one object between stores; returns how ("server-side" or "streamed")."""
-    if copies_server_side(target_store) and target_store.server_side_copy(source_store, source_key, target_key):
-        progress(size, size)
-        return "server-side"
+) -> tuple[str, str | None]:
+    """Copy one object between stores: by the stores themselves where they can (S3's server-side
+    copy, the kernel's copy between two files), else through this process. Returns how, and the
+    sha512 of the copy when the target store read it back while copying (None: `verify` reads it)."""
+    fault = stream_filter()
+    if fault is None:
+        read = 0
+        with ParallelHasher(("sha512",)) as hasher:
+
+            def read_back(chunk: bytes) -> None:
+                nonlocal read
+                hasher.update(chunk)
+                read += len(chunk)
+
+            copied_by = target_store.copy_from(
+                source_store, source_key, target_key, size=size, progress=progress, read_back=read_back
+            )
+            if copied_by:
+                return copied_by, hasher.hexdigests()["sha512"] if read == size else None
     with source_store.open_read(source_key) as reader:
-        target_store.put_stream(target_key, stream_filter()(reader), size=size, progress=progress)
-    return "streamed"
-
-
-def copies_server_side(target_store: ImageStore) -> bool:
-    # S3 copies inside one endpoint without the bytes passing through here. A filesystem store's
-    # "server-side copy" is a hard link: one inode, so a damaged block would damage source and
-    # clone alike, while a clone is meant to be a second, independent copy.
-    return target_store.kind == "s3"
+        target_store.put_stream(target_key, fault(reader) if fault else reader, size=size, progress=progress)
+    return STREAMED, None
 
 
 def stream_filter():
     """The fault-injection point of the test settings (CLONE_STREAM_FILTER): wraps the source reader
-    of a streamed copy, e.g. to change a byte in flight. The identity elsewhere: the product's
+    of a copy, which then streams, e.g. to change a byte in flight. None elsewhere: the product's
     settings have no such knob."""
     dotted_path = getattr(settings, "CLONE_STREAM_FILTER", "")
-    if not dotted_path:
-        return lambda reader: reader
-    return import_string(dotted_path)
+    return import_string(dotted_path) if dotted_path else None
 
 
 # -- verifying ---------------------------------------------------------------------------
@@ -266,7 +275,8 @@ def verify(action: ImageAction, ctx: StepContext) -> None:
     """Read every copy back and compare its size and sha512 with the source's (status `verifying`).
 
     A hash over the bytes the copy step sent would prove nothing about what the store holds (a
-    store, a proxy on the way or a server-side copy can change them), so each copy is read again.
+    store, a proxy on the way or a server-side copy can change them), so each copy is read back
+    once: here, or already by the copy step where the store read it back while copying.
     """
     source, targets = action.state["source"], action.state["targets"]
     size, expected = source["size"], source["os_hash_value"]
@@ -296,7 +306,7 @@ def verify(action: ImageAction, ctx: StepContext) -> None:
                     advice="Try again; if it happens again, tell an operator.",
                 )
                 continue
-            got = sha512_of(target_store, target["key"], report)
+            got = target.get("copy_sha512") or sha512_of(target_store, target["key"], report)
         except StoreError as error:
             _target_failed(
                 action,

@@ -46,6 +46,12 @@ class ExportedBytes:
 
     def read(self, amount: int = -1) -> bytes:
         data = self.source.read(CHUNK_SIZE if amount is None or amount < 0 else amount)
+        self.take(data)
+        return data
+
+    def take(self, data: bytes) -> None:
+        """Count and hash bytes of the export that were read elsewhere (by a store, reading back
+        the copy it is writing), as if read from `source`."""
         self.bytes_read += len(data)
         if self.bytes_read > self.size:
             raise StepError(
@@ -55,7 +61,6 @@ class ExportedBytes:
             )
         if data:
             self.hasher.update(data)
-        return data
 
     def chunks(self, progress: Progress | None = None) -> Iterator[bytes]:
         while chunk := self.read(CHUNK_SIZE):

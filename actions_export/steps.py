@@ -202,26 +202,36 @@ def _write_to_a_store(
 def _write_or_copy(
     action: ImageAction, ctx: StepContext, image: Image, store: ImageStore, key: str, exported: ExportedBytes
 ) -> None:
-    """Stream the bytes to `store`; unconverted bytes the store can copy itself (a hard link, an
-    S3 server-side copy) are copied that way, then read back once so their hashes are the copy's."""
+    """Stream the bytes to `store`; unconverted bytes the stores can copy themselves (a hard link,
+    the kernel's copy between two files, an S3 server-side copy) are copied that way and read
+    back once, so that their hashes are the copy's: by the store while it copies where it can
+    (the kernel's copy), else after the copy."""
     if not action.state.get("converted"):
+        source_store, source_key = _image_bytes(ctx, image)
         try:
-            copied = store.server_side_copy(*_image_bytes(ctx, image), key)
+            copied = store.server_side_copy(source_store, source_key, key) or store.copy_from(
+                source_store, source_key, key, size=image.size, progress=ctx.progress, read_back=exported.take
+            )
         except StoreError as error:
             raise store_failed(error, store.name) from None
         if copied:
-            exported.source.close()
-            try:
-                exported.source = store.open_read(key)
-            except StoreError as error:
-                raise StepError(
-                    f"{FAILED} The copy could not be read back: {error}",
-                    code=ErrorCode.STORE_UNAVAILABLE,
-                    details={"store": store.name},
-                ) from None
-            exported.read_to_end(ctx.progress)
+            if exported.bytes_read < exported.size:  # not read back while copying
+                _read_copy_back(ctx, store, key, exported)
             return
     write_to_store(store, key, exported, ctx.progress)
+
+
+def _read_copy_back(ctx: StepContext, store: ImageStore, key: str, exported: ExportedBytes) -> None:
+    exported.source.close()
+    try:
+        exported.source = store.open_read(key)
+    except StoreError as error:
+        raise StepError(
+            f"{FAILED} The copy could not be read back: {error}",
+            code=ErrorCode.STORE_UNAVAILABLE,
+            details={"store": store.name},
+        ) from None
+    exported.read_to_end(ctx.progress)
 
 
 def _destination_store(ctx: StepContext, name: str) -> ImageStore:

@@ -1,8 +1,10 @@
 """Clone throughput: a clone between two filesystem stores (POST to success, a worker running)
-against a plain copy of the same bytes (shutil.copyfile, then sha512 of the copy) in the same run.
+against the issue's baseline in the same run, `cp SRC DST && sync && sha512sum DST` (in Python:
+copy_baseline(durable=True)), the same proof the clone keeps: the copy on disk, read back once.
 
-Usage: python benchmarks/clone_throughput.py [SIZE_GIB] [ROUNDS]   (default 1 GiB, 3 rounds; target
-ratio <= 1.25). Baseline and clone alternate; the medians are compared, so a busy machine skews less.
+Usage: python benchmarks/clone_throughput.py [SIZE_GIB] [ROUNDS]   (default 0.25 GiB, 3 rounds;
+target ratio <= 1.2; the issue's figures were taken at 1 GiB and more). Baseline and clone
+alternate; the medians are compared, so a busy machine skews less. Exits 1 when the target is missed.
 """
 
 import json
@@ -13,7 +15,10 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stack import CHUNK, GiB, Stack, copy_baseline, size_argument, write_random_file
+from _stack import CHUNK, GiB, Stack, copy_baseline, report_row, size_argument, write_random_file
+
+TARGET = "<= 1.2"
+DEFAULT_SIZE_GIB = 0.25
 
 
 def rounds_of(times: list[float]) -> list[float]:
@@ -21,7 +26,7 @@ def rounds_of(times: list[float]) -> list[float]:
 
 
 def main():
-    size = size_argument()
+    size = size_argument() if len(sys.argv) > 1 else int(DEFAULT_SIZE_GIB * GiB)
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     stack = Stack("clone_throughput", embedded=True)
     stores = {
@@ -45,32 +50,26 @@ def main():
         plain_target = stack.work / "target-store" / "plain-copy"
         plain_target.parent.mkdir(parents=True)
         copy_baseline(source, plain_target)  # page cache warm, for both runs alike
-        bases, durable_bases, clones = [], [], []
+        bases, clones = [], []
         for _ in range(rounds):
-            bases.append(copy_baseline(source, plain_target))
-            durable_bases.append(copy_baseline(source, plain_target, durable=True))
+            bases.append(copy_baseline(source, plain_target, durable=True))
             elapsed, action = stack.run_action(
                 session, api, "clone", {"image_id": image_id, "stores": ["target"]}, timeout=60 + 60 * size / GiB
             )
             clones.append(elapsed)
-        base, durable_base, elapsed = map(statistics.median, (bases, durable_bases, clones))
+        base, elapsed = statistics.median(bases), statistics.median(clones)
 
         print(
             json.dumps(
                 {
                     "size_gib": round(size / GiB, 2),
+                    "baseline": "cp SRC DST && sync && sha512sum DST",
                     "baseline_s": round(base, 2),
                     "clone_s": round(elapsed, 2),
                     "ratio": round(elapsed / base, 3),
-                    "target_ratio": 1.25,
-                    "durable_baseline_s": round(durable_base, 2),
-                    "ratio_to_durable_baseline": round(elapsed / durable_base, 3),
-                    "rounds_s": {
-                        "baseline": rounds_of(bases),
-                        "durable_baseline": rounds_of(durable_bases),
-                        "clone": rounds_of(clones),
-                    },
-                    "load_average": os.getloadavg()[0],
+                    "target_ratio": TARGET,
+                    "rounds_s": {"baseline": rounds_of(bases), "clone": rounds_of(clones)},
+                    "load_average": os.getloadavg(),
                     "baseline_mib_s": round(size / CHUNK / base, 1),
                     "clone_mib_s": round(size / CHUNK / elapsed, 1),
                     "steps_s_last_round": stack.step_durations(action["id"]),
@@ -78,6 +77,14 @@ def main():
                 indent=2,
             )
         )
+        row = report_row(
+            "clone, filesystem to filesystem",
+            baseline=f"{base:.2f} s",
+            ours=f"{elapsed:.2f} s",
+            ratio=elapsed / base,
+            target=TARGET,
+        )
+    sys.exit(0 if row["met"] else 1)
 
 
 if __name__ == "__main__":

@@ -64,3 +64,51 @@ class LoopbackHandler(BaseHTTPRequestHandler):
     @property
     def owner(self):
         return self.server.owner
+
+
+class CountingRelay:
+    """A TCP relay on a free port of 127.0.0.1 to `host`:`port` that counts the bytes each way:
+    `sent` from its clients to the server, `received` back. Point a client at `url` to see how
+    much really crossed the wire (e.g. whether a copy's bytes passed through a worker)."""
+
+    def __init__(self, host: str, port: int):
+        self.target = (host, port)
+        self.sent = self.received = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @contextmanager
+    def relaying(self) -> Iterator[CountingRelay]:
+        threading.Thread(target=self._accept, daemon=True).start()
+        try:
+            yield self
+        finally:
+            self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _address = self._listener.accept()
+            except OSError:  # closed: the relay stopped
+                return
+            server = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, server, "sent"), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, "received"), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, counter: str) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+                with self._lock:
+                    setattr(self, counter, getattr(self, counter) + len(data))
+        except OSError:
+            pass
+        finally:  # either side closing ends both directions
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            source.close()

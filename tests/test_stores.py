@@ -3,9 +3,12 @@
 import hashlib
 import io
 import os
+import shutil
+import tempfile
 import time
 import tracemalloc
 import uuid
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -16,6 +19,7 @@ from imageactions.stores import (
     StoreError,
     all_stores,
     default_store,
+    filesystem,
     get_store,
 )
 from tests.http_servers import free_port
@@ -321,6 +325,110 @@ def test_filesystem_server_side_copy_links_without_copying(settings, tmp_path):
         two.server_side_copy(one, "images/missing", "images/c")
 
 
+@pytest.fixture
+def two_filesystem_stores(settings, tmp_path):
+    """'one' and 'two', in two directories of one file system."""
+    settings.IMAGE_STORES = {
+        "one": {"type": "filesystem", "path": str(tmp_path / "one")},
+        "two": {"type": "filesystem", "path": str(tmp_path / "two")},
+    }
+    return get_store("one"), get_store("two")
+
+
+def test_filesystem_copy_from_another_store_is_a_file_of_its_own_copied_by_the_kernel_in_slices(
+    two_filesystem_stores, monkeypatch
+):
+    monkeypatch.setattr(filesystem, "KERNEL_COPY_SLICE", MiB)
+    one, two = two_filesystem_stores
+    size = 5 * MiB + 3
+    one.put_stream("images/a", GeneratedStream(size), size=size)
+    reports, read_back = [], hashlib.sha256()
+
+    assert (
+        two.copy_from(
+            one,
+            "images/a",
+            "images/b",
+            size=size,
+            progress=lambda *report: reports.append(report),
+            read_back=read_back.update,
+        )
+        == "kernel"
+    )
+
+    assert stored_digest(two, "images/b") == generated_digest(size) == read_back.hexdigest()
+    assert two.local_path("images/b").stat().st_ino != one.local_path("images/a").stat().st_ino
+    assert [done for done, _total in reports] == [MiB, 2 * MiB, 3 * MiB, 4 * MiB, 5 * MiB, size, size]
+    assert {total for _done, total in reports} == {size}
+    assert sorted(path.name for path in two.local_path("images/b").parent.iterdir()) == ["b"]
+
+
+def test_filesystem_copy_from_keeps_the_holes_of_a_sparse_image(two_filesystem_stores):
+    one, two = two_filesystem_stores
+    source = one.root / "images" / "sparse"
+    source.parent.mkdir(parents=True)
+    with open(source, "wb") as out:
+        out.write(b"boot" * (MiB // 4))
+        out.seek(8 * MiB)
+        out.write(b"data" * (MiB // 4))
+        out.truncate(32 * MiB)  # ends in a hole
+    size = source.stat().st_size
+
+    read_back = []
+
+    assert two.copy_from(one, "images/sparse", "images/copy", size=size, read_back=read_back.append) == "kernel"
+
+    copy = two.local_path("images/copy")
+    assert copy.read_bytes() == source.read_bytes() == b"".join(read_back)
+    assert copy.stat().st_blocks * 512 <= 4 * MiB  # about the 2 MiB of data, not 32 MiB
+
+
+def test_filesystem_copy_from_a_store_on_another_file_system_is_copied_by_the_kernel_too(settings, tmp_path):
+    memory = Path(tempfile.mkdtemp(dir="/dev/shm")) if Path("/dev/shm").is_dir() else None
+    if memory is None or memory.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own")
+    try:
+        settings.IMAGE_STORES = {
+            "memory": {"type": "filesystem", "path": str(memory)},
+            "disk": {"type": "filesystem", "path": str(tmp_path / "disk")},
+        }
+        memory_store, disk = get_store("memory"), get_store("disk")
+        size = 3 * MiB + 1
+        memory_store.put_stream("images/a", GeneratedStream(size), size=size)
+
+        read_back = hashlib.sha256()
+
+        # copy_file_range refuses two file systems (EXDEV); sendfile copies instead.
+        assert disk.copy_from(memory_store, "images/a", "images/a", size=size, read_back=read_back.update) == "kernel"
+
+        assert stored_digest(disk, "images/a") == generated_digest(size) == read_back.hexdigest()
+    finally:
+        shutil.rmtree(memory)
+
+
+def test_filesystem_copy_whose_read_back_fails_stores_nothing_and_says_why(two_filesystem_stores):
+    one, two = two_filesystem_stores
+    size = 3 * MiB
+    one.put_stream("images/a", GeneratedStream(size), size=size)
+
+    def read_back(chunk):
+        raise ValueError("the reader of the copy gave up")
+
+    with pytest.raises(ValueError, match="the reader of the copy gave up"):
+        two.copy_from(one, "images/a", "images/b", size=size, read_back=read_back)
+    assert list((two.root / "images").iterdir()) == []
+
+
+def test_filesystem_copy_from_a_missing_or_resized_source_stores_nothing(two_filesystem_stores):
+    one, two = two_filesystem_stores
+    with pytest.raises(ObjectNotFound, match="'images/missing' was not found in image store 'one'"):
+        two.copy_from(one, "images/missing", "images/b", size=10)
+    one.put_stream("images/a", io.BytesIO(b"12345"), size=5)
+    with pytest.raises(StoreError, match="'images/a' of image store 'one' has 5 bytes, 6 were expected"):
+        two.copy_from(one, "images/a", "images/b", size=6)
+    assert list((two.root / "images").iterdir()) == []
+
+
 # -- S3 store -------------------------------------------------------------------------------
 
 
@@ -360,6 +468,20 @@ def test_s3_server_side_copy_on_the_same_endpoint(s3_settings):
 
 
 @pytest.mark.objectstore
+def test_s3_copy_from_on_the_same_endpoint_is_server_side_with_progress(s3_settings):
+    east, west = get_store("east"), get_store("west")
+    size = 12 * MiB
+    key = new_key()
+    east.put_stream(key, GeneratedStream(size), size=size)
+    reports = []
+
+    assert west.copy_from(east, key, key, size=size, progress=lambda *report: reports.append(report)) == "server-side"
+
+    assert stored_digest(west, key) == generated_digest(size)
+    assert reports[-1] == (size, size)
+
+
+@pytest.mark.objectstore
 def test_server_side_copy_between_different_services_is_declined(s3_settings, object_store, tmp_path):  # noqa: F811
     s3_settings.IMAGE_STORES = {
         **s3_settings.IMAGE_STORES,
@@ -370,6 +492,9 @@ def test_server_side_copy_between_different_services_is_declined(s3_settings, ob
     assert not east.server_side_copy(local, "images/a", "images/a")
     assert not local.server_side_copy(east, "images/a", "images/a")
     assert not elsewhere.server_side_copy(east, "images/a", "images/a")
+    assert east.copy_from(local, "images/a", "images/a", size=1) is None
+    assert local.copy_from(east, "images/a", "images/a", size=1) is None
+    assert elsewhere.copy_from(east, "images/a", "images/a", size=1) is None
 
 
 def test_s3_store_on_a_closed_port_fails_quickly_naming_the_store(settings):

@@ -13,6 +13,11 @@ from django.core.exceptions import ImproperlyConfigured
 ProgressCallback = Callable[[int, int | None], None]
 
 
+# How copy_from() copied: inside the object store's service, or by the kernel between two local
+# files (copy_file_range, which may reflink).
+COPIED_SERVER_SIDE, COPIED_BY_KERNEL = "server-side", "kernel"
+
+
 class StoreError(Exception):
     """An image store could not do what was asked; the text is written for the user."""
 
@@ -83,8 +88,35 @@ class ImageStore(ABC):
 
     def server_side_copy(self, src_store: "ImageStore", src_key: str, dst_key: str) -> bool:
         """Copy `src_key` of `src_store` to `dst_key` here without streaming the bytes through
-        this process; False when the two stores cannot do that, and the caller streams instead."""
+        this process; False when the two stores cannot do that, and the caller streams instead.
+
+        The copy may share its bytes with the source (a filesystem store's is a hard link).
+        """
         return False
+
+    def copy_from(
+        self,
+        src_store: "ImageStore",
+        src_key: str,
+        dst_key: str,
+        *,
+        size: int,
+        progress: ProgressCallback | None = None,
+        read_back: Callable[[bytes], None] | None = None,
+    ) -> str | None:
+        """Copy `src_key` (`size` bytes) of `src_store` to `dst_key` here as an object of its own,
+        without the bytes passing through this process; returns how (COPIED_SERVER_SIDE or
+        COPIED_BY_KERNEL), or None when the two stores cannot, and the caller streams instead.
+
+        Unlike server_side_copy(), the copy shares no storage with the source, except as a
+        copy-on-write clone of the file system (a reflink), which the first write would undo.
+
+        `read_back`, where the store can, is given the copy's bytes in order, read back from the
+        written copy while the copy goes on (from another thread), so that verifying the copy
+        costs no pass of its own; where it was given fewer than `size` bytes (an S3 store gives
+        none), the caller reads the copy back itself.
+        """
+        return None
 
     def location(self, key: str) -> str:
         """How users are told where an object is: store://NAME/KEY (S3 stores: s3://BUCKET/KEY)."""

@@ -3,6 +3,8 @@
 import errno
 import os
 import secrets
+import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -11,6 +13,7 @@ from django.conf import settings
 
 from ..sparse import SparseWriter
 from .base import (
+    COPIED_BY_KERNEL,
     ImageStore,
     InvalidKey,
     ObjectNotFound,
@@ -23,6 +26,11 @@ from .base import (
 )
 
 COPY_CHUNK_SIZE = 1024 * 1024
+# What the kernel copies between two progress reports (each one a chance to see a cancel).
+KERNEL_COPY_SLICE = 64 * 1024 * 1024
+# copy_file_range's and sendfile's answers when they cannot copy between these two files (other
+# file systems, an old kernel, a file system without the operation): the next way is tried.
+CANNOT_COPY_HERE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM}
 
 
 class FilesystemStore(ImageStore):
@@ -89,6 +97,35 @@ class FilesystemStore(ImageStore):
             os.replace(partial, target)
             _fsync_directory(target.parent)
         return True
+
+    def copy_from(
+        self,
+        src_store: ImageStore,
+        src_key: str,
+        dst_key: str,
+        *,
+        size: int,
+        progress: ProgressCallback | None = None,
+        read_back: Callable[[bytes], None] | None = None,
+    ) -> str | None:
+        # Two local files: the kernel copies, so the copy costs what `cp` does, and the read-back
+        # (hashing, mostly) runs on another CPU beside it instead of after it.
+        if not isinstance(src_store, FilesystemStore):
+            return None
+        with src_store._translate_os_errors("read", src_key):
+            source = open(src_store._path_for(src_key), "rb")
+        target = self._prepare_target(dst_key)
+        with source, self._translate_os_errors("store", dst_key), _replacing(target) as out:
+            found = os.fstat(source.fileno()).st_size
+            if found != size:
+                raise StoreError(
+                    f"The object '{src_key}' of image store '{src_store.name}' has {found} bytes, {size} were "
+                    f"expected; nothing was stored in image store '{self.name}'"
+                )
+            with _ReadBack(out.name, read_back) as reader:
+                _copy_by_kernel(source.fileno(), out.fileno(), size, progress, reader.complete_up_to)
+                os.fsync(out.fileno())  # now, while the read-back catches up
+        return COPIED_BY_KERNEL
 
     def _write_atomically(self, key: str, target: Path, source: BinaryIO, *, size: int | None, progress) -> None:
         partial = _partial_name(target)
@@ -193,3 +230,140 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def _replacing(target: Path):
+    """A new file that replaces `target` when the block ends without an error, synced to disk
+    first; removed when the block fails."""
+    partial = _partial_name(target)
+    try:
+        with open(partial, "xb") as out:
+            yield out
+            os.fsync(out.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    _fsync_directory(target.parent)
+
+
+def _copy_by_kernel(
+    source: int, target: int, size: int, progress: ProgressCallback | None, complete_up_to: Callable[[int], None]
+) -> None:
+    """Copy the first `size` bytes of the open file `source` into `target` without them passing
+    through this process, in slices with a progress report after each, and `complete_up_to(n)`
+    when the first n bytes of `target` are final. Holes stay holes.
+
+    copy_file_range first (the file system may reflink or copy on its side), sendfile where it
+    cannot (between two file systems), reads and writes as the last resort.
+    """
+    ways = [_copy_file_range, _sendfile, _read_and_write]
+    for start, end in _data_extents(source, size):
+        position = start
+        while position < end:
+            try:
+                copied = ways[0](source, target, position, min(KERNEL_COPY_SLICE, end - position))
+            except OSError as error:
+                if error.errno not in CANNOT_COPY_HERE or len(ways) == 1:
+                    raise
+                ways.pop(0)
+                continue
+            if not copied:
+                raise StoreError(f"The source file ended at {position} bytes, {size} were expected")
+            position += copied
+            complete_up_to(position)
+            if progress:
+                progress(position, size)
+    os.ftruncate(target, size)  # a hole at the end is not written by any copy
+    complete_up_to(size)
+    if progress:
+        progress(size, size)
+
+
+def _data_extents(fd: int, size: int):
+    """(start, end) of each stretch of the first `size` bytes of a file that is not a hole."""
+    position = 0
+    while position < size:
+        try:
+            start = os.lseek(fd, position, os.SEEK_DATA)
+        except OSError as error:
+            if error.errno == errno.ENXIO:  # nothing but a hole after `position`
+                return
+            raise
+        if start >= size:
+            return
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, end
+        position = end
+
+
+def _copy_file_range(source: int, target: int, position: int, count: int) -> int:
+    return os.copy_file_range(source, target, count, position, position)
+
+
+def _sendfile(source: int, target: int, position: int, count: int) -> int:
+    os.lseek(target, position, os.SEEK_SET)  # sendfile writes where the target file's offset is
+    return os.sendfile(target, source, position, count)
+
+
+def _read_and_write(source: int, target: int, position: int, count: int) -> int:
+    data = os.pread(source, min(count, COPY_CHUNK_SIZE), position)
+    return os.pwrite(target, data, position) if data else 0
+
+
+class _ReadBack:
+    """Reads a file while it is being written, up to where it is complete, and hands its bytes in
+    order to `consume`, on a thread of its own; does nothing when `consume` is None.
+
+    Leaving the block waits until everything complete was read, or stops the reading when the
+    block failed; an error of the reading is raised there.
+    """
+
+    def __init__(self, path: str, consume: Callable[[bytes], None] | None):
+        self._path, self._consume = path, consume
+        self._complete, self._ended, self._abandoned = 0, False, False
+        self._error: BaseException | None = None
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="read-back", daemon=True)
+
+    def complete_up_to(self, position: int) -> None:
+        if self._error:  # the copy stops too: it would be thrown away
+            raise self._error
+        with self._changed:
+            self._complete = position
+            self._changed.notify()
+
+    def __enter__(self) -> "_ReadBack":
+        if self._consume:
+            self._thread.start()
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        if not self._consume:
+            return
+        with self._changed:
+            self._ended, self._abandoned = True, error_type is not None
+            self._changed.notify()
+        self._thread.join()
+        if self._error and not error_type:
+            raise self._error
+
+    def _run(self) -> None:
+        position = 0
+        try:
+            with open(self._path, "rb") as file:
+                while True:
+                    with self._changed:
+                        self._changed.wait_for(lambda read=position: self._complete > read or self._ended)
+                        if self._abandoned or (self._ended and position >= self._complete):
+                            return
+                        complete = self._complete
+                    while position < complete:
+                        chunk = os.pread(file.fileno(), min(COPY_CHUNK_SIZE, complete - position), position)
+                        if not chunk:
+                            raise StoreError(f"The copy ended at {position} bytes while {complete} were written")
+                        self._consume(chunk)
+                        position += len(chunk)
+        except BaseException as error:  # raised in the copying thread, by __exit__
+            self._error = error

@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -23,6 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 from s3transfer.subscribers import BaseSubscriber
 
 from .base import (
+    COPIED_SERVER_SIDE,
     ImageStore,
     ObjectNotFound,
     ProgressCallback,
@@ -194,12 +196,39 @@ class S3Store(ImageStore):
         )
 
     def server_side_copy(self, src_store: ImageStore, src_key: str, dst_key: str) -> bool:
+        if not self._can_copy_from(src_store):
+            return False
+        self._copy_in_service(src_store, src_key, dst_key, progress=None)
+        return True
+
+    def copy_from(
+        self,
+        src_store: ImageStore,
+        src_key: str,
+        dst_key: str,
+        *,
+        size: int,
+        progress: ProgressCallback | None = None,
+        read_back: Callable[[bytes], None] | None = None,
+    ) -> str | None:
+        # The service copies out of sight: `read_back` gets nothing, the caller reads the copy.
+        if not self._can_copy_from(src_store):
+            return None
+        self._copy_in_service(src_store, src_key, dst_key, progress=progress)
+        return COPIED_SERVER_SIDE
+
+    def _can_copy_from(self, src_store: ImageStore) -> bool:
         # The destination's credentials read the source, so both must be one account on one service.
-        if not isinstance(src_store, S3Store) or (src_store.endpoint_url, src_store.access_key) != (
+        return isinstance(src_store, S3Store) and (src_store.endpoint_url, src_store.access_key) == (
             self.endpoint_url,
             self.access_key,
-        ):
-            return False
+        )
+
+    def _copy_in_service(
+        self, src_store: "S3Store", src_key: str, dst_key: str, *, progress: ProgressCallback | None
+    ) -> None:
+        """CopyObject, or UploadPartCopy part by part above the multipart threshold (a single
+        CopyObject stops at 5 GiB): the service copies, no byte passes through here."""
         size = src_store.size(src_key)  # ObjectNotFound naming the source store, and the size for the part plan
         copy_source = {"Bucket": src_store.bucket, "Key": src_store._object_key(src_key)}
         object_key = self._object_key(dst_key)
@@ -208,9 +237,8 @@ class S3Store(ImageStore):
             action="copy",
             key=dst_key,
             size=size,
-            progress=None,
+            progress=progress,
         )
-        return True
 
     def _transfer(self, submit, *, action: str, key: str, size: int | None, progress: ProgressCallback | None):
         """Run one s3transfer upload or copy, reporting progress from this thread.

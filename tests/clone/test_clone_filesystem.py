@@ -68,6 +68,28 @@ def test_clone_to_a_store_in_another_region_makes_an_equal_image_there(alice, cl
     assert stored_bytes(source) == data  # the source is untouched
 
 
+def test_a_clone_between_filesystem_stores_is_a_file_of_its_own_copied_by_the_kernel_and_read_back_once(
+    alice, clone_setup
+):
+    workers = clone_setup.workers()
+    data = image_bytes(9 * MiB + 5)
+    source = clone_setup.image(store="home", data=data)
+
+    action, body = run_clone(alice, workers, image_id=str(source.pk), stores=["away"])
+
+    assert body["status"] == "success", body["message"]
+    target = action.state["targets"]["away"]
+    # The read-back happened while the kernel copied: the verify step compared its hash.
+    assert (target["copied_by"], target["copy_sha512"]) == ("kernel", hashlib.sha512(data).hexdigest())
+    assert action.events.filter(step="verify", outcome="success").exists()
+    [clone] = images_made_by(action.pk)
+    assert stored_bytes(clone) == data
+    assert get_store("away").local_path(clone.location.key).stat().st_nlink == 1  # no link to the source
+    assert body["progress"]["targets"] == {
+        "away": {"status": "copied", "bytes_done": len(data), "bytes_total": len(data), "percent": 100.0}
+    }
+
+
 def test_clone_by_region_copies_to_every_store_of_the_region_under_the_new_name(alice, clone_setup):
     workers = clone_setup.workers()
     data = image_bytes(2 * MiB)
@@ -121,6 +143,8 @@ def test_a_clone_of_a_damaged_source_fails_naming_the_source_as_damaged(alice, c
     action, body = run_clone(alice, workers, image_id=str(source.pk), stores=["away"])
 
     assert body["status"] == "failure"
+    assert action.state["targets"]["away"]["copied_by"] == "kernel"
+    assert body["error_code"] == "checksum_mismatch"
     assert body["message"].startswith(
         f"The source image's bytes in store 'home' no longer match its sha512 (recorded {source.os_hash_value}, "
         f"read {hashlib.sha512(bytes(damaged)).hexdigest()}); nothing was cloned."

@@ -2,12 +2,15 @@
 
 import hashlib
 import time
+from urllib.parse import urlsplit
 
 from imageactions.models import ImageAction
 from imageactions.stores import get_store
 from tests.conftest import wait_for_action
+from tests.http_servers import CountingRelay
 
 from .conftest import (
+    CloneSetup,
     MiB,
     clone,
     files_under,
@@ -74,6 +77,42 @@ def test_clone_between_s3_stores_of_one_endpoint_copies_server_side_and_reads_th
     assert action.events.filter(step="verify", outcome="success").exists()
     [clone_image] = images_made_by(action.pk)
     assert stored_sha512("bucket2", clone_image.location.key) == hashlib.sha512(data).hexdigest()
+
+
+def test_a_server_side_clone_sends_no_byte_of_the_image_from_the_worker(
+    alice, settings, start_workers, filesystem_stores, object_store, s3_prefix
+):
+    endpoint = urlsplit(object_store.s3_endpoint)
+    with CountingRelay(endpoint.hostname, endpoint.port).relaying() as relay:
+        # Both S3 stores reach the object store through the relay, which counts what crosses it.
+        stores = {
+            **filesystem_stores,
+            "bucket": object_store.s3_store_config(prefix=f"{s3_prefix}/a", region="west", endpoint_url=relay.url),
+            "bucket2": object_store.s3_store_config(prefix=f"{s3_prefix}/b", region="west", endpoint_url=relay.url),
+        }
+        setup = CloneSetup(settings, start_workers, stores)
+        workers = setup.workers()
+        size = 16 * MiB
+        source = setup.image(store="home", data=image_bytes(size))
+
+        # Streamed, from a filesystem store: the bytes go out through the relay.
+        sent = relay.sent
+        streamed, body = run_clone(alice, workers, image_id=str(source.pk), stores=["bucket"])
+        assert body["status"] == "success", body["message"]
+        assert streamed.state["targets"]["bucket"]["copied_by"] == "streamed"
+        assert relay.sent - sent >= size
+        [in_bucket] = images_made_by(streamed.pk)
+
+        # Server-side, between the two S3 stores: requests go out, only the read-back comes in.
+        sent, received = relay.sent, relay.received
+        action, body = run_clone(alice, workers, image_id=str(in_bucket.pk), stores=["bucket2"])
+
+        assert body["status"] == "success", body["message"]
+        assert action.state["targets"]["bucket2"]["copied_by"] == "server-side"
+        assert relay.sent - sent < MiB
+        assert size <= relay.received - received < 2 * size
+        [clone_image] = images_made_by(action.pk)
+        assert stored_sha512("bucket2", clone_image.location.key) == source.os_hash_value
 
 
 def test_clone_to_several_stores_at_once_makes_one_image_in_each(alice, clone_setup_with_s3, tmp_path):
