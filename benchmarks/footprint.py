@@ -1,16 +1,20 @@
 """Footprint of the embedded service: the sum of the proportional set sizes (PSS) of every
 process `scripts/serve` runs (the script itself, gunicorn's arbiter and workers, the worker
-pool's django-q2 cluster), idle and during one large http import, and that import's throughput
-against fetch+write+sha512 of the same URL.
+pool's django-q2 cluster), idle and during one large http import, and that import's throughput.
 
 scripts/serve is started as a user starts it, with its own data directory and port; the only
 settings given are the ones a loopback source needs (127.0.0.0/8 allowed, a large enough image
 size limit). "Idle" is after a short warm-up of API requests (each gunicorn worker has served),
 once the start-up schedules have run.
 
-Targets: both PSS sums at most 300 MiB; the import within 1.25x of the baseline.
+The import's throughput is compared with that of the same import by the tree of a git REF when
+one is given (e.g. the commit before a change that could cost throughput: the same measurement
+runs first on `git archive REF`, with this checkout's .venv), else with fetch+write+sha512 of
+the same URL, as benchmarks/import_throughput.py does.
 
-Usage: python benchmarks/footprint.py [SIZE_GIB]   (default 0.25; the issue's figure is for 1)
+Targets: both PSS sums at most 300 MiB; the import within 1.1x of REF's, or 1.25x of the baseline.
+
+Usage: python benchmarks/footprint.py [SIZE_GIB] [REF]   (default 0.25; the issue's figure is for 1)
 """
 
 import json
@@ -51,7 +55,8 @@ SAMPLE_INTERVAL = 0.2
 class Serve:
     """scripts/serve in a session of its own, killed with every process below it on exit."""
 
-    def __init__(self, work: Path, env: dict):
+    def __init__(self, root: Path, work: Path, env: dict):
+        self.root = root
         self.log_path = work / "serve.log"
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
@@ -66,8 +71,8 @@ class Serve:
     def __enter__(self):
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                ["bash", str(ROOT / "scripts" / "serve")],
-                cwd=ROOT,
+                ["bash", str(self.root / "scripts" / "serve")],
+                cwd=self.root,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -192,65 +197,88 @@ def run_import(session, api: str, url: str, size: int) -> float:
     return time.perf_counter() - start
 
 
+def tree_of(ref: str, work: Path) -> Path:
+    """The files of git `ref`, with this checkout's .venv (scripts/serve finds it installed)."""
+    tree = work / "tree"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    (tree / ".venv").symlink_to(os.path.realpath(ROOT / ".venv"))
+    return tree
+
+
+def measure(root: Path, work: Path, url: str, size: int) -> dict:
+    """scripts/serve of `root`: its PSS idle, at the peak of the import of `url`, idle after it,
+    and the import's seconds."""
+    env = {"IMAGEACTIONS_URL_ALLOWED_NETWORKS": "127.0.0.0/8", **large_import_env(size)}
+    with Serve(root, work, env) as serve:
+        session = api_session(serve.wait_until_ready())
+        warm_up(session, serve.api)
+        time.sleep(3)  # the start-up schedules (reaper, purge, webhooks) run meanwhile
+        idle = idle_pss(serve)
+        sampler = PeakSampler(serve)
+        sampler.start()
+        elapsed = run_import(session, serve.api, url, size)
+        busy = sampler.stop()
+        idle_after = idle_pss(serve)
+    return {
+        "idle_pss_sum_mib": round(sum(idle.values()), 1),
+        "import_peak_pss_sum_mib": round(sum(busy.values()), 1),
+        "idle_after_import_pss_sum_mib": round(sum(idle_after.values()), 1),
+        "samples_during_import": sampler.samples,
+        "import_s": round(elapsed, 2),
+        "import_mib_s": round(size / CHUNK / elapsed, 1),
+        "idle_pss_mib": rounded(idle),
+        "import_peak_pss_mib": rounded(busy),
+        "idle_after_import_pss_mib": rounded(idle_after),
+    }
+
+
 def main():
     size = int(float(sys.argv[1]) * GiB) if len(sys.argv) > 1 else GiB // 4
-    env = {"IMAGEACTIONS_URL_ALLOWED_NETWORKS": "127.0.0.0/8", **large_import_env(size)}
+    ref = sys.argv[2] if len(sys.argv) > 2 else None
     work = Path(tempfile.mkdtemp(prefix="imageactions-footprint-"))
+    figures = {"size_gib": round(size / GiB, 2)}
     try:
-        with ImageServer() as server, Serve(work, env) as serve:
+        with ImageServer() as server:
             image = work / "image.raw"
             write_random_file(image, size)
             url = server.add("/image.raw", image)
-            session = api_session(serve.wait_until_ready())
-            warm_up(session, serve.api)
-            time.sleep(3)  # the start-up schedules (reaper, purge, webhooks) run meanwhile
-            idle = idle_pss(serve)
-
-            baseline(url, work / "warm-up")  # page cache and TCP warm, for both runs alike
+            baseline(url, work / "warm-up")  # page cache and TCP warm, for every run alike
             base = baseline(url, work / "baseline.out")
-            sampler = PeakSampler(serve)
-            sampler.start()
-            elapsed = run_import(session, serve.api, url, size)
-            busy = sampler.stop()
-            idle_after = idle_pss(serve)
+            figures.update(baseline_s=round(base, 2), baseline_mib_s=round(size / CHUNK / base, 1))
+            if ref:
+                (work / "ref").mkdir()
+                figures[ref] = measure(tree_of(ref, work / "ref"), work / "ref", url, size)
+            (work / "ours").mkdir()
+            ours = figures["ours"] = measure(ROOT, work / "ours", url, size)
     finally:
         if not os.environ.get("BENCH_KEEP"):
             subprocess.run(["rm", "-rf", str(work)], check=False)
+    figures["loadavg"] = os.getloadavg()
+    print(json.dumps(figures, indent=2))
 
-    idle_sum, busy_sum = sum(idle.values()), sum(busy.values())
-    print(
-        json.dumps(
-            {
-                "size_gib": round(size / GiB, 2),
-                "idle_pss_sum_mib": round(idle_sum, 1),
-                "import_peak_pss_sum_mib": round(busy_sum, 1),
-                "idle_after_import_pss_sum_mib": round(sum(idle_after.values()), 1),
-                "samples_during_import": sampler.samples,
-                "processes": len(idle),
-                "idle_pss_mib": rounded(idle),
-                "import_peak_pss_mib": rounded(busy),
-                "idle_after_import_pss_mib": rounded(idle_after),
-                "baseline_s": round(base, 2),
-                "import_s": round(elapsed, 2),
-                "baseline_mib_s": round(size / CHUNK / base, 1),
-                "import_mib_s": round(size / CHUNK / elapsed, 1),
-                "loadavg": os.getloadavg(),
-            },
-            indent=2,
-        )
-    )
     target = f"{TARGET_MIB} MiB"
-    report_row("idle PSS sum", baseline=target, ours=f"{idle_sum:.0f} MiB", ratio=idle_sum / TARGET_MIB, target="<= 1")
-    report_row(
-        "PSS sum during import", baseline=target, ours=f"{busy_sum:.0f} MiB", ratio=busy_sum / TARGET_MIB, target="<= 1"
-    )
-    report_row(
-        "import vs fetch+write+sha512",
-        baseline=f"{size / CHUNK / base:.0f} MiB/s",
-        ours=f"{size / CHUNK / elapsed:.0f} MiB/s",
-        ratio=elapsed / base,
-        target="<= 1.25",
-    )
+    for case, key in (("idle PSS sum", "idle_pss_sum_mib"), ("PSS sum during import", "import_peak_pss_sum_mib")):
+        mib = ours[key]
+        report_row(case, baseline=target, ours=f"{mib:.0f} MiB", ratio=mib / TARGET_MIB, target="<= 1")
+    if ref:
+        theirs = figures[ref]
+        report_row(
+            f"import throughput vs {ref}",
+            baseline=f"{theirs['import_mib_s']:.0f} MiB/s",
+            ours=f"{ours['import_mib_s']:.0f} MiB/s",
+            ratio=ours["import_s"] / theirs["import_s"],
+            target="<= 1.1",
+        )
+    else:
+        report_row(
+            "import vs fetch+write+sha512",
+            baseline=f"{figures['baseline_mib_s']:.0f} MiB/s",
+            ours=f"{ours['import_mib_s']:.0f} MiB/s",
+            ratio=ours["import_s"] / base,
+            target="<= 1.25",
+        )
 
 
 if __name__ == "__main__":
