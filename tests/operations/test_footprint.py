@@ -14,10 +14,8 @@ import threading
 import psutil
 import requests
 
-from tests.conftest import ROOT
+from tests.conftest import PROFILE, ROOT
 from tests.faults.conftest import deployment, embedded_only  # noqa: F401  (a fixture)
-
-pytestmark = embedded_only
 
 S3_MODULES = ("boto3", "botocore", "s3transfer")
 
@@ -26,6 +24,8 @@ def run_python(code: str, tmp_path) -> dict:
     """Run `code` in a fresh interpreter set up as manage.py sets up; it prints one JSON line."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGEACTIONS_", "DJANGO_"))}
     env.update(DJANGO_SETTINGS_MODULE="settings", IMAGEACTIONS_DATA_DIR=str(tmp_path / "data"))
+    if PROFILE == "scaleout":  # only connects: the server's own database will do
+        env["IMAGEACTIONS_DATABASE_URL"] = "postgresql://postgres@127.0.0.1:5432/postgres"
     prelude = "import gc, json, sys\nfrom imageactions.startup import prepare_data_dir\nimport django\n"
     prelude += "django.setup(); prepare_data_dir()\n"
     result = subprocess.run(
@@ -77,6 +77,7 @@ def database_files_open_in(process: psutil.Process, database: str) -> list[str]:
     return [f.path for f in process.open_files() if f.path.startswith(database)]
 
 
+@embedded_only  # a deployment of its own, the same in both profiles
 def test_preloaded_api_workers_share_the_application_but_not_the_arbiters_connection(deployment):  # noqa: F811
     service = deployment({})
     # Started as scripts/serve starts it (--preload), with an arbiter that used the database first.
