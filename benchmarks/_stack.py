@@ -185,6 +185,19 @@ def peak_rss_mib(process: subprocess.Popen) -> list[float]:
     return peaks
 
 
+def pss_mib(pid: int) -> dict[int, float]:
+    """The proportional set size of `pid` and of every process below it, in MiB: pages shared
+    by several processes count once overall, in shares, so the values add up to their footprint."""
+    sizes = {}
+    for each in [pid, *_descendants(pid)]:
+        try:
+            rollup = Path(f"/proc/{each}/smaps_rollup").read_text().splitlines()
+        except OSError:
+            continue  # ended meanwhile
+        sizes[each] = next(int(line.split()[1]) for line in rollup if line.startswith("Pss:")) / 1024
+    return sizes
+
+
 def _descendants(pid: int) -> list[int]:
     found, stack = [], [pid]
     while stack:

@@ -8,12 +8,24 @@ On a graceful stop (SIGTERM to the arbiter, which passes it to each worker), a w
 its requests within --graceful-timeout, then is killed. An upload may outlast that, so a worker
 told to stop first records it: the upload it receives ends at its next progress check with a
 clear failure (the client creates a new action and uploads again), instead of being cut off.
+
+With --preload (scripts/serve uses it) the arbiter loads the application, the API's views
+included, once, and its workers share that memory (see imageactions.forking); without it each
+worker loads its own copy.
 """
 
 import signal
 
 # gunicorn's own lines in the service's log format; the API writes its own line per request.
 logger_class = "imageactions.logs.GunicornLogger"
+
+
+def pre_fork(server, worker):
+    if server.cfg.preload_app:
+        from imageactions.forking import load_api, prepare_to_fork
+
+        load_api()
+        prepare_to_fork()
 
 
 def post_worker_init(worker):

@@ -18,7 +18,8 @@ from .formats.errors import human_size
 from .sparse import SparseWriter, read_chunks
 
 CHUNK_SIZE = 1024 * 1024
-# Chunks a hasher may lag behind the copy; bounds memory at this many MiB per hash algorithm.
+# Chunks the hashers may lag behind the copy. Every algorithm hashes the same chunk objects, so
+# this bounds the chunks held at once (about this many MiB) whatever the number of algorithms.
 HASH_QUEUE_CHUNKS = 4
 HEX_LENGTHS = {"md5": 32, "sha256": 64, "sha512": 128}
 # What every image's bytes are hashed with, as Glance records them: md5 as `checksum`, sha512 as

@@ -1,7 +1,10 @@
 """What the runner adds to django-q2's Sentinel, the process of a `manage.py worker` cluster that
 forks and guards its worker processes. django-q2 has no hooks for these, so four of its methods
-are wrapped (in every process, by apps.ready; only a cluster's sentinel ever calls them):
+are wrapped (in every process, by apps.ready; only a cluster's sentinel ever calls them), and
+the cluster's own start:
 
+- Cluster.start and the sentinel's start and reincarnate prepare each fork (imageactions.forking),
+  so that the cluster's processes share the memory of what the command loaded;
 - start: before any process is forked, SIGUSR1 (the stop request below) gets a handler that
   only records the request while the cluster stops, so every process inherits it and a stray
   SIGUSR1 kills none;
@@ -27,6 +30,7 @@ from django.db.models import Min
 from django.utils import timezone
 
 from .. import webhooks
+from ..forking import prepare_to_fork
 from ..pipeline.stopping import request_stop
 from .maintenance import worker_died
 
@@ -47,16 +51,22 @@ _cluster_stopping = None
 
 
 def extend_sentinel() -> None:
-    from django_q.cluster import Sentinel
+    from django_q.cluster import Cluster, Sentinel
 
     if getattr(Sentinel, "extended_by_imageactions", False):
         return
     start, guard, reincarnate, stop = Sentinel.start, Sentinel.guard, Sentinel.reincarnate, Sentinel.stop
+    start_cluster = Cluster.start
+
+    def fork_sentinel_sharing_memory(cluster):
+        prepare_to_fork()
+        return start_cluster(cluster)
 
     def start_taking_stop_requests(sentinel):
         global _cluster_stopping
         _cluster_stopping = sentinel.stop_event  # set by the cluster's main process on SIGTERM
         signal.signal(STOP_SIGNAL, _on_stop_request)
+        prepare_to_fork()
         start(sentinel)
 
     def guard_with_schedule_ticker(sentinel):
@@ -70,6 +80,7 @@ def extend_sentinel() -> None:
     def reincarnate_and_hand_back(sentinel, process):
         is_worker = process in sentinel.pool
         with _fork_lock:
+            prepare_to_fork()
             reincarnate(sentinel, process)
         if is_worker:  # not the monitor or the pusher: they run no step
             _recover_runs_of(process.pid)
@@ -91,6 +102,7 @@ def extend_sentinel() -> None:
             for pid in killer.killed:
                 _recover_runs_of(pid, how=f"was killed: its step went on {killer.after:g} s into the stop")
 
+    Cluster.start = fork_sentinel_sharing_memory
     Sentinel.start = start_taking_stop_requests
     Sentinel.guard = guard_with_schedule_ticker
     Sentinel.reincarnate = reincarnate_and_hand_back

@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from .base import (
     ImageStore,
@@ -16,7 +17,6 @@ from .base import (
     StoreUnavailable,
 )
 from .filesystem import FilesystemStore
-from .s3 import S3Store, build_s3_client
 
 __all__ = [
     "FilesystemStore",
@@ -24,7 +24,6 @@ __all__ = [
     "InvalidKey",
     "ObjectNotFound",
     "ProgressCallback",
-    "S3Store",
     "StoreError",
     "StoreUnavailable",
     "all_stores",
@@ -33,7 +32,16 @@ __all__ = [
     "get_store",
 ]
 
-STORE_TYPES = {"filesystem": FilesystemStore, "s3": S3Store}
+# Imported when a store of the type is first built: boto3 and botocore add some 30 MiB to each
+# process that imports them, which a service without S3 stores or sources need not pay.
+STORE_TYPES = {"filesystem": "imageactions.stores.filesystem.FilesystemStore", "s3": "imageactions.stores.s3.S3Store"}
+
+
+def build_s3_client(**options):
+    """A boto3 S3 client; the options are imageactions.stores.s3.build_s3_client's."""
+    from .s3 import build_s3_client
+
+    return build_s3_client(**options)
 
 
 def get_store(name: str) -> ImageStore:
@@ -65,4 +73,4 @@ def _build_store(name: str, config_json: str, pid: int) -> ImageStore:
         raise ImproperlyConfigured(
             f"IMAGE_STORES[{name!r}] has unknown 'type' {config.get('type')!r} (known: {', '.join(STORE_TYPES)})"
         )
-    return store_type.from_config(name, config)
+    return import_string(store_type).from_config(name, config)

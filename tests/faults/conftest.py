@@ -433,6 +433,7 @@ class Deployment:
                 "imageactions.wsgi:application",
                 "-c",
                 "python:imageactions.gunicorn_hooks",
+                "--preload",
                 "--no-control-socket",
                 *options,
             ],
