@@ -188,6 +188,10 @@ if WORKER_IO_PRIORITY not in ("", "best-effort", "idle"):
 QUEUE_PREFIX = env_str("IMAGEACTIONS_QUEUE_PREFIX", "")
 
 BROKER_URL = env_str("IMAGEACTIONS_BROKER_URL", "")
+# The ORM broker's pushers are woken when a step is queued on their host (runner.wakeup); this is
+# how long one waits at most between looks at the queue: the latency of a missed wake-up, e.g.
+# of a step queued on another host.
+BROKER_POLL = env_float("IMAGEACTIONS_BROKER_POLL", 1.0)
 Q_CLUSTER = {
     "name": QUEUE_PREFIX + DEFAULT_POOL,
     "workers": env_int("IMAGEACTIONS_WORKERS", 2),
@@ -199,14 +203,14 @@ Q_CLUSTER = {
     "save_limit": -1,
     "ack_failures": True,
     "catch_up": False,
-    # The ORM broker polls: each step's hand-over waits up to one poll (Redis blocks instead).
-    "poll": env_float("IMAGEACTIONS_BROKER_POLL", 0.05),
+    "poll": BROKER_POLL,
     "ALT_CLUSTERS": {QUEUE_PREFIX + pool: {} for pool in WORKER_POOLS if pool != DEFAULT_POOL},
 }
 if BROKER_URL:
     Q_CLUSTER["redis"] = BROKER_URL
 else:
     Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["broker_class"] = "imageactions.runner.wakeup.WakeableORM"
     # Where clusters publish their status (imageactions.health reads it): shared by the
     # processes of this host; the Redis broker keeps it in Redis instead.
     Q_CLUSTER["cache"] = "broker-stats"

@@ -1,0 +1,143 @@
+"""The ORM broker of the embedded profile, woken when a step is queued instead of polling fast.
+
+django-q2's ORM broker has its pusher query the database every `poll` seconds for new tasks:
+each hand-over between steps waits up to one poll, and an idle worker still queries many times a
+second. Here the pusher of each cluster listens on a Unix datagram socket under
+DATA_DIR/wakeup/<queue>/, one per pusher process, and whoever queues a task (an API process,
+a worker handing over, the reaper) sends a byte to every socket of that queue once the task's row
+is committed. The pusher waits on its socket for at most BROKER_POLL seconds, so a missed or lost
+wake-up (a pusher on another host, a directory it cannot write) costs latency, never a task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django_q.brokers.orm import ORM
+from django_q.conf import Conf
+
+log = logging.getLogger(__name__)
+
+_WAKE = b"!"
+
+
+class WakeupChannel:
+    """The wake-up sockets of one queue: each pusher listens on its own, notify() writes to all."""
+
+    def __init__(self, queue: str):
+        self.directory = Path(settings.DATA_DIR) / "wakeup" / queue
+        self.listener: socket.socket | None = None
+        self.listener_pid: int | None = None
+
+    def notify(self) -> None:
+        """Wake every pusher listening on this queue; a gone pusher's socket is removed."""
+        try:
+            paths = list(self.directory.glob("*.sock"))
+        except OSError:
+            return
+        if not paths:
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.setblocking(False)
+            for path in paths:
+                try:
+                    sender.sendto(_WAKE, str(path))
+                except BlockingIOError:
+                    pass  # its buffer is full of wake-ups it has not read yet: it is awake anyway
+                except (ConnectionRefusedError, FileNotFoundError):
+                    _remove(path)  # left by a pusher that died
+                except OSError as error:
+                    log.debug("could not wake the pusher at %s: %s", path, error)
+
+    def wait(self, seconds: float) -> None:
+        """Sleep until a wake-up arrives or `seconds` pass; without a socket, just sleep."""
+        listener = self._listener()
+        if listener is None:
+            select.select([], [], [], seconds)
+            return
+        readable, _, _ = select.select([listener], [], [], seconds)
+        if readable:
+            self.drain()
+
+    def drain(self) -> None:
+        """Forget the wake-ups received so far (the next look at the queue sees their tasks)."""
+        listener = self._listener()
+        if listener is None:
+            return
+        try:
+            while listener.recv(64):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _listener(self) -> socket.socket | None:
+        # Bound in the process that waits (the pusher, forked by the sentinel), once per process.
+        if self.listener_pid == os.getpid():
+            return self.listener
+        self.listener_pid, self.listener = os.getpid(), None
+        path = self.directory / f"{os.getpid()}.sock"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _remove(path)  # a socket of an earlier process that had this pid
+            listener.bind(str(path))
+        except OSError as error:
+            listener.close()
+            log.warning(
+                "no wake-up socket at %s (%s): the worker looks for new steps every %g s instead",
+                path,
+                error,
+                settings.BROKER_POLL,
+            )
+            return None
+        listener.setblocking(False)
+        self.listener = listener
+        return listener
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        log.debug("could not remove the wake-up socket %s: %s", path, error)
+
+
+class WakeableORM(ORM):
+    """django-q2's ORM broker whose pusher waits on its queue's WakeupChannel between looks."""
+
+    def __init__(self, list_key: str = None):
+        super().__init__(list_key=list_key)
+        self.channel = WakeupChannel(self.list_key)
+
+    def enqueue(self, task):
+        task_id = super().enqueue(task)
+        # After the commit: a pusher woken earlier would not see the row, and sleep again.
+        transaction.on_commit(self.channel.notify, using=Conf.ORM)
+        return task_id
+
+    def dequeue(self):
+        # Wake-ups that arrive from here on are for tasks the query below may not see yet.
+        self.channel.drain()
+        tasks = self._take_due_tasks()
+        if not tasks:
+            self.channel.wait(settings.BROKER_POLL)
+        return tasks
+
+    def _take_due_tasks(self) -> list:
+        """Lock up to BULK due tasks of the queue for this cluster: [(id, payload)]."""
+        queue = self.get_connection()
+        taken = []
+        for task in queue.filter(key=self.list_key, lock__lt=timezone.now())[: Conf.BULK]:
+            # Clusters of one queue race for a task: only the update that still sees its old lock wins.
+            if queue.filter(id=task.id, lock=task.lock).update(lock=self.timeout(task)):
+                taken.append((task.pk, task.payload))
+        return taken
