@@ -204,3 +204,14 @@ def test_a_qcow2_stored_as_raw_is_converted_into_holes(alice, start_workers_with
     image = assert_image_of(action, raw, disk_format="raw", virtual_size=len(raw))
     assert action.state["converted_from"] == "qcow2"
     assert_sparse(stored_path(image), raw)
+
+
+def test_an_uploaded_mostly_zero_image_is_stored_with_holes(alice, workers):
+    data = mostly_zeros(20 * MiB + 77)
+    action_id = start_import(alice, {"source": "upload"})
+    response = alice.generic(
+        "PUT", f"/v2/image-actions/{action_id}/data", data, content_type="application/octet-stream"
+    )
+    assert response.status_code == 200, response.json()
+    image = assert_image_of(wait_for_action(action_id, workers=workers), data)
+    assert_sparse(stored_path(image), data)
