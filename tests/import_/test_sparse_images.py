@@ -15,8 +15,14 @@ from imageactions.models import Image
 from imageactions.sparse import HOLE_SIZE, SparseWriter, read_chunks
 from imageactions.stores import FilesystemStore, get_store
 from imageactions.transfer import CHUNK_SIZE, copy_to_file, hash_file
-from tests.clone.conftest import CloneSetup, filesystem_stores  # noqa: F401  (a fixture)
+from tests.clone.conftest import (  # noqa: F401  (fixtures)
+    CloneSetup,
+    clone_setup_with_s3,
+    filesystem_stores,
+    s3_prefix,
+)
 from tests.conftest import wait_for_action
+from tests.objectstore import object_store  # noqa: F401  (the session fixture)
 
 from .conftest import assert_image_of, random_image, run_import, start_import, token_of
 
@@ -183,6 +189,18 @@ def test_every_filesystem_store_of_an_import_keeps_the_holes(alice, two_stores, 
     # 'home' got a copy written from the staged file, 'away' the staged file itself.
     for store in ("home", "away"):
         assert_sparse(stored_path(image, store), data)
+
+
+@pytest.mark.objectstore
+def test_an_s3_store_gets_every_byte_of_a_sparse_staged_file(alice, clone_setup_with_s3, image_server):  # noqa: F811
+    workers = clone_setup_with_s3.workers()
+    data = mostly_zeros(12 * MiB + 5)
+    action_id = start_import(alice, {"location": image_server.add("to-s3.raw", data), "stores": ["bucket", "home"]})
+    image = assert_image_of(wait_for_action(action_id, workers=workers), data)
+    location = image.locations.get(store="bucket")
+    with get_store("bucket").open_read(location.key) as stored:
+        assert hashlib.sha512(stored.read()).hexdigest() == hashlib.sha512(data).hexdigest()
+    assert_sparse(stored_path(image, "home"), data)
 
 
 def test_with_sparse_images_off_every_byte_is_written(alice, two_stores, image_server):
