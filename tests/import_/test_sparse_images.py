@@ -15,8 +15,14 @@ from imageactions.models import Image
 from imageactions.sparse import HOLE_SIZE, SparseWriter, read_chunks
 from imageactions.stores import FilesystemStore, get_store
 from imageactions.transfer import CHUNK_SIZE, copy_to_file, hash_file
-from tests.clone.conftest import CloneSetup, filesystem_stores  # noqa: F401  (a fixture)
+from tests.clone.conftest import (  # noqa: F401  (fixtures)
+    CloneSetup,
+    clone_setup_with_s3,
+    filesystem_stores,
+    s3_prefix,
+)
 from tests.conftest import wait_for_action
+from tests.objectstore import object_store  # noqa: F401  (the session fixture)
 
 from .conftest import assert_image_of, random_image, run_import, start_import, token_of
 
@@ -185,6 +191,18 @@ def test_every_filesystem_store_of_an_import_keeps_the_holes(alice, two_stores, 
         assert_sparse(stored_path(image, store), data)
 
 
+@pytest.mark.objectstore
+def test_an_s3_store_gets_every_byte_of_a_sparse_staged_file(alice, clone_setup_with_s3, image_server):  # noqa: F811
+    workers = clone_setup_with_s3.workers()
+    data = mostly_zeros(12 * MiB + 5)
+    action_id = start_import(alice, {"location": image_server.add("to-s3.raw", data), "stores": ["bucket", "home"]})
+    image = assert_image_of(wait_for_action(action_id, workers=workers), data)
+    location = image.locations.get(store="bucket")
+    with get_store("bucket").open_read(location.key) as stored:
+        assert hashlib.sha512(stored.read()).hexdigest() == hashlib.sha512(data).hexdigest()
+    assert_sparse(stored_path(image, "home"), data)
+
+
 def test_with_sparse_images_off_every_byte_is_written(alice, two_stores, image_server):
     workers = two_stores.workers(IMAGEACTIONS_SPARSE_IMAGES="false")
     data = mostly_zeros(16 * MiB + 3)
@@ -204,3 +222,14 @@ def test_a_qcow2_stored_as_raw_is_converted_into_holes(alice, start_workers_with
     image = assert_image_of(action, raw, disk_format="raw", virtual_size=len(raw))
     assert action.state["converted_from"] == "qcow2"
     assert_sparse(stored_path(image), raw)
+
+
+def test_an_uploaded_mostly_zero_image_is_stored_with_holes(alice, workers):
+    data = mostly_zeros(20 * MiB + 77)
+    action_id = start_import(alice, {"source": "upload"})
+    response = alice.generic(
+        "PUT", f"/v2/image-actions/{action_id}/data", data, content_type="application/octet-stream"
+    )
+    assert response.status_code == 200, response.json()
+    image = assert_image_of(wait_for_action(action_id, workers=workers), data)
+    assert_sparse(stored_path(image), data)
