@@ -198,6 +198,18 @@ def pss_mib(pid: int) -> dict[int, float]:
     return sizes
 
 
+def cpu_seconds(pids) -> float:
+    """User and system CPU time the processes `pids` have used so far (those gone count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _descendants(pid: int) -> list[int]:
     found, stack = [], [pid]
     while stack:
@@ -389,11 +401,13 @@ class Stack:
         self.processes.append((label, process))
         return process
 
-    def start_workers(self, pool: str = "default", workers: int = 2, env: dict | None = None) -> subprocess.Popen:
+    def start_workers(
+        self, pool: str = "default", workers: int | None = 2, env: dict | None = None
+    ) -> subprocess.Popen:
+        """A `manage.py worker` command; `workers=None` leaves the count to its default, as scripts/serve does."""
         label = f"worker-{pool}-{len(self.processes)}"
-        return self._spawn(
-            label, [sys.executable, str(ROOT / "manage.py"), "worker", "--pool", pool, "--workers", str(workers)], env
-        )
+        count = ["--workers", str(workers)] if workers else []
+        return self._spawn(label, [sys.executable, str(ROOT / "manage.py"), "worker", "--pool", pool, *count], env)
 
     def start_api(self, workers: int = 4, threads: int = 8, env: dict | None = None, label: str = "api") -> str:
         port = free_port()
@@ -447,6 +461,10 @@ class Stack:
         for label, process in self.processes:
             if process.poll() is not None:
                 raise SystemExit(f"{label} exited with {process.returncode}:\n{self.log_tail(label)}")
+
+    def process_tree(self) -> list[int]:
+        """Every process the stack started, with all their children (pool processes, gunicorn workers)."""
+        return [pid for _label, process in self.processes for pid in (process.pid, *_descendants(process.pid))]
 
     def log_tail(self, label: str, lines: int = 30) -> str:
         path = self.work / f"{label}.log"

@@ -74,6 +74,8 @@ STEP_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "skip_to": (frozenset({StepState.QUEUED}), StepState.QUEUED),
     # The running step is done (or its data arrived): the action's next step is queued.
     "hand_over": (frozenset({StepState.RUNNING}), StepState.QUEUED),
+    # The running step is done and its worker runs the next one itself, as a new run (same pool).
+    "carry_on": (frozenset({StepState.RUNNING}), StepState.RUNNING),
     # The data arrived, and the action waits again until it is released (Glance's stage, then import).
     "hold_after_data": (frozenset({StepState.RUNNING}), StepState.HELD),
     # A held action is told to go on.

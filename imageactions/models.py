@@ -135,6 +135,27 @@ class ImageActionQuerySet(models.QuerySet):
             )
         )
 
+    def carry_on(self, *, token, next_token, step_index, step_name, status, **saved) -> int:
+        """The run ends well and its worker runs step `step_index` right away, as the run holding
+        `next_token`: a hand-over and a claim in one, with nothing queued in between."""
+        return (
+            self.pending()
+            .owned_by(token)
+            .filter(cancel_requested=False)
+            ._transition(
+                "carry_on",
+                step_index=step_index,
+                attempt=1,
+                run_token=next_token,
+                status=status,
+                heartbeat_at=timezone.now(),
+                progress_step=step_name,
+                progress_done=0,
+                progress_total=None,
+                **saved,
+            )
+        )
+
     def hold_after_data(self, *, token, state) -> int:
         """The data arrived: the action waits again, with `state` saying so, until released."""
         return (

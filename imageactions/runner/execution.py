@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
+import multiprocessing
+import signal
 import threading
 import time
 import traceback
@@ -22,7 +25,7 @@ from ..pipeline.errors import ActionCancelled, ProcessStopping, RetryableStepErr
 from ..pipeline.registry import ActionType, Step, get_action_type
 from ..pipeline.stopping import stop_requested
 from .ending import cancel_owned, close_event, end_owned, internal_error_message, worker_name
-from .queueing import enqueue, queue_next_step, send_task
+from .queueing import cluster_of, enqueue, queue_next_step, send_task
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,7 @@ def _execute(action: ImageAction, action_type: ActionType, step: Step, token, ru
     if not succeeded:
         return False
     started_at = timezone.now()
+    next_run = None
     try:
         if run and action_type.holds_after_data(action.input):
             action.state[DATA_RECEIVED] = True
@@ -118,7 +122,9 @@ def _execute(action: ImageAction, action_type: ActionType, step: Step, token, ru
                 action.state[DATA_RECEIVED] = True
             # The step that received data is the one held for it: it may run now, or not apply.
             start = action.step_index if run else action.step_index + 1
-            queue_next_step(action, action_type, start=start, ctx=ctx)
+            next_run = None if run else _carry_on(action, action_type, start, ctx)
+            if next_run is None:
+                queue_next_step(action, action_type, start=start, ctx=ctx)
     except (OperationalError, InterfaceError):
         raise  # the database went away: the reaper starts the step again once it is back
     except Exception as error:
@@ -128,7 +134,62 @@ def _execute(action: ImageAction, action_type: ActionType, step: Step, token, ru
                             worker=worker_name(), started_at=started_at)  # fmt: skip
         _internal_error(action, token, event, error, f"after its {step.name} step")
         return False
+    if next_run is not None:
+        next_step, next_token = next_run
+        action.refresh_from_db()
+        return execute_claimed_step(action, action_type, next_step, next_token)
     return True
+
+
+def _carry_on(
+    action: ImageAction, action_type: ActionType, start: int, ctx: StepContext
+) -> tuple[Step, uuid.UUID] | None:
+    """Take the action's next step for this worker process, when it would be queued to this
+    process's own pool anyway: it then starts now, without a round trip through the broker
+    (a small action's steps take milliseconds; a hand-over through the queue took as long).
+    None when it is to be queued as usual: another pool's step, the end of the action, a
+    stopping worker, outside a django-q2 worker, or the run no longer owns the action."""
+    index = action_type.next_step_index(action, start)
+    if index is None or stop_requested():
+        return None
+    step = action_type.steps[index]
+    from django_q.conf import Conf
+
+    timer = _guard_timer()
+    if timer is None or cluster_of(step.pool_for(action_type.name)) != Conf.CLUSTER_NAME:
+        return None
+    token = uuid.uuid4()
+    if not ImageAction.objects.filter(pk=action.pk).carry_on(
+        token=ctx.token,
+        next_token=token,
+        step_index=index,
+        step_name=step.name,
+        status=step.status,
+        state=action.state,
+        result=action.result,
+        image_properties=action.image_properties,
+    ):
+        return None  # cancelled or superseded meanwhile: the hand-over says which, and acts on it
+    _restart_time_limit(timer, step.timeout)
+    return step, token
+
+
+def _guard_timer():
+    """The django-q2 worker process's task timer, which its cluster's guard counts down and kills
+    the process at 0; None outside a django-q2 worker or without a time limit on the task."""
+    timer = getattr(multiprocessing.current_process(), "timer", None)
+    if timer is None or not hasattr(timer, "get_lock") or not callable(signal.getsignal(signal.SIGALRM)):
+        return None
+    return timer
+
+
+def _restart_time_limit(timer, seconds: float) -> None:
+    """Give the step carried on its own time limit, as if it were a task of its own: django-q2's
+    alarm in this process, and the guard's count-down with django-q2's margin of 3 s."""
+    limit = math.ceil(seconds)
+    signal.alarm(limit)
+    with timer.get_lock():
+        timer.value = limit + 3
 
 
 def _internal_error(action: ImageAction, token, event: ActionEvent, error: Exception, where: str) -> None:

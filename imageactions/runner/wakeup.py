@@ -18,10 +18,11 @@ import socket
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
+from django_q.models import OrmQ
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,13 @@ class WakeableORM(ORM):
         super().__init__(list_key=list_key)
         self.channel = WakeupChannel(self.list_key)
 
+    def get_connection(self, list_key: str = None):
+        # django-q2 closes the process's old connections before each use of the queue, and with
+        # CONN_MAX_AGE 0 (SQLite's) every connection is old: an API request queueing a step
+        # reconnected twice mid-request, the pusher once per look. Only the pusher holds its
+        # connection for long; dequeue looks after it.
+        return OrmQ.objects.using(Conf.ORM)
+
     def enqueue(self, task):
         task_id = super().enqueue(task)
         # After the commit: a pusher woken earlier would not see the row, and sleep again.
@@ -127,6 +135,11 @@ class WakeableORM(ORM):
     def dequeue(self):
         # Wake-ups that arrive from here on are for tasks the query below may not see yet.
         self.channel.drain()
+        connection = connections[Conf.ORM]
+        # A PostgreSQL connection gets Django's age limit and health check, as django-q2 does;
+        # SQLite's (no age limit: a file does not go stale) is only dropped after an error.
+        if connection.errors_occurred or connection.settings_dict["CONN_MAX_AGE"]:
+            connection.close_if_unusable_or_obsolete()
         tasks = self._take_due_tasks()
         if not tasks:
             self.channel.wait(settings.BROKER_POLL)

@@ -1,5 +1,6 @@
 """Many workers and many clients at once: every step of every action runs exactly once."""
 
+import json
 import threading
 import time
 from collections import Counter
@@ -32,7 +33,13 @@ def wait_until_all_ended(action_ids, *, timeout, workers):
     raise AssertionError(f"not all actions ended within {timeout}s: {statuses}\n{tails}")
 
 
-def test_duplicate_tasks_for_a_step_on_several_clusters_run_the_step_once(alice, start_workers):
+def test_duplicate_tasks_for_a_step_on_several_clusters_run_the_step_once(alice, start_workers, settings):
+    # The work step on a pool of its own: every step then goes through the queue (a worker runs
+    # the next step of its own pool itself), and so can be duplicated there.
+    step_pools = {"test.work": "edge"}
+    settings.STEP_POOLS = step_pools
+    settings.WORKER_POOLS = ["default", "edge"]
+    pools_env = {"IMAGEACTIONS_STEP_POOLS": json.dumps(step_pools)}
     pause = {"kind": "sleep", "seconds": 0.3}
     action_ids = [create_test_action(alice, prepare=pause, work=pause, wrap=pause) for _ in range(8)]
     test_type = get_action_type("test")
@@ -49,7 +56,7 @@ def test_duplicate_tasks_for_a_step_on_several_clusters_run_the_step_once(alice,
                     send_task(test_type, action_id, index, 1)
 
     duplicate_queued_steps()
-    pools = [start_workers(workers=2), start_workers(workers=2)]
+    pools = [start_workers(pool=pool, workers=1, env=pools_env) for pool in ("default", "default", "edge", "edge")]
     deadline = time.monotonic() + 60
     while ImageAction.objects.filter(pk__in=action_ids, status__in=("success", "failure")).count() < len(action_ids):
         assert time.monotonic() < deadline, "\n".join(pool.log_tail() for pool in pools)

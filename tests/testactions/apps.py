@@ -1,5 +1,7 @@
 """Registers the test-only `test` action type."""
 
+import os
+
 from django.apps import AppConfig
 
 
@@ -20,7 +22,15 @@ class TestActionsConfig(AppConfig):
                 input_serializer=steps.TestInputSerializer,
                 steps=(
                     Step("prepare", "preparing", steps.run_behaviour),
-                    Step("work", "working", steps.run_behaviour, retries=2, backoff=0.2),
+                    Step(
+                        "work",
+                        "working",
+                        steps.run_behaviour,
+                        retries=2,
+                        backoff=0.2,
+                        # Per worker pool, for the tests of the time limit of a step.
+                        timeout=int(os.environ.get("IMAGEACTIONS_TEST_WORK_TIMEOUT", "3600")),
+                    ),
                     Step("wrap", "wrapping", steps.run_behaviour, applies=steps.wrap_applies),
                 ),
                 finish=steps.finish,
