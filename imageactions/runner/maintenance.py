@@ -6,10 +6,12 @@ purge deletes expired actions."""
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from .. import idempotency, webhooks
@@ -26,6 +28,10 @@ log = logging.getLogger(__name__)
 REAPER_SCHEDULE = "imageactions-reaper"
 PURGE_SCHEDULE = "imageactions-purge"
 WEBHOOK_SCHEDULE = "imageactions-webhooks"
+# How long a maintenance run waits out an unreachable database (a restart, a fail-over) before it
+# gives up until its next run, and its pause between tries.
+DATABASE_OUTAGE_SECONDS = 30
+DATABASE_RETRY_PAUSE = 1.0
 
 
 def stale_runs():
@@ -36,6 +42,10 @@ def stale_runs():
 
 def reap() -> dict:
     """Recover actions whose worker died or whose task was lost; fail those held too long."""
+    return _maintenance_run(REAPER_SCHEDULE, settings.REAPER_INTERVAL, _reap)
+
+
+def _reap() -> dict:
     now = timezone.now()
     counts = {"restarted": 0, "failed": 0, "requeued": 0, "expired_holds": 0}
     for action in stale_runs():
@@ -63,7 +73,6 @@ def reap() -> dict:
             action, ActionStatus.FAILURE, message, code=ErrorCode.DATA_NOT_RECEIVED, step_state=StepState.HELD
         ):
             counts["expired_holds"] += 1
-    _schedule_next(REAPER_SCHEDULE, settings.REAPER_INTERVAL)
     if any(counts.values()):
         log.info("reaper: %s", counts)
     return counts
@@ -170,6 +179,10 @@ def _times(count: int) -> str:
 
 def purge() -> int:
     """Delete expired actions with everything they left behind, and idempotency keys past their window."""
+    return _maintenance_run(PURGE_SCHEDULE, settings.PURGE_INTERVAL, _purge)
+
+
+def _purge() -> int:
     expired = ImageAction.objects.filter(expires_at__lt=timezone.now())
     count = 0
     for action in expired.iterator(chunk_size=500):
@@ -177,7 +190,6 @@ def purge() -> int:
         action.delete()
         count += 1
     idempotency.forget_expired()
-    _schedule_next(PURGE_SCHEDULE, settings.PURGE_INTERVAL)
     if count:
         log.info("purged %d expired actions", count)
     return count
@@ -186,9 +198,33 @@ def purge() -> int:
 def send_notifications() -> int:
     """Queue the webhook notifications that are due: retries, and any whose first attempt was
     never queued (the process that changed the status died before it could)."""
-    queued = webhooks.dispatch()
-    _schedule_next(WEBHOOK_SCHEDULE, webhooks.sweep_interval())
-    return queued
+    return _maintenance_run(WEBHOOK_SCHEDULE, webhooks.sweep_interval(), webhooks.dispatch)
+
+
+def _maintenance_run(schedule: str, interval: float, work: Callable):
+    """Run `work` and bring the schedule's next run to `interval` from now, however it ended.
+
+    A run that meets an unreachable database tries again for a while: the reaper is what finishes
+    the actions a database restart interrupted, and a failed run would otherwise wait for
+    django-q2's own schedule, a minute away.
+    """
+    deadline = time.monotonic() + DATABASE_OUTAGE_SECONDS
+    try:
+        while True:
+            try:
+                return work()
+            except (OperationalError, InterfaceError):  # unreachable, or a connection that broke
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("%s: the database failed; trying again", schedule, exc_info=True)
+                connection.close()  # a broken connection is not reused; the next query reconnects
+                time.sleep(DATABASE_RETRY_PAUSE)
+    finally:
+        try:
+            _schedule_next(schedule, interval)
+        except DatabaseError:
+            log.warning("%s: could not set its next run", schedule, exc_info=True)
+            connection.close()
 
 
 def _schedule_next(name: str, seconds: float) -> None:
