@@ -35,7 +35,8 @@ def test_worker_pool_restarted_mid_imports_ends_every_import_once_with_its_image
         row = ImageAction.objects.get(pk=action_id)
         assert (row.step_state, row.run_token, row.restarts) == ("queued", None, 0)
 
-    new_pool = start_workers(workers=2, env=SLOW_REAPER)
+    # A worker for each import: the queued one, if taken first, must not hold a hand-back back.
+    new_pool = start_workers(workers=3, env=SLOW_REAPER)
     wait_until(
         lambda: all(len(faulty_server.files[images[action_id][0]].requests) == 2 for action_id in downloading),
         timeout=15,
