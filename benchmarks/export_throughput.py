@@ -6,7 +6,7 @@ Twice: the image in the download link's own filesystem store (the export is a ha
 back), and the image in a store on another file system, /dev/shm (the kernel copies it, then it is
 read back); each baseline copies the same source file to the download store's file system.
 
-Usage: python benchmarks/export_throughput.py [SIZE_GIB] [ROUNDS]   (default 0.25 GiB, 3 rounds;
+Usage: python benchmarks/export_throughput.py [SIZE_GIB] [ROUNDS]   (default 0.5 GiB, 3 rounds;
 target ratio <= 1.2 for each case). Baseline and export alternate; the medians are compared.
 Exits 1 when a target is missed.
 """
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _stack import CHUNK, GiB, Stack, copy_baseline, report_row, size_argument, write_random_file
 
 TARGET = "<= 1.2"
-DEFAULT_SIZE_GIB = 0.25
+DEFAULT_SIZE_GIB = 0.5
 CASES = {  # case of the report -> the store the image is in
     "export, same filesystem": "local",
     "export, from another filesystem": "memory",

@@ -128,29 +128,20 @@ class FilesystemStore(ImageStore):
         return COPIED_BY_KERNEL
 
     def _write_atomically(self, key: str, target: Path, source: BinaryIO, *, size: int | None, progress) -> None:
-        partial = _partial_name(target)
         done = 0
-        try:
-            with open(partial, "xb") as out:
-                writer = SparseWriter(out, sparse=settings.SPARSE_IMAGES)
-                while chunk := source.read(COPY_CHUNK_SIZE):
-                    writer.write(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, size)
-                writer.finish()
-                if size is not None and done != size:
-                    raise StoreError(
-                        f"The data for '{key}' had {done} bytes where {size} were expected; "
-                        f"nothing was stored in image store '{self.name}'"
-                    )
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(partial, target)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        _fsync_directory(target.parent)
+        with _replacing(target) as out:
+            writer = SparseWriter(out, sparse=settings.SPARSE_IMAGES)
+            while chunk := source.read(COPY_CHUNK_SIZE):
+                writer.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, size)
+            writer.finish()
+            if size is not None and done != size:
+                raise StoreError(
+                    f"The data for '{key}' had {done} bytes where {size} were expected; "
+                    f"nothing was stored in image store '{self.name}'"
+                )
 
     # -- reading
 
@@ -240,6 +231,7 @@ def _replacing(target: Path):
     try:
         with open(partial, "xb") as out:
             yield out
+            out.flush()
             os.fsync(out.fileno())
         os.replace(partial, target)
     except BaseException:
