@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterator
+from itertools import chain
 from typing import BinaryIO
 
 # The smallest run of zeros left as a hole: the usual filesystem block, and qemu-img's own
@@ -83,28 +84,42 @@ class SparseWriter:
 
 def read_chunks(file: BinaryIO, chunk_size: int = READ_CHUNK_SIZE) -> Iterator[bytes | memoryview]:
     """The file's bytes from its current position to its end, in chunks of at most
-    `chunk_size` (READ_CHUNK_SIZE at most); holes come as read-only views of ZEROS, not read."""
+    `chunk_size` (READ_CHUNK_SIZE at most); holes come as read-only views of ZEROS, not read.
+
+    Data is read with pread at explicit offsets, past the file object's buffer: SEEK_DATA and
+    SEEK_HOLE move the descriptor's position, which a buffered read would not know of. The file
+    object is left at the end of what was read.
+    """
     chunk_size = min(chunk_size, len(ZEROS))
     fd = file.fileno()
     position, end = file.tell(), os.fstat(fd).st_size
     zeros = memoryview(ZEROS)
-    while position < end:
-        data_at = _seek(fd, position, os.SEEK_DATA, end)
-        while position < data_at:  # a hole
-            step = min(chunk_size, data_at - position)
+    # The extents of data, then the end: what lies before each is a hole.
+    for data_start, data_end in chain(data_extents(fd, position, end), [(end, end)]):
+        while position < data_start:
+            step = min(chunk_size, data_start - position)
             yield zeros[:step]
             position += step
-        if position >= end:
-            break
-        data_end = _seek(fd, position, os.SEEK_HOLE, end)
-        file.seek(position)
         while position < data_end:
-            chunk = file.read(min(chunk_size, data_end - position))
+            chunk = os.pread(fd, min(chunk_size, data_end - position), position)
             if not chunk:  # the file shrank while it was read
+                file.seek(position)
                 return
             yield chunk
             position += len(chunk)
     file.seek(position)
+
+
+def data_extents(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """(first, last + 1) of each stretch between `start` and `end` of the open file `fd` that is
+    not a hole, in order; a file system that cannot tell has one stretch: all of it."""
+    position = start
+    while position < end:
+        data_start = _seek(fd, position, os.SEEK_DATA, end)
+        if data_start >= end:
+            return
+        position = _seek(fd, data_start, os.SEEK_HOLE, end)
+        yield data_start, position
 
 
 def _seek(fd: int, position: int, whence: int, end: int) -> int:

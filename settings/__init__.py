@@ -5,7 +5,7 @@ The README's settings table documents each variable; code reads `django.conf.set
 
 from pathlib import Path
 
-from .env import env_bool, env_float, env_int, env_json, env_list, env_str, parse_database_url
+from .env import env_bool, env_float, env_in_range, env_int, env_json, env_list, env_str, parse_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -191,7 +191,7 @@ BROKER_URL = env_str("IMAGEACTIONS_BROKER_URL", "")
 # The ORM broker's pushers are woken when a step is queued on their host (runner.wakeup); this is
 # how long one waits at most between looks at the queue: the latency of a missed wake-up, e.g.
 # of a step queued on another host.
-BROKER_POLL = env_float("IMAGEACTIONS_BROKER_POLL", 1.0)
+BROKER_POLL = env_in_range("IMAGEACTIONS_BROKER_POLL", 1.0, low=0.01, high=60)
 Q_CLUSTER = {
     "name": QUEUE_PREFIX + DEFAULT_POOL,
     "workers": env_int("IMAGEACTIONS_WORKERS", 2),
@@ -266,9 +266,9 @@ HTTP_MAX_RESUMES = env_int("IMAGEACTIONS_HTTP_MAX_RESUMES", 3)
 # Accept-Ranges and a validator, s3://, swift://) is read over FETCH_CONNECTIONS connections, in
 # parts of FETCH_PART_SIZE bytes; at most connections x part size bytes wait in memory to be
 # hashed in order. A part that breaks is resumed HTTP_MAX_RESUMES times. 1 connection: one stream.
-FETCH_CONNECTIONS = max(1, env_int("IMAGEACTIONS_FETCH_CONNECTIONS", 4))
-FETCH_PARALLEL_THRESHOLD = env_int("IMAGEACTIONS_FETCH_PARALLEL_THRESHOLD", 64 * 1024**2)
-FETCH_PART_SIZE = max(1024**2, env_int("IMAGEACTIONS_FETCH_PART_SIZE", 8 * 1024**2))
+FETCH_CONNECTIONS = env_in_range("IMAGEACTIONS_FETCH_CONNECTIONS", 4, low=1, high=32)
+FETCH_PARALLEL_THRESHOLD = env_in_range("IMAGEACTIONS_FETCH_PARALLEL_THRESHOLD", 64 * 1024**2, low=0)
+FETCH_PART_SIZE = env_in_range("IMAGEACTIONS_FETCH_PART_SIZE", 8 * 1024**2, low=1024**2, high=256 * 1024**2)
 # Where s3:// import locations are read: {"endpoint_url": ..., "access_key": ..., "secret_key": ...,
 #  "region_name": ..., "addressing_style": "path"}; empty: s3:// locations are refused.
 S3_SOURCE = env_json("IMAGEACTIONS_S3_SOURCE", {})

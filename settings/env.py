@@ -41,6 +41,16 @@ def env_float(name: str, default: float) -> float:
     return _env_number(name, default, float)
 
 
+def env_in_range(name: str, default, *, low, high=None):
+    """A number (int or float, as `default` is) between `low` and `high` (None: no upper bound);
+    out of range, the service does not start."""
+    value = _env_number(name, default, type(default))
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ImproperlyConfigured(f"{name} must be {bounds}; got {value!r}")
+    return value
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = os.environ.get(name)
     if value is None:

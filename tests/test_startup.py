@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -74,3 +76,23 @@ def test_text_logs_keep_one_record_on_one_line():
     with bound(action_id="a b\nc"):
         line = TextFormatter().format(record)
     assert "\n" not in line and "\\n2026 info forged" in line and 'action_id="a b\\\\nc"' in line
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("IMAGEACTIONS_BROKER_POLL", "-1", "between 0.01 and 60"),
+        ("IMAGEACTIONS_BROKER_POLL", "0", "between 0.01 and 60"),
+        ("IMAGEACTIONS_FETCH_CONNECTIONS", "0", "between 1 and 32"),
+        ("IMAGEACTIONS_FETCH_CONNECTIONS", "64", "between 1 and 32"),
+        ("IMAGEACTIONS_FETCH_PART_SIZE", str(1024**3), "between 1048576 and 268435456"),
+        ("IMAGEACTIONS_FETCH_PARALLEL_THRESHOLD", "-5", "at least 0"),
+        ("IMAGEACTIONS_FETCH_CONNECTIONS", "four", "must be a int"),
+    ],
+)
+def test_a_setting_out_of_its_range_stops_the_start_naming_it(tmp_path, name, value, says):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGEACTIONS_", "DJANGO_"))}
+    env.update(DJANGO_SETTINGS_MODULE="settings", IMAGEACTIONS_DATA_DIR=str(tmp_path / "data"), **{name: value})
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {name} must be" in result.stderr and says in result.stderr, result.stderr[-500:]

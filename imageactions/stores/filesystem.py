@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 from django.conf import settings
 
-from ..sparse import SparseWriter
+from ..sparse import SparseWriter, data_extents
 from .base import (
     COPIED_BY_KERNEL,
     ImageStore,
@@ -112,9 +112,9 @@ class FilesystemStore(ImageStore):
         # (hashing, mostly) runs on another CPU beside it instead of after it.
         if not isinstance(src_store, FilesystemStore):
             return None
+        target = self._prepare_target(dst_key)
         with src_store._translate_os_errors("read", src_key):
             source = open(src_store._path_for(src_key), "rb")
-        target = self._prepare_target(dst_key)
         with source, self._translate_os_errors("store", dst_key), _replacing(target) as out:
             found = os.fstat(source.fileno()).st_size
             if found != size:
@@ -123,7 +123,14 @@ class FilesystemStore(ImageStore):
                     f"expected; nothing was stored in image store '{self.name}'"
                 )
             with _ReadBack(out.name, read_back) as reader:
-                _copy_by_kernel(source.fileno(), out.fileno(), size, progress, reader.complete_up_to)
+                _copy_by_kernel(
+                    source.fileno(),
+                    out.fileno(),
+                    size,
+                    progress,
+                    reader.complete_up_to,
+                    keep_holes=settings.SPARSE_IMAGES,
+                )
                 os.fsync(out.fileno())  # now, while the read-back catches up
         return COPIED_BY_KERNEL
 
@@ -241,17 +248,23 @@ def _replacing(target: Path):
 
 
 def _copy_by_kernel(
-    source: int, target: int, size: int, progress: ProgressCallback | None, complete_up_to: Callable[[int], None]
+    source: int,
+    target: int,
+    size: int,
+    progress: ProgressCallback | None,
+    complete_up_to: Callable[[int], None],
+    *,
+    keep_holes: bool,
 ) -> None:
     """Copy the first `size` bytes of the open file `source` into `target` without them passing
     through this process, in slices with a progress report after each, and `complete_up_to(n)`
-    when the first n bytes of `target` are final. Holes stay holes.
+    when the first n bytes of `target` are final. With `keep_holes`, holes stay holes.
 
     copy_file_range first (the file system may reflink or copy on its side), sendfile where it
     cannot (between two file systems), reads and writes as the last resort.
     """
     ways = [_copy_file_range, _sendfile, _read_and_write]
-    for start, end in _data_extents(source, size):
+    for start, end in data_extents(source, 0, size) if keep_holes else [(0, size)]:
         position = start
         while position < end:
             try:
@@ -271,23 +284,6 @@ def _copy_by_kernel(
     complete_up_to(size)
     if progress:
         progress(size, size)
-
-
-def _data_extents(fd: int, size: int):
-    """(start, end) of each stretch of the first `size` bytes of a file that is not a hole."""
-    position = 0
-    while position < size:
-        try:
-            start = os.lseek(fd, position, os.SEEK_DATA)
-        except OSError as error:
-            if error.errno == errno.ENXIO:  # nothing but a hole after `position`
-                return
-            raise
-        if start >= size:
-            return
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        yield start, end
-        position = end
 
 
 def _copy_file_range(source: int, target: int, position: int, count: int) -> int:

@@ -107,15 +107,23 @@ def test_zeros_are_holes_in_a_sparse_copy_and_written_in_a_dense_one(piece, tmp_
     assert allocated(tmp_path / "dense") >= len(data)
 
 
-def test_reading_a_sparse_file_gives_its_holes_as_zeros_without_reading_them(tmp_path):
-    data = mostly_zeros(8 * MiB + 3)
+# A read buffer larger than the file system's holes (NFS, XFS with large I/O) must not hide
+# where SEEK_DATA and SEEK_HOLE moved the file's position.
+@pytest.mark.parametrize("buffering", [-1, 64 * 1024, 1024 * 1024])
+def test_reading_a_sparse_file_gives_its_holes_as_zeros_without_reading_them(tmp_path, buffering):
+    data = bytearray(mostly_zeros(8 * MiB + 3))
+    # Holes smaller than the read buffer too: a block of data, then two of zeros.
+    for offset in range(MiB, 2 * MiB, 3 * HOLE_SIZE):
+        data[offset : offset + HOLE_SIZE] = random_image(HOLE_SIZE, offset)
+    data = bytes(data)
     path = tmp_path / "image"
     with open(path, "wb") as file:
         writer = SparseWriter(file)
         writer.write(data)
         writer.finish()
-    with open(path, "rb") as file:
+    with open(path, "rb", buffering=buffering) as file:
         chunks = list(read_chunks(file, CHUNK_SIZE))
+        assert file.tell() == len(data)
     assert b"".join(chunks) == data
     assert all(len(chunk) <= CHUNK_SIZE for chunk in chunks)
     holes = [chunk for chunk in chunks if isinstance(chunk, memoryview)]  # ZEROS, not read from the file
