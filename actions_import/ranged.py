@@ -54,6 +54,7 @@ class _Part:
     length: int
     received: int = 0
     chunks: deque = field(default_factory=deque)  # received, not yet read
+    breaks: int = 0  # its connections that broke or could not be opened, of every try
 
 
 class ParallelRangeReader:
@@ -191,9 +192,8 @@ class ParallelRangeReader:
             return part
 
     def _fetch(self, part: _Part) -> None:
-        attempt = 0
         while part.received < part.length and not self._stopped:
-            body = self._open_part(part, attempt)
+            body = self._open_part(part)
             if body is None:
                 return  # stopped meanwhile
             try:
@@ -205,18 +205,17 @@ class ParallelRangeReader:
             except Exception as error:
                 if self._stopped:
                     return
-                attempt += 1
-                self._note_break(part, attempt, error)
+                self._note_break(part, error)
             finally:
                 with self._changed:
                     self._open.pop(part.index, None)
                 body.close()
 
-    def _open_part(self, part: _Part, attempt: int) -> RangeBody | None:
+    def _open_part(self, part: _Part) -> RangeBody | None:
         """The body that goes on with `part`: the first answer for the first part, else a range
         request; an unreachable source is tried again like a broken connection."""
         with self._changed:
-            body, self._first = (self._first, None) if part.index == 0 and attempt == 0 else (None, self._first)
+            body, self._first = (self._first, None) if part.index == 0 and part.breaks == 0 else (None, self._first)
         if body is None:
             while True:
                 start, end = part.start + part.received, part.start + part.length - 1
@@ -226,8 +225,7 @@ class ParallelRangeReader:
                 except StepError as error:
                     if isinstance(error, RangeRefused) or error.code not in RETRYABLE_OPEN_ERRORS or self._stopped:
                         raise
-                    attempt += 1
-                    self._note_break(part, attempt, error)
+                    self._note_break(part, error)
         with self._changed:
             if self._stopped:
                 body.close()
@@ -244,14 +242,16 @@ class ParallelRangeReader:
             if part.index == self._head:
                 self._changed.notify_all()
 
-    def _note_break(self, part: _Part, attempt: int, error: BaseException) -> None:
+    def _note_break(self, part: _Part, error: BaseException) -> None:
         """Count a broken connection of `part`; past max_resumes, fail saying where it broke."""
+        part.breaks += 1
+        attempt = part.breaks
         if attempt > self.max_resumes:
             at = part.start + part.received
             raise StepError(
                 f"Could not retrieve image. The connection to '{self.what}' for bytes {part.start} to "
                 f"{part.start + part.length - 1} of {human_size(self.size)} broke {attempt} times, the last at "
-                f"byte {at} ({_reason(error)}); try again later",
+                f"byte {at} ({reason_of(error)}); try again later",
                 code=ErrorCode.SOURCE_INTERRUPTED,
                 details={"part_start": part.start, "part_length": part.length, "broke_at": at, "size": self.size},
             ) from None
@@ -263,5 +263,6 @@ class ParallelRangeReader:
             self._changed.wait_for(lambda: self._stopped, timeout=min(0.25 * 2**attempt, 4))
 
 
-def _reason(error: BaseException) -> str:
+def reason_of(error: BaseException) -> str:
+    """What went wrong, without the "Could not retrieve image." that starts every source error."""
     return str(error).removeprefix("Could not retrieve image.").strip() or type(error).__name__

@@ -38,7 +38,7 @@ from imageactions.pipeline import (
     whole_number,
 )
 
-from .ranged import ParallelRangeReader, RangeBody, RangeOpener, RangeRefused
+from .ranged import ParallelRangeReader, RangeBody, RangeOpener, RangeRefused, reason_of
 
 log = logging.getLogger(__name__)
 
@@ -270,13 +270,15 @@ def _http_source(response: requests.Response, url: str, policy: UrlPolicy, *, pa
     validator = _range_validator(response)
     if parallel and reads_in_parallel(size, validator is not None):
         ranges = HttpRanges(url, policy, validator=validator, size=size)
-        reader = parallel_reader(url, size, _http_body(response), ranges.open)
+        if ranges.served():
+            reader = parallel_reader(url, size, _http_body(response), ranges.open)
 
-        def close():
-            reader.close()
-            ranges.close()
+            def close():
+                reader.close()
+                ranges.close()
 
-        return OpenedSource(reader, size, close, content_type)
+            return OpenedSource(reader, size, close, content_type)
+        ranges.close()
     body = ResumableHttpBody(response, url, size=size, policy=policy)
     return OpenedSource(body, size, body.close, content_type)
 
@@ -287,6 +289,10 @@ def _http_body(response: requests.Response) -> RangeBody:
         close=response.close,
         abort=response.raw.shutdown,
     )
+
+
+class RangesIgnored(RangeRefused):
+    """A range request of the same version of the image was answered with all of it."""
 
 
 class HttpRanges:
@@ -309,11 +315,23 @@ class HttpRanges:
         if status == 206 and self._same_version(response) and _same_range(got, expected):
             return _http_body(response)
         response.close()
+        if status == 200 and self._same_version(response):
+            raise RangesIgnored(f"{FAILED} '{current}' answered a range request with the whole image")
         if status in (200, 412, 416) or (status == 206 and not self._same_version(response)):
             raise changed_during_download(self.url, f"the request for bytes {start} to {end} was answered {status}")
         if status == 206:
             raise unexpected_range(current, got, expected)
         raise _status_error(status, current)
+
+    def served(self) -> bool:
+        """Whether the server answers range requests with ranges (one is asked, for the last
+        byte): some announce ranges and send the whole image instead, which one stream reads."""
+        try:
+            self.open(self.size - 1, self.size - 1).close()
+        except RangesIgnored:
+            log.info("%s announces ranges but does not serve them: one stream", self.url)
+            return False
+        return True
 
     def close(self) -> None:
         with self._lock:
@@ -416,7 +434,7 @@ class ResumableHttpBody(GuardedReader):
             if error.code != ErrorCode.SOURCE_UNREACHABLE:
                 raise
             # Bytes came, then stopped: the source was reached, so it is the transfer that broke.
-            raise self._interrupted(f"and reconnecting to resume failed: {_reason(error)}") from None
+            raise self._interrupted(f"and reconnecting to resume failed: {reason_of(error)}") from None
         if response.status_code == 200:
             response.close()
             raise self._interrupted(
@@ -446,11 +464,6 @@ class ResumableHttpBody(GuardedReader):
     def _closed(self, then: str) -> str:
         of = f" of {human_size(self.size)}" if self.size is not None else ""
         return f"{FAILED} The connection to '{self.url}' closed after {human_size(self.bytes_read)}{of}, {then}"
-
-
-def _reason(error: StepError) -> str:
-    """What went wrong, without the "Could not retrieve image." that starts every source error."""
-    return str(error).removeprefix(FAILED).strip()
 
 
 RESUME_ADVICE = "; try again, or serve the image from a server that supports Range requests"

@@ -37,6 +37,7 @@ class RangedFile:
     drops: int = 1
     change_after: int | None = None  # after this many range answers the file is another one
     honour_if_range: bool = True
+    serves_ranges: bool = True  # False: announces ranges, answers a range request with all of it
     redirect_ranges_to: str | None = None
     rate: float | None = None  # bytes/s per connection
     version: int = 0
@@ -89,7 +90,7 @@ class RangeHandler(LoopbackHandler):
         if wanted and changes and len(file.range_requests()) > file.change_after:
             file.version, file.data = 1, bytes(reversed(file.data))
         start, end = 0, len(file.data) - 1
-        partial = bool(wanted and file.ranges)
+        partial = bool(wanted and file.ranges and file.serves_ranges)
         if partial and file.honour_if_range and self.headers.get("If-Range", file.etag) != file.etag:
             partial = False
         if partial:
@@ -152,7 +153,9 @@ def test_large_import_is_fetched_over_several_connections_with_the_right_bytes(a
     file = range_server.files["big.img"]
     # The first part comes with the first answer; each other part is one range request.
     assert file.requests[0][1:] == (None, None)
-    assert sorted(r[1] for r in file.range_requests()) == sorted(
+    # First a request of the last byte, to see that ranges are served, then the parts.
+    assert file.range_requests()[0][1] == f"bytes={len(data) - 1}-{len(data) - 1}"
+    assert sorted(r[1] for r in file.range_requests()[1:]) == sorted(
         f"bytes={start}-{min(start + PART, len(data)) - 1}" for start in range(PART, len(data), PART)
     )
     assert {r[2] for r in file.range_requests()} == {file.etag}
@@ -237,6 +240,19 @@ def test_a_small_source_or_one_without_ranges_is_read_as_one_stream(
     action = run_import(alice, parallel_workers, {"location": url})
     assert_image_of(action, data)
     assert [r[1:] for r in range_server.files["single.img"].requests] == [(None, None)]
+    assert fetch_facts(action) == {"connections": 1}
+
+
+def test_a_source_that_announces_ranges_but_sends_all_of_it_is_read_as_one_stream(
+    alice, parallel_workers, range_server
+):
+    data = random_image(6 * MiB, seed=46)
+    url = range_server.add("cdn.img", data, serves_ranges=False)
+    action = run_import(alice, parallel_workers, {"location": url})
+    assert_image_of(action, data)
+    # The first answer, the one range asked to see whether ranges are served, and nothing more.
+    requests = [r[1] for r in range_server.files["cdn.img"].requests]
+    assert requests == [None, f"bytes={len(data) - 1}-{len(data) - 1}"]
     assert fetch_facts(action) == {"connections": 1}
 
 
