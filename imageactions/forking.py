@@ -20,6 +20,9 @@ from django.db import connections
 def prepare_to_fork() -> None:
     """Call in the parent right before each fork."""
     connections.close_all()
+    # Garbage first: what is frozen is never collected, and a long-lived parent (gunicorn's
+    # arbiter, a cluster's sentinel) forks again at every worker it replaces.
+    gc.collect()
     gc.freeze()
 
 

@@ -11,6 +11,7 @@ wake-up (a pusher on another host, a directory it cannot write) costs latency, n
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import select
@@ -18,7 +19,7 @@ import socket
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
@@ -27,6 +28,10 @@ from django_q.models import OrmQ
 log = logging.getLogger(__name__)
 
 _WAKE = b"!"
+# Sockets are named after their host too: a data directory shared by hosts (a network file
+# system) holds sockets no other host can reach, and a pid says nothing across hosts. Short,
+# because a socket's path may be at most 107 bytes.
+HOST = hashlib.blake2s(socket.gethostname().encode(), digest_size=4).hexdigest()
 
 
 class WakeupChannel:
@@ -40,7 +45,7 @@ class WakeupChannel:
     def notify(self) -> None:
         """Wake every pusher listening on this queue; a gone pusher's socket is removed."""
         try:
-            paths = list(self.directory.glob("*.sock"))
+            paths = list(self.directory.glob(f"{HOST}-*.sock"))
         except OSError:
             return
         if not paths:
@@ -83,7 +88,7 @@ class WakeupChannel:
         if self.listener_pid == os.getpid():
             return self.listener
         self.listener_pid, self.listener = os.getpid(), None
-        path = self.directory / f"{os.getpid()}.sock"
+        path = self.directory / f"{HOST}-{os.getpid()}.sock"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -140,7 +145,14 @@ class WakeableORM(ORM):
         # SQLite's (no age limit: a file does not go stale) is only dropped after an error.
         if connection.errors_occurred or connection.settings_dict["CONN_MAX_AGE"]:
             connection.close_if_unusable_or_obsolete()
-        tasks = self._take_due_tasks()
+        try:
+            tasks = self._take_due_tasks()
+        except (OperationalError, InterfaceError) as error:
+            # The database restarted or went away: look again after a poll, on a new connection,
+            # instead of letting django-q2 restart the pusher after ten seconds.
+            log.warning("the queue could not be read (%s); trying again", error)
+            connection.close()
+            tasks = []
         if not tasks:
             self.channel.wait(settings.BROKER_POLL)
         return tasks
