@@ -155,6 +155,21 @@ def sha512_and_md5(path: Path) -> tuple[str, str]:
     return sha512.hexdigest(), md5.hexdigest()
 
 
+def fetch_baseline(url: str, target: Path) -> float:
+    """Seconds of `curl URL | tee TARGET | sha512sum`, in Python: one stream, written and hashed.
+    The file is removed afterwards."""
+    start = time.perf_counter()
+    digest = hashlib.sha512()
+    with requests.get(url, stream=True, timeout=60) as response, open(target, "wb") as out:
+        response.raise_for_status()
+        while chunk := response.raw.read(CHUNK):
+            out.write(chunk)
+            digest.update(chunk)
+    elapsed = time.perf_counter() - start
+    target.unlink()
+    return elapsed
+
+
 def copy_baseline(source: Path, target: Path, *, durable: bool = False) -> float:
     """Seconds of `cp SOURCE TARGET && sha512sum TARGET`, in Python; `durable` adds the fsync the
     stores do. The copy is removed afterwards."""

@@ -4,13 +4,9 @@ the same URL, and the worker's peak memory.
 Usage: python benchmarks/import_throughput.py [SIZE_GIB]   (default 1)
 """
 
-import hashlib
 import json
 import sys
-import time
 from pathlib import Path
-
-import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _stack import (
@@ -18,26 +14,13 @@ from _stack import (
     GiB,
     ImageServer,
     Stack,
+    fetch_baseline,
     large_import_env,
     peak_rss_mib,
     report_row,
     size_argument,
     write_random_file,
 )
-
-
-def baseline(url: str, target: Path) -> float:
-    """`curl URL | tee file | sha512sum`, in Python: stream, write, hash."""
-    start = time.perf_counter()
-    digest = hashlib.sha512()
-    with requests.get(url, stream=True, timeout=60) as response, open(target, "wb") as out:
-        response.raise_for_status()
-        while chunk := response.raw.read(CHUNK):
-            out.write(chunk)
-            digest.update(chunk)
-    elapsed = time.perf_counter() - start
-    target.unlink()
-    return elapsed
 
 
 def main():
@@ -48,8 +31,8 @@ def main():
         url = server.add("/image.raw", image)
         session, api, worker = stack.start_throughput_service()
 
-        baseline(url, stack.work / "warm-up")  # page cache and TCP warm, for both runs alike
-        base = baseline(url, stack.work / "baseline.out")
+        fetch_baseline(url, stack.work / "warm-up")  # page cache and TCP warm, for both runs alike
+        base = fetch_baseline(url, stack.work / "baseline.out")
         elapsed, action = stack.run_action(
             session,
             api,

@@ -7,7 +7,6 @@ Usage: python benchmarks/parallel_fetch.py [SIZE_GIB=0.25] [MIB_S_PER_CONNECTION
 The issue's full run: SIZE_GIB=1 (the smaller size is always a quarter of it).
 """
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -17,14 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _stack import (
-    CHUNK,
     GiB,
     MiB,
     Stack,
+    fetch_baseline,
     large_import_env,
     peak_rss_mib,
     report_row,
@@ -89,20 +86,6 @@ def start_server(rate: float) -> ThreadingHTTPServer:
     return httpd
 
 
-def baseline(url: str, target: Path) -> float:
-    """`curl URL | tee file | sha512sum`, in Python: one stream, written and hashed."""
-    start = time.perf_counter()
-    digest = hashlib.sha512()
-    with requests.get(url, stream=True, timeout=60) as response, open(target, "wb") as out:
-        response.raise_for_status()
-        while chunk := response.raw.read(CHUNK):
-            out.write(chunk)
-            digest.update(chunk)
-    elapsed = time.perf_counter() - start
-    target.unlink()
-    return elapsed
-
-
 def fetch_facts(stack: Stack, action_id: str) -> dict:
     """How the import read its source (its state's "fetch": connections, buffer peak)."""
     with sqlite3.connect(stack.sqlite_database) as db:
@@ -138,7 +121,7 @@ def main():
                 httpd.files[f"/{label}.raw"] = image
                 url = f"http://127.0.0.1:{httpd.server_address[1]}/{label}.raw"
                 if label == "large":  # the image was just written: in the page cache for both runs
-                    results["baseline_s"] = baseline(url, stack.work / "baseline.out")
+                    results["baseline_s"] = fetch_baseline(url, stack.work / "baseline.out")
                 elapsed, action = stack.run_action(
                     session, api, "import", {"location": url, "image_properties": {"name": label}}, timeout=timeout
                 )
