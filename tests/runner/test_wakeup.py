@@ -92,9 +92,16 @@ def test_an_idle_worker_rarely_wakes_up(start_workers):
         assert time.monotonic() < deadline, f"the cluster has only {len(pids)} processes after 30 s"
         time.sleep(0.2)
     time.sleep(4)  # past the start-up and its first schedule runs
-    before, began = voluntary_switches(pids), time.monotonic()
-    time.sleep(5)
-    per_second = (voluntary_switches(pids) - before) / (time.monotonic() - began)
     # The guard's 0.5 s cycle, the pusher's look at the queue each BROKER_POLL (1 s) and the
-    # schedule ticker's: about 4 a second; the old 50 ms poll alone made 20.
-    assert per_second <= 8, f"the idle cluster's {len(pids)} processes woke {per_second:.1f} times a second"
+    # schedule ticker's: about 4 a second; the old 50 ms poll alone made 20 in every second.
+    # On a loaded machine a slow start-up or a schedule run can fall into one count, so the
+    # quietest of up to four 3-second counts is the idle figure.
+    rates = []
+    for _ in range(4):
+        before, began = voluntary_switches(pids), time.monotonic()
+        time.sleep(3)
+        rates.append((voluntary_switches(pids) - before) / (time.monotonic() - began))
+        if rates[-1] <= 8:
+            break
+    rounded = [round(rate, 1) for rate in rates]
+    assert min(rates) <= 8, f"the idle cluster's {len(pids)} processes woke {rounded} times a second"
