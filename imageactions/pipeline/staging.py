@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # re-run or the clean-up aborts); name -> the scratch directory ("host:path") holding a copy.
 UPLOADS = "staging_uploads"
 CACHED = "staging_cached"
+INSPECTED = "inspected"  # where inspect_staged() read the image: a local copy, or ranges of the object
 
 MiB = 1024 * 1024
 MIN_PART_SIZE = 8 * MiB
@@ -162,22 +163,25 @@ def inspect_staged(ctx: StepContext, name: str, *, size: int, declared_format: s
     with ranged reads of the staged object (downloaded only for a verifier that needs the file)."""
     local = local_copy(ctx, name, size)
     if local is not None:
+        if staging_enabled():
+            ctx.action.state[INSPECTED] = {"from": "local copy"}
         return inspect_and_verify(local, declared_format=declared_format)
     store, key = staged_object(ctx, name)
 
     def read_range(offset: int, length: int) -> bytes:
-        with store.open_read(key, start=offset, end=offset + length) as reader:
-            return reader.read()
+        with store.open_read(key, start=offset, end=offset + length) as body:
+            return body.read()
+
+    reader = RangedImageReader(read_range, size)
 
     try:
-        return inspect_and_verify(
-            None,
-            declared_format=declared_format,
-            reader=RangedImageReader(read_range, size),
-            fetch_file=lambda: download_staged(ctx, name, size),
+        inspection = inspect_and_verify(
+            None, declared_format=declared_format, reader=reader, fetch_file=lambda: download_staged(ctx, name, size)
         )
     except StoreError as error:
         raise staging_failed(error) from None
+    ctx.action.state[INSPECTED] = {"from": "staging store", "range_requests": reader.requests}
+    return inspection
 
 
 def discard_staged(action_id, state: dict) -> None:

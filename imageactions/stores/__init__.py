@@ -79,7 +79,7 @@ def check_staging_store() -> None:
     try:
         staging_store()
     except ImproperlyConfigured as error:
-        reason = str(error).replace(f"IMAGE_STORES[{STAGING_STORE_NAME!r}]", "it")
+        reason = str(error).replace(f"IMAGE_STORES[{STAGING_STORE_NAME!r}]", "IMAGEACTIONS_STAGING_STORE")
         raise ImproperlyConfigured(f"IMAGEACTIONS_STAGING_STORE is not a valid S3 store: {reason}") from None
 
 
