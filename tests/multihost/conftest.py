@@ -39,7 +39,10 @@ API_HOST_FILE_LIMIT = 16 * 1024
 HOLD_MARKER = "hold-verify"
 # Settings the tests give every host besides the doc's: the tests' short timings and the URL
 # policy that lets imports reach the loopback image servers (as tests/settings.py does).
-TEST_TIMINGS = ("REAPER_INTERVAL", "HEARTBEAT_INTERVAL", "QUEUED_TASK_TIMEOUT", "PROGRESS_WRITE_INTERVAL")
+TEST_TIMINGS = ("QUEUED_TASK_TIMEOUT", "PROGRESS_WRITE_INTERVAL")
+# A killed host's step is taken up once the core host's reaper finds its heartbeat older than
+# max(REAPER_INTERVAL, 3 heartbeats): 2 s here, as in tests/faults/test_api_stopped_during_upload.py.
+FAST_REAPER = {"IMAGEACTIONS_REAPER_INTERVAL": "2", "IMAGEACTIONS_HEARTBEAT_INTERVAL": "0.5"}
 
 
 # docs/deploy.md's values in angle brackets that differ per host: its data dir, the API's address.
@@ -83,6 +86,7 @@ def shared_settings(store) -> dict[str, str]:
         "IMAGEACTIONS_IMAGE_STORE_FORMAT": "raw",  # a qcow2 import is converted (on an edge host)
         "IMAGEACTIONS_WORKERS": "1",
         **{f"IMAGEACTIONS_{name}": str(getattr(settings, name)) for name in TEST_TIMINGS},
+        **FAST_REAPER,
     }
 
 
