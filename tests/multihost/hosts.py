@@ -261,10 +261,8 @@ class Host:
                 return False
         from imageactions.health import live_clusters
 
-        # Every pool, not only the host's: with the Redis broker django-q2 files the status of
-        # each cluster under the default cluster's name (its PREFIX), whatever its pool.
-        clusters = [cluster for pool in ("default", "edge") for cluster in live_clusters(pool)]
-        return any(cluster.pid in self.pids() for cluster in clusters)
+        pool = "edge" if self.kind == "edge" else "default"
+        return any(cluster.pid in self.pids() for cluster in live_clusters(pool))
 
     def pids(self) -> set[int]:
         """The host's live processes (remembered, so a step's worker is known after a kill -9)."""

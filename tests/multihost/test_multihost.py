@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from imageactions.models import ActionEvent, Image, ImageAction
-from tests.conftest import wait_for_action
+from tests.conftest import make_client, wait_for_action
 from tests.import_.conftest import assert_image_of, random_image
 
 from .conftest import HOLD_MARKER, STAGING_BUCKET, STAGING_PREFIX, requires_scaleout
@@ -201,3 +202,26 @@ def test_kill_9_of_the_edge_host_mid_multipart_staging_leaves_no_upload_after_cl
     if action.status == "success":
         assert_one_image(action, data)
     victim.start().wait_ready()
+
+
+def test_every_api_host_is_ready_with_each_pool_counting_its_own_hosts(multihost):
+    """/readyz, what a load balancer asks each API host: the edge pool's clusters (two hosts)
+    and the default pool's (one) are each counted under their own pool."""
+    operator = make_client("olga", "operators", staff=True)
+    expected = {"edge": (2, 2), "default": (1, 1)}  # (clusters, worker processes): one each
+    for api in multihost.of_kind("api"):
+        wait_until(
+            lambda api=api: ready_with(api, operator, expected),
+            timeout=10,
+            what=f"{api.name}'s /readyz counting {expected}",
+            layout=multihost,
+        )
+
+
+def ready_with(api, operator, expected: dict) -> bool:
+    response = requests.get(
+        f"{api.base_url}/readyz", headers={"Authorization": operator._credentials["HTTP_AUTHORIZATION"]}, timeout=10
+    )
+    pools = response.json()["checks"]["workers"]["pools"]
+    counts = {pool: (pools[pool]["clusters"], pools[pool]["workers"]) for pool in pools}
+    return response.status_code == 200 and counts == expected
