@@ -164,6 +164,8 @@ def test_an_upload_goes_to_the_staging_store_and_is_copied_into_a_bucket_inside_
         assert response.status_code == 200, response.text
         action = wait_for_action(action_id, workers=workers, timeout=60)
         sent, received = relay.sent, relay.received
+        assert_image_of(action, data)  # reads the stored copy back through the relay
+        staging.assert_empty()
 
     # Nothing of the image on the API host: no scratch directory, and its data directory grew by
     # no more than what its metrics and caches take per request.
@@ -176,8 +178,6 @@ def test_an_upload_goes_to_the_staging_store_and_is_copied_into_a_bucket_inside_
     assert action.state["stored_by"] == {"bucket": "server-side"}
     assert len(data) <= sent < len(data) + 2 * MiB
     assert received < 2 * MiB
-    assert_image_of(action, data)
-    staging.assert_empty()
 
 
 def test_a_failed_import_leaves_nothing_in_the_staging_store(alice, staging, start_workers_with, image_server):
