@@ -175,13 +175,13 @@ def inspect_staged(ctx: StepContext, name: str, *, size: int, declared_format: s
     reader = RangedImageReader(read_range, size)
 
     try:
-        inspection = inspect_and_verify(
+        return inspect_and_verify(
             None, declared_format=declared_format, reader=reader, fetch_file=lambda: download_staged(ctx, name, size)
         )
     except StoreError as error:
         raise staging_failed(error) from None
-    ctx.action.state[INSPECTED] = {"from": "staging store", "range_requests": reader.requests}
-    return inspection
+    finally:  # a refusal is saved with the state too
+        ctx.action.state[INSPECTED] = {"from": "staging store", "range_requests": reader.requests}
 
 
 def discard_staged(action_id, state: dict) -> None:

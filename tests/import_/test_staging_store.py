@@ -17,6 +17,7 @@ import requests
 from django.core.management import call_command
 from django.utils import timezone
 
+from imageactions.formats.verifiers import VerificationFailed
 from imageactions.models import ImageAction
 from imageactions.runner import sweep_scratch
 from tests.conftest import wait_for_action
@@ -119,6 +120,32 @@ def test_a_qcow2_is_converted_from_the_staged_object_on_another_host(
     staging.assert_empty()
 
 
+def refuse_images_that_start_with_bad(path, inspection):
+    """An operator's verifier that reads the image's bytes (so it needs the file)."""
+    with open(path, "rb") as image:
+        if image.read(4) == b"BAD!":
+            raise VerificationFailed(f"{path.name} starts with BAD!")
+
+
+def test_a_verifier_that_reads_the_file_gets_the_staged_object_downloaded_on_another_host(
+    alice, staging, shared_images, start_workers, settings, tmp_path, image_server
+):
+    verifiers = f"imageactions.formats.verifiers.max_virtual_size,{__name__}.refuse_images_that_start_with_bad"
+    env = staging.env(IMAGEACTIONS_IMAGE_VERIFIERS=verifiers, **shared_images)
+    edge, core, _ = pools_split_at("verify", start_workers, settings, tmp_path, env)
+    data = b"BAD!" + random_image(9 * MiB, seed=36)
+
+    action = run_import(alice, core, {"location": image_server.add("bad.raw", data)})
+
+    assert (action.status, action.message) == ("failure", "staged starts with BAD!")
+    # Inspected with ranged reads, then downloaded for the verifier: the core host has a copy now.
+    assert action.state["inspected"]["from"] == "staging store"
+    assert action.state["staging_cached"]["staged"].endswith(str(tmp_path / "core-host" / "scratch"))
+    assert sweep_scratch(throttled=False) == [str(action.pk)]  # the copy the fetch left on its host
+    assert_left_nothing(action)
+    staging.assert_empty()
+
+
 @pytest.fixture
 def api_host(request, monkeypatch, tmp_path):
     """`api_host(env)`: the API behind gunicorn with a data directory of its own (another host)."""
@@ -164,6 +191,8 @@ def test_an_upload_goes_to_the_staging_store_and_is_copied_into_a_bucket_inside_
         assert response.status_code == 200, response.text
         action = wait_for_action(action_id, workers=workers, timeout=60)
         sent, received = relay.sent, relay.received
+        assert_image_of(action, data)  # reads the stored copy back through the relay
+        staging.assert_empty()
 
     # Nothing of the image on the API host: no scratch directory, and its data directory grew by
     # no more than what its metrics and caches take per request.
@@ -176,8 +205,6 @@ def test_an_upload_goes_to_the_staging_store_and_is_copied_into_a_bucket_inside_
     assert action.state["stored_by"] == {"bucket": "server-side"}
     assert len(data) <= sent < len(data) + 2 * MiB
     assert received < 2 * MiB
-    assert_image_of(action, data)
-    staging.assert_empty()
 
 
 def test_a_failed_import_leaves_nothing_in_the_staging_store(alice, staging, start_workers_with, image_server):
@@ -186,9 +213,12 @@ def test_a_failed_import_leaves_nothing_in_the_staging_store(alice, staging, sta
     wrong = {"algo": "sha256", "value": "0" * 64}
 
     action = run_import(alice, workers, {"location": image_server.add("mismatch.raw", data)}, checksum=wrong)
+    empty = run_import(alice, workers, {"location": image_server.add("empty.raw", b"")})
 
     assert action.status == "failure" and action.error_code == "checksum_mismatch", action.message
-    assert_left_nothing(action)
+    assert empty.message == "The image is empty (0 bytes); check the source and try again"
+    for ended in (action, empty):
+        assert_left_nothing(ended)
     staging.assert_empty()
 
 
@@ -255,4 +285,23 @@ def test_clean_staging_aborts_stale_uploads_and_leaves_the_current_ones(alice, s
     ImageAction.objects.filter(pk=running).update(status="failure", finished_at=timezone.now(),
                                                   expires_at=timezone.now() + timedelta(days=1))  # fmt: skip
     call_command("clean_staging", stdout=StringIO())
+    staging.assert_empty()
+
+
+def test_a_step_run_again_aborts_the_upload_its_earlier_run_recorded(alice, staging, start_workers_with):
+    workers = start_workers_with(**staging.env())
+    action_id = start_import(alice, {"source": "upload"})
+    # As a run whose host died mid-staging leaves it: an upload begun, its id in the state.
+    key = f"staging/{action_id}/staged"
+    earlier = staging.server.s3_client().create_multipart_upload(Bucket=staging.bucket, Key=key)["UploadId"]
+    ImageAction.objects.filter(pk=action_id).update(state={"staging_uploads": {"staged": earlier}})
+    data = random_image(7 * MiB + 1, seed=37)
+
+    response = alice.generic(
+        "PUT", f"/v2/image-actions/{action_id}/data", data, content_type="application/octet-stream"
+    )
+
+    assert response.status_code == 200, response.json()
+    assert earlier not in {upload["UploadId"] for upload in staging.uploads()}
+    assert_image_of(wait_for_action(action_id, workers=workers), data)
     staging.assert_empty()
