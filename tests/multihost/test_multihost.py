@@ -4,7 +4,6 @@ takes any request, and the loss of a host loses no action and leaves no upload b
 
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import requests
 
 from imageactions.models import ActionEvent, Image, ImageAction
 from tests.conftest import make_client, wait_for_action
+from tests.faults.conftest import wait_until
 from tests.import_.conftest import assert_image_of, random_image
 
 from .conftest import HOLD_MARKER, STAGING_BUCKET, STAGING_PREFIX, requires_scaleout
@@ -26,14 +26,6 @@ def create_import(layout, api_host: str, source: dict, **properties) -> str:
     response = layout.http.post(f"{layout.host(api_host).base_url}/v2/image-actions", json=body, timeout=30)
     assert response.status_code == 201, response.text
     return response.json()["id"]
-
-
-def wait_until(condition, *, timeout: float, what: str, layout):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s\n{layout.log_tail()}"
-        time.sleep(0.05)
-    return value
 
 
 def runs_by_host(layout, action_id) -> list[tuple[str, str, str]]:
@@ -150,7 +142,6 @@ def test_kill_9_of_the_edge_host_running_verify_ends_in_success_on_the_other_wit
             ).first(),
             timeout=30,
             what="verifying",
-            layout=multihost,
         )
         victim = multihost.host_of(verifying.worker)
         assert victim.kind == "edge"
@@ -184,7 +175,7 @@ def test_kill_9_of_the_edge_host_mid_multipart_staging_leaves_no_upload_after_cl
                 return upload
         return None
 
-    wait_until(a_part_uploaded, timeout=30, what="a staged part", layout=multihost)
+    wait_until(a_part_uploaded, timeout=30, what="a staged part")
     fetching = ImageAction.objects.get(pk=action_id)
     assert fetching.status == "uploading" and fetching.progress_done < len(data)
     victim = multihost.host_of(fetching.worker)
@@ -214,7 +205,6 @@ def test_every_api_host_is_ready_with_each_pool_counting_its_own_hosts(multihost
             lambda api=api: ready_with(api, operator, expected),
             timeout=10,
             what=f"{api.name}'s /readyz counting {expected}",
-            layout=multihost,
         )
 
 
