@@ -101,7 +101,7 @@ def test_an_http_import_is_staged_and_stored_from_the_staging_store_by_another_h
     assert not (core_dir / "scratch" / str(action.pk)).exists()
 
 
-def test_a_qcow2_is_converted_from_the_staged_object_on_another_host(
+def test_a_qcow2_is_inspected_and_converted_from_the_staged_object_on_another_host(
     alice, staging, shared_images, start_workers, settings, tmp_path, image_server
 ):
     raw = random_image(6 * MiB, seed=32) + bytes(10 * MiB)
@@ -109,9 +109,14 @@ def test_a_qcow2_is_converted_from_the_staged_object_on_another_host(
     qcow2 = tmp_path / "disk.qcow2"
     subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", tmp_path / "disk.raw", qcow2], check=True)
     env = staging.env(IMAGEACTIONS_IMAGE_STORE_FORMAT="raw", **shared_images)
-    edge, core, _ = pools_split_at("convert", start_workers, settings, tmp_path, env)
+    edge, core, _ = pools_split_at("verify", start_workers, settings, tmp_path, env)
 
     action = run_import(alice, core, {"location": image_server.add("disk.qcow2", qcow2.read_bytes())}, timeout=90)
+
+    # The qcow2's header and tables were read in a few ranges of the staged object, then the
+    # whole of it downloaded to convert it.
+    assert action.state["inspected"]["from"] == "staging store"
+    assert 1 <= action.state["inspected"]["range_requests"] <= 4
 
     assert sweep_scratch(throttled=False) == [str(action.pk)]
     assert_image_of(action, raw, disk_format="raw", virtual_size=len(raw))
