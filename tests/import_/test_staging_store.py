@@ -310,3 +310,31 @@ def test_a_step_run_again_aborts_the_upload_its_earlier_run_recorded(alice, stag
     assert earlier not in {upload["UploadId"] for upload in staging.uploads()}
     assert_image_of(wait_for_action(action_id, workers=workers), data)
     staging.assert_empty()
+
+
+def test_glance_stage_then_import_and_a_direct_upload_go_through_the_staging_store(alice, staging, start_workers_with):
+    from imageactions.runner import scratch_dir
+
+    workers = start_workers_with(**staging.env())
+
+    def record() -> str:
+        body = {"name": "staged", "disk_format": "raw", "container_format": "bare"}
+        return alice.post("/v2/images", body, format="json").json()["id"]
+
+    def put(path, data):
+        return alice.put(path, data=data, content_type="application/octet-stream")
+
+    staged_id, staged_data = record(), random_image(6 * MiB + 7, seed=38)
+    assert put(f"/v2/images/{staged_id}/stage", staged_data).status_code == 204
+    action = ImageAction.objects.get(image_links__image_id=staged_id)
+    # Between stage and import the bytes are in the staging store only.
+    assert staging.objects() == [f"staging/{action.pk}/staged"]
+    assert not scratch_dir(action.pk).exists()
+    body = {"method": {"name": "glance-direct"}}
+    assert alice.post(f"/v2/images/{staged_id}/import", body, format="json").status_code == 202
+    assert_image_of(wait_for_action(action.pk, workers=workers), staged_data)
+
+    direct_id, direct_data = record(), random_image(3 * MiB + 1, seed=39)
+    assert put(f"/v2/images/{direct_id}/file", direct_data).status_code == 204
+    assert_image_of(ImageAction.objects.filter(image_links__image_id=direct_id).distinct().get(), direct_data)
+    staging.assert_empty()
