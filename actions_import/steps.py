@@ -386,8 +386,8 @@ def clean_up(action: ImageAction, ctx: StepContext) -> None:
     """Remove stored bytes that no Image owns (failure or cancel after `storing`).
 
     Also runs when a successful action is purged: its Image owns the objects then, so they stay.
-    The staged file is in the scratch directory (and the staging store), which the runner empties. An image record the
-    import was for is queued again, naming the stores that failed.
+    The staged file is in the scratch directory (and the staging store), which the runner
+    empties. An image record the import was for is queued again, naming the stores that failed.
     """
     store_keys = action.state.get("store_keys", {})
     if action.input.get("image_id") and action.status != ActionStatus.SUCCESS:

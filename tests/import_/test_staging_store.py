@@ -101,7 +101,7 @@ def test_an_http_import_is_staged_and_stored_from_the_staging_store_by_another_h
     assert not (core_dir / "scratch" / str(action.pk)).exists()
 
 
-def test_a_qcow2_is_converted_from_the_staged_object_on_another_host(
+def test_a_qcow2_is_inspected_and_converted_from_the_staged_object_on_another_host(
     alice, staging, shared_images, start_workers, settings, tmp_path, image_server
 ):
     raw = random_image(6 * MiB, seed=32) + bytes(10 * MiB)
@@ -109,9 +109,14 @@ def test_a_qcow2_is_converted_from_the_staged_object_on_another_host(
     qcow2 = tmp_path / "disk.qcow2"
     subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", tmp_path / "disk.raw", qcow2], check=True)
     env = staging.env(IMAGEACTIONS_IMAGE_STORE_FORMAT="raw", **shared_images)
-    edge, core, _ = pools_split_at("convert", start_workers, settings, tmp_path, env)
+    edge, core, _ = pools_split_at("verify", start_workers, settings, tmp_path, env)
 
     action = run_import(alice, core, {"location": image_server.add("disk.qcow2", qcow2.read_bytes())}, timeout=90)
+
+    # The qcow2's header and tables were read in a few ranges of the staged object, then the
+    # whole of it downloaded to convert it.
+    assert action.state["inspected"]["from"] == "staging store"
+    assert 1 <= action.state["inspected"]["range_requests"] <= 4
 
     assert sweep_scratch(throttled=False) == [str(action.pk)]
     assert_image_of(action, raw, disk_format="raw", virtual_size=len(raw))
@@ -304,4 +309,32 @@ def test_a_step_run_again_aborts_the_upload_its_earlier_run_recorded(alice, stag
     assert response.status_code == 200, response.json()
     assert earlier not in {upload["UploadId"] for upload in staging.uploads()}
     assert_image_of(wait_for_action(action_id, workers=workers), data)
+    staging.assert_empty()
+
+
+def test_glance_stage_then_import_and_a_direct_upload_go_through_the_staging_store(alice, staging, start_workers_with):
+    from imageactions.runner import scratch_dir
+
+    workers = start_workers_with(**staging.env())
+
+    def record() -> str:
+        body = {"name": "staged", "disk_format": "raw", "container_format": "bare"}
+        return alice.post("/v2/images", body, format="json").json()["id"]
+
+    def put(path, data):
+        return alice.put(path, data=data, content_type="application/octet-stream")
+
+    staged_id, staged_data = record(), random_image(6 * MiB + 7, seed=38)
+    assert put(f"/v2/images/{staged_id}/stage", staged_data).status_code == 204
+    action = ImageAction.objects.get(image_links__image_id=staged_id)
+    # Between stage and import the bytes are in the staging store only.
+    assert staging.objects() == [f"staging/{action.pk}/staged"]
+    assert not scratch_dir(action.pk).exists()
+    body = {"method": {"name": "glance-direct"}}
+    assert alice.post(f"/v2/images/{staged_id}/import", body, format="json").status_code == 202
+    assert_image_of(wait_for_action(action.pk, workers=workers), staged_data)
+
+    direct_id, direct_data = record(), random_image(3 * MiB + 1, seed=39)
+    assert put(f"/v2/images/{direct_id}/file", direct_data).status_code == 204
+    assert_image_of(ImageAction.objects.filter(image_links__image_id=direct_id).distinct().get(), direct_data)
     staging.assert_empty()
