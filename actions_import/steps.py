@@ -1,8 +1,11 @@
 """The steps of an import: stage the source once (decompressing and hashing on the way), inspect
 and verify it, convert it when the service stores another format, store it.
 
-The staged file lives in the action's scratch directory; `action.state` carries its size, hashes
-and inspection from step to step, and the key it was stored under, so clean-up can find it.
+The staged file lives in the action's scratch directory, and, with a staging store
+(IMAGEACTIONS_STAGING_STORE), in the staging bucket too, written in the same pass: then any step
+may run on any host, which reads the staged object where it has no copy of its own (see
+imageactions.pipeline.staging). `action.state` carries its size, hashes and inspection from step
+to step, and the key it was stored under, so clean-up can find it.
 """
 
 from __future__ import annotations
@@ -37,11 +40,17 @@ from imageactions.pipeline import (
     hash_file,
     import_failed,
     import_size_cap,
-    inspect_and_verify,
+    inspect_staged,
     inspection_state,
+    local_copy,
+    mark_cached,
     open_decompressed,
     qemu_format_name,
     quota_exceeded,
+    staged_file,
+    staged_object,
+    staging_enabled,
+    staging_upload,
     store_image_file,
     stored_locations,
     whole_number,
@@ -67,8 +76,11 @@ def _hash_algorithms(action: ImageAction) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*IMAGE_HASHES, *([requested] if requested else []))))
 
 
-def stage(action: ImageAction, ctx: StepContext, source, *, size: int | None) -> None:
+def stage(action: ImageAction, ctx: StepContext, source, *, size: int | None, keep_local: bool = True) -> None:
     """Copy `source` into the staged file, decompressing, hashing, capping and reporting progress.
+
+    With a staging store the bytes go to the staged object in the same pass, and to the local
+    file only with `keep_local` (a worker's cache for the next step; an API host keeps nothing).
 
     Compressed data (gzip, xz, bzip2, zstd) is decompressed on the way when DECOMPRESS_IMPORTS
     is on, so the staged file, its size and its hashes are those of the image itself; the bytes
@@ -90,20 +102,25 @@ def stage(action: ImageAction, ctx: StepContext, source, *, size: int | None) ->
     # A source may send more than it announced: the limit holds for the bytes that come, not
     # only for the announcement.
     limit, quota = receivable_bytes(action.owner)
+    local = staged_path(ctx) if keep_local or not staging_enabled() else None
     try:
         check_announced_size(size, limit)
-        result = copy_to_file(
-            reader,
-            staged_path(ctx),
-            hash_algorithms=hashed,
-            max_size=limit,
-            progress=lambda _done, _total: ctx.progress(received.bytes_read, size),
-            sparse=settings.SPARSE_IMAGES,
-        )
+        with staging_upload(ctx, STAGED, max_size=limit) as also_to:
+            result = copy_to_file(
+                reader,
+                local,
+                hash_algorithms=hashed,
+                max_size=limit,
+                progress=lambda _done, _total: ctx.progress(received.bytes_read, size),
+                sparse=settings.SPARSE_IMAGES,
+                also_to=also_to,
+            )
     except SizeLimitExceeded as error:
         raise too_large(action.owner, quota, error) from None
     except (TransferError, ImageFormatError) as error:
         raise StepError(str(error), code=error_code_of(error)) from None
+    if local:
+        mark_cached(ctx, STAGED)
     ctx.progress(received.bytes_read, size or received.bytes_read, force=True)
     bytes_moved(RECEIVED, received.bytes_read)
     action.state.update(
@@ -179,11 +196,13 @@ def fetch_applies(action: ImageAction) -> bool:
 
 
 def receive_upload(action: ImageAction, stream, ctx: StepContext) -> None:
-    """Stage the body of PUT /v2/image-actions/{id}/data (Content-Length or chunked)."""
+    """Stage the body of PUT /v2/image-actions/{id}/data (Content-Length or chunked).
+
+    This runs on an API host: with a staging store the body goes there only, never to its disk."""
     body, announced = _request_body(stream)
     reader = _UploadReader(body, announced)
     ctx.progress(0, announced, force=True)
-    stage(action, ctx, reader, size=announced)
+    stage(action, ctx, reader, size=announced, keep_local=False)
     if announced is not None and reader.bytes_read < announced:
         raise StepError(
             f"The upload was interrupted after {reader.bytes_read} bytes of the {announced} announced; "
@@ -258,7 +277,8 @@ def verify(action: ImageAction, ctx: StepContext) -> None:
             )
     ctx.progress(size, size, force=True)
     declared = action.input["image_properties"].get("disk_format")
-    action.state.update(inspection_state(inspect_and_verify(staged_path(ctx), declared_format=declared)))
+    inspection = inspect_staged(ctx, STAGED, size=size, declared_format=declared)
+    action.state.update(inspection_state(inspection))
 
 
 # -- converting --------------------------------------------------------------------------
@@ -278,16 +298,18 @@ def convert(action: ImageAction, ctx: StepContext) -> None:
     The source format is the inspected one, passed explicitly; the output is inspected again and
     stored instead of the staged file, so the Image's size, hashes, disk_format and virtual_size
     are those of the bytes stored. The user's checksum was checked in `verifying`, on the bytes
-    received.
+    received. Where this host has no copy of the staged image it is downloaded from the staging
+    store; the output is staged there too, in the pass that hashes it.
     """
     if not convert_applies(action):
         return
     source_format, target = action.state["disk_format"], settings.IMAGE_STORE_FORMAT
     virtual_size = action.state.get("virtual_size") or action.state["size"]
+    source = staged_file(ctx, STAGED, action.state["size"])
     converted = ctx.scratch / CONVERTED
     inspection = convert_image_file(
         ctx,
-        staged_path(ctx),
+        source,
         converted,
         src_format=source_format,
         dst_format=target,
@@ -296,7 +318,9 @@ def convert(action: ImageAction, ctx: StepContext) -> None:
         max_size=settings.IMAGE_MAX_SIZE,
     )
     # The unavoidable second pass: the stored bytes are new, so are their size and hashes.
-    hashed = hash_file(converted, progress=lambda: ctx.progress(virtual_size, virtual_size))
+    with staging_upload(ctx, CONVERTED, max_size=settings.IMAGE_MAX_SIZE) as also_to:
+        hashed = hash_file(converted, progress=lambda: ctx.progress(virtual_size, virtual_size), also_to=also_to)
+    mark_cached(ctx, CONVERTED)
     # The staged file stays until `store`: a step run again after a lost worker starts from it,
     # and the state (saved when this step ends) is what says the converted file is the one to store.
     action.state.update(inspection_state(inspection))
@@ -308,12 +332,14 @@ def convert(action: ImageAction, ctx: StepContext) -> None:
 
 def store(action: ImageAction, ctx: StepContext) -> None:
     """Put the staged file into the image stores asked for (the default one if none) under a new
-    image id (`storing`)."""
+    image id (`storing`): copied from the staging store inside the object store's service where
+    they are one, else from this host's copy, else streamed from the staging store."""
     image_id = action.state.setdefault("image_id", action.input.get("image_id") or str(uuid.uuid4()))
-    path = ctx.scratch / action.state.get("stored_file", STAGED)
+    name = action.state.get("stored_file", STAGED)
     store_image_file(
         ctx,
-        path,
+        local_copy(ctx, name, action.state["size"]),
+        staged=staged_object(ctx, name),
         image_id=image_id,
         size=action.state["size"],
         stores=action.input.get("stores"),
@@ -360,8 +386,8 @@ def clean_up(action: ImageAction, ctx: StepContext) -> None:
     """Remove stored bytes that no Image owns (failure or cancel after `storing`).
 
     Also runs when a successful action is purged: its Image owns the objects then, so they stay.
-    The staged file is in the scratch directory, which the runner removes. An image record the
-    import was for is queued again, naming the stores that failed.
+    The staged file is in the scratch directory (and the staging store), which the runner
+    empties. An image record the import was for is queued again, naming the stores that failed.
     """
     store_keys = action.state.get("store_keys", {})
     if action.input.get("image_id") and action.status != ActionStatus.SUCCESS:

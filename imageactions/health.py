@@ -46,6 +46,7 @@ class ClusterStatus:
 def live_clusters(pool: str) -> list[ClusterStatus]:
     """The clusters of `pool` that published their status within its 3-second expiry."""
     from django_q.brokers import get_broker
+    from django_q.conf import Conf
     from django_q.signing import SignedPackage
 
     from .runner import cluster_of
@@ -54,8 +55,9 @@ def live_clusters(pool: str) -> list[ClusterStatus]:
     broker = get_broker()
     if settings.BROKER_URL:
         packs = broker.get_stats(f"{stat_key}:*") or []
-    else:  # the ORM broker keeps them in the cache, under a list of keys per cluster name
-        packs = [broker.cache.get(key) for key in broker.cache.get(stat_key) or []]
+    else:  # the ORM broker keeps them in the cache, under one list of the keys of every cluster
+        keys = broker.cache.get(Conf.Q_STAT) or []
+        packs = [broker.cache.get(key) for key in keys if key.startswith(f"{stat_key}:")]
     clusters = []
     for pack in filter(None, packs):
         try:

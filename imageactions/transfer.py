@@ -10,6 +10,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +28,8 @@ HEX_LENGTHS = {"md5": 32, "sha256": 64, "sha512": 128}
 IMAGE_HASHES = ("md5", "sha512")
 
 Progress = Callable[[int, int | None], None]
+# Also given every chunk, in order (e.g. MultipartUpload.write: the bytes staged in S3 as well).
+Sink = Callable[[bytes], None]
 
 
 class TransferError(Exception):
@@ -95,37 +98,44 @@ class ParallelHasher:
 
 def copy_to_file(
     source: BinaryIO,
-    path: Path,
+    path: Path | None,
     *,
     hash_algorithms: Iterable[str] = IMAGE_HASHES,
     max_size: int | None = None,
     total: int | None = None,
     progress: Progress | None = None,
     sparse: bool = False,
+    also_to: Sink | None = None,
 ) -> TransferResult:
     """Copy everything `source.read()` yields into a new file at `path`, hashing on the way.
 
     Stops with SizeLimitExceeded as soon as more than `max_size` bytes arrived; `total` (when
     known) is what progress reports as the whole; with `sparse`, blocks of zeros are left as
-    holes (SparseWriter). The partial file is removed on any error.
+    holes (SparseWriter). `also_to` is given every chunk too, in the same pass; with no `path`,
+    it is the only place the bytes go. The partial file is removed on any error.
     """
     check_announced_size(total, max_size)
     done = 0
     try:
-        with open(path, "wb") as out, ParallelHasher(hash_algorithms) as hasher:
-            writer = SparseWriter(out, sparse=sparse)
+        with open(path, "wb") if path else nullcontext() as out, ParallelHasher(hash_algorithms) as hasher:
+            writer = SparseWriter(out, sparse=sparse) if out else None
             while chunk := source.read(CHUNK_SIZE):
                 done += len(chunk)
                 if max_size is not None and done > max_size:
                     raise SizeLimitExceeded(max_size)
                 hasher.update(chunk)
-                writer.write(chunk)
+                if writer:
+                    writer.write(chunk)
+                if also_to:
+                    also_to(chunk)
                 if progress:
                     progress(done, total)
-            writer.finish()
+            if writer:
+                writer.finish()
             digests = hasher.hexdigests()
     except BaseException:
-        _remove(path)
+        if path:
+            _remove(path)
         raise
     if progress:
         progress(done, total)
@@ -139,14 +149,17 @@ def _remove(path: Path) -> None:
         pass
 
 
-def hash_file(path: Path, *, progress: Callable[[], None] | None = None) -> TransferResult:
-    """Size and IMAGE_HASHES of a file, in one streaming pass; `progress()` after each chunk.
+def hash_file(path: Path, *, progress: Callable[[], None] | None = None, also_to: Sink | None = None) -> TransferResult:
+    """Size and IMAGE_HASHES of a file, in one streaming pass; `progress()` after each chunk;
+    `also_to` is given every chunk too.
 
     Holes are hashed as the zeros they read as, without reading them."""
     size = 0
     with open(path, "rb") as file, ParallelHasher(IMAGE_HASHES) as hasher:
         for chunk in read_chunks(file, CHUNK_SIZE):
             hasher.update(chunk)
+            if also_to:
+                also_to(chunk)
             size += len(chunk)
             if progress:
                 progress()

@@ -244,6 +244,29 @@ IMAGE_STORES = env_json(
 # read_timeout, max_attempts.
 DEFAULT_IMAGE_STORE = env_str("IMAGEACTIONS_DEFAULT_STORE", next(iter(IMAGE_STORES)))
 
+# Where actions keep their bytes between steps when the worker pools share no filesystem: an S3
+# bucket, defined like an "s3" entry of IMAGE_STORES plus an optional "prefix" (default
+# "staging/"); an action's objects are <prefix><action id>/staged, .../converted. Unset or empty:
+# each worker's DATA_DIR/scratch/<action id>/ (every pool then needs one shared scratch filesystem).
+STAGING_STORE = env_json("IMAGEACTIONS_STAGING_STORE", None) or None
+if STAGING_STORE is not None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    # The value holds credentials: the message says what is wrong without quoting it.
+    if not isinstance(STAGING_STORE, dict):
+        _wrong = f"got a JSON {type(STAGING_STORE).__name__}"
+    elif STAGING_STORE.get("type") != "s3":
+        _wrong = f"its type is {STAGING_STORE.get('type')!r}"
+    elif not STAGING_STORE.get("bucket"):
+        _wrong = "it has no 'bucket'"
+    else:
+        _wrong = ""
+    if _wrong:
+        raise ImproperlyConfigured(
+            'IMAGEACTIONS_STAGING_STORE must be a JSON object defining an S3 store ({"type": "s3", "bucket": ..., '
+            f'"endpoint_url": ..., "access_key": ..., "secret_key": ..., "prefix": ...}}): {_wrong}'
+        )
+
 # {"host:port": {"auth_url": ..., "user": ..., "key": ..., "timeout": ...}} for swift:// sources.
 SWIFT_CREDENTIALS = env_json("IMAGEACTIONS_SWIFT_CREDENTIALS", {})
 

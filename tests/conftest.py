@@ -108,6 +108,21 @@ def database_url() -> str:
     return f"postgresql://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+def process_tree(root: int) -> set[int]:
+    """`root` and every process descended from it (read from /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree = {root}
+    while grown := {pid for pid, parent in parents.items() if parent in tree and pid not in tree}:
+        tree |= grown
+    return tree
+
+
 class WorkerPool:
     """A `manage.py worker` process (a django-q2 cluster) started for the tests."""
 
@@ -155,17 +170,7 @@ class WorkerPool:
 
     def pids(self) -> set[int]:
         """The cluster's process tree: the command, django-q2's guard, pool children, monitor, pusher."""
-        parents = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(stat.parent.name)] = int(fields[1])
-        tree = {self.process.pid}
-        while grown := {pid for pid, parent in parents.items() if parent in tree and pid not in tree}:
-            tree |= grown
-        return tree
+        return process_tree(self.process.pid)
 
     def log_tail(self, lines=40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

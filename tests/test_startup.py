@@ -96,3 +96,31 @@ def test_a_setting_out_of_its_range_stops_the_start_naming_it(tmp_path, name, va
     result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode != 0
     assert f"ImproperlyConfigured: {name} must be" in result.stderr and says in result.stderr, result.stderr[-500:]
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("{not json", "IMAGEACTIONS_STAGING_STORE must be JSON"),
+        ('["s3"]', "got a JSON list"),
+        ('{"type": "filesystem", "path": "/srv/staging"}', "its type is 'filesystem'"),
+        ('{"type": "s3", "endpoint_url": "http://127.0.0.1:1"}', "it has no 'bucket'"),
+        ('{"type": "s3", "bucket": "b", "colour": "red"}', "has unknown key 'colour'"),
+        (
+            '{"type": "s3", "bucket": "b", "read_timeout": -1}',
+            "IMAGEACTIONS_STAGING_STORE['read_timeout'] must be a positive number",
+        ),
+    ],
+)
+def test_a_bad_staging_store_stops_the_start_naming_the_setting(tmp_path, value, says):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGEACTIONS_", "DJANGO_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="settings",
+        IMAGEACTIONS_DATA_DIR=str(tmp_path / "data"),
+        IMAGEACTIONS_STAGING_STORE=value,
+    )
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: IMAGEACTIONS_STAGING_STORE" in result.stderr and says in result.stderr, result.stderr[
+        -500:
+    ]

@@ -27,6 +27,11 @@ scan with ClamAV, for example, in ``mysite/verifiers.py``::
     ]
 
 A dotted path may also name a class; it is instantiated with no arguments.
+
+A verifier that judges by the inspection alone says so with ``needs_file = False`` (as the
+built-in ones do): where the image's bytes are not on the worker's disk (a staging store, see
+IMAGEACTIONS_STAGING_STORE), it is then called with ``path`` None, and only a verifier that
+needs the file (the default) makes the worker download the image first.
 """
 
 from collections.abc import Callable, Iterable
@@ -56,6 +61,8 @@ class MaxVirtualSize:
     means no limit.
     """
 
+    needs_file = False  # every format with a header has a virtual size; raw and iso are their size
+
     def __init__(self, limit: int | None = None):
         self.limit = limit
 
@@ -64,8 +71,10 @@ class MaxVirtualSize:
         if limit is None:
             return
         # Formats without a header (raw, iso) show the guest exactly the file's bytes.
-        size = inspection.virtual_size if inspection.virtual_size is not None else Path(path).stat().st_size
-        if size > limit:
+        size = inspection.virtual_size
+        if size is None and path is not None:
+            size = Path(path).stat().st_size
+        if size is not None and size > limit:
             raise VerificationFailed(
                 f"The image's virtual size is {describe_size(size)}, more than the {describe_size(limit)} "
                 f"this service accepts"
@@ -74,6 +83,8 @@ class MaxVirtualSize:
 
 class AllowedFormats:
     """Refuses images in formats outside a list (default ``settings.IMAGE_ALLOWED_FORMATS``)."""
+
+    needs_file = False
 
     def __init__(self, formats: Iterable[str] | None = None):
         self.formats = list(formats) if formats is not None else None
@@ -114,8 +125,14 @@ def configured_verifiers() -> list[Verifier]:
     return load_verifiers(settings.IMAGE_VERIFIERS)
 
 
+def needs_file(verifier: Verifier) -> bool:
+    """Whether the verifier reads the image's bytes (the default) rather than its inspection only."""
+    return getattr(verifier, "needs_file", True)
+
+
 def run_verifiers(path, inspection: Inspection, verifiers: Iterable[Verifier]) -> None:
-    """Run each verifier in order; the first VerificationFailed refuses the image."""
-    path = Path(path)
+    """Run each verifier in order; the first VerificationFailed refuses the image. `path` may be
+    None only when no verifier needs_file()."""
+    path = Path(path) if path is not None else None
     for verifier in verifiers:
         verifier(path, inspection)

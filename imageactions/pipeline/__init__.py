@@ -83,6 +83,17 @@ from .registry import (
     step_statuses,
 )
 from .schema import refine_schema
+from .staging import (
+    discard_staged,
+    inspect_staged,
+    local_copy,
+    mark_cached,
+    staged_file,
+    staged_object,
+    staging_enabled,
+    staging_failed,
+    staging_upload,
+)
 
 __all__ = [
     "refine_schema",
@@ -128,6 +139,16 @@ __all__ = [
     "safe_filename",
     "store_image_file",
     "stored_locations",
+    # staged bytes between steps (a staging store, or the worker's scratch directory)
+    "discard_staged",
+    "inspect_staged",
+    "local_copy",
+    "mark_cached",
+    "staged_file",
+    "staged_object",
+    "staging_enabled",
+    "staging_failed",
+    "staging_upload",
     # records
     "ActionStatus",
     "Image",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
@@ -13,11 +14,13 @@ from ..choices import ErrorCode
 from ..formats import ImageFormatError, Inspection, inspect_image
 from ..formats.convert import ConversionTimedOut, convert_and_reinspect, qemu_format_name
 from ..formats.errors import describe_size
-from ..formats.verifiers import configured_verifiers, run_verifiers
+from ..formats.inspect import inspect_open_image
+from ..formats.reader import ImageReader
+from ..formats.verifiers import configured_verifiers, needs_file, run_verifiers
 from ..images import in_use
 from ..metrics import STORED, bytes_moved
 from ..models import Image
-from ..stores import ObjectNotFound, StoreError, StoreUnavailable
+from ..stores import ImageStore, ObjectNotFound, StoreError, StoreUnavailable
 from ..transfer import TransferError, copy_to_file
 from .context import StepContext
 from .errors import RetryableStepError, StepError, error_code_of
@@ -30,16 +33,33 @@ IMAGE_COPY = "image-copy"  # the scratch file holding an Image's bytes when its 
 CONVERSION_FORMATS = ["raw", "qcow2", "vmdk", "vpc", "vhd", "vhdx"]
 
 
-def inspect_and_verify(path: Path, *, declared_format: str | None = None) -> Inspection:
+def inspect_and_verify(
+    path: Path | None,
+    *,
+    declared_format: str | None = None,
+    reader: ImageReader | None = None,
+    fetch_file: Callable[[], Path] | None = None,
+) -> Inspection:
     """Inspect the file as hostile data, then run the operator's verifiers on it.
 
-    Any refusal is a StepError in the inspector's or the verifier's own words.
+    An image that is not on this host is inspected through `reader` instead (ranged reads from
+    the staging store), with `path` None; `fetch_file()` brings its bytes here only when one of
+    the verifiers needs the file. Any refusal is a StepError in the inspector's or the
+    verifier's own words.
     """
     try:
-        inspection = inspect_image(
-            path, declared_format=declared_format, max_virtual_size=settings.IMAGE_MAX_VIRTUAL_SIZE
-        )
-        run_verifiers(path, inspection, configured_verifiers())
+        if reader is None:
+            inspection = inspect_image(
+                path, declared_format=declared_format, max_virtual_size=settings.IMAGE_MAX_VIRTUAL_SIZE
+            )
+        else:
+            inspection = inspect_open_image(
+                reader, declared_format=declared_format, max_virtual_size=settings.IMAGE_MAX_VIRTUAL_SIZE
+            )
+        verifiers = configured_verifiers()
+        if path is None and any(needs_file(verifier) for verifier in verifiers):
+            path = fetch_file()
+        run_verifiers(path, inspection, verifiers)
     except ImageFormatError as error:
         raise StepError(str(error), code=error_code_of(error)) from None
     return inspection
@@ -154,18 +174,29 @@ def convert_image_file(
     return inspection
 
 
+# How store_image_file() put the bytes into a store (state["stored_by"]), besides copy_from()'s
+# COPIED_SERVER_SIDE and COPIED_BY_KERNEL.
+FROM_LOCAL_FILE, STREAMED_FROM_STAGING, FOUND_STORED = "local file", "streamed from staging", "found stored"
+
+
 def store_image_file(
     ctx: StepContext,
-    path: Path,
+    path: Path | None,
     *,
     image_id: str,
     size: int,
     stores: list[str] | None,
     what: str,
     all_must_succeed: bool = True,
+    staged: tuple[ImageStore, str] | None = None,
 ) -> None:
     """Put a file of the action's scratch space into the image stores `stores` (None: the default
     store) as the bytes of image `image_id`, then remove the file.
+
+    `staged` (staging store, key) holds the same bytes in the staging store: each store copies
+    them from there with copy_from() when it can (inside the object store's service: no byte
+    passes through here), else from the file when this host has it (`path` may be None), else
+    streamed from the staging store. `state["stored_by"]` says which, per store.
 
     The keys are saved in `action.state["store_keys"]` (store -> key) before any byte moves, so a
     clean-up after a crash finds them; a re-run skips the stores written already. Store faults are
@@ -193,7 +224,9 @@ def store_image_file(
             ctx.progress(offset + done, total)
 
         try:
-            _put(target, key, path, size=size, move=index == len(pending) - 1, progress=report, what=what)
+            how = _put(
+                target, key, path, size=size, move=index == len(pending) - 1, progress=report, what=what, staged=staged
+            )
         except ImageLost as error:
             raise StepError(str(error), code=ErrorCode.IMAGE_DATA_MISSING) from None
         except StoreError as error:
@@ -207,6 +240,7 @@ def store_image_file(
             failed_stores.append(target.name)
         else:
             written.append(target.name)
+            state.setdefault("stored_by", {})[target.name] = how
         ctx.save_state()
     if not written:
         raise StepError(
@@ -214,25 +248,39 @@ def store_image_file(
             code=ErrorCode.STORE_UNAVAILABLE,
             details={"failed_stores": failed_stores},
         )
-    path.unlink(missing_ok=True)
+    if path is not None:
+        path.unlink(missing_ok=True)
 
 
 class ImageLost(StoreError):
     """The file to store is gone and no store has its bytes: nothing to retry."""
 
 
-def _put(target, key: str, path: Path, *, size: int, move: bool, progress, what: str) -> None:
-    """One store's copy of the file; `move`: the last copy, which may take the file itself."""
-    if not path.exists():
-        if target.exists(key) and target.size(key) == size:
-            return  # a re-run after the file was moved into this store
-        raise ImageLost(f"{what} was lost: its worker's scratch space is gone. Start the action again")
-    if move:
-        target.put_file(key, path, size=size, progress=progress)
-    else:
-        with open(path, "rb") as source:
+def _put(target, key: str, path: Path | None, *, size: int, move: bool, progress, what: str, staged) -> str:
+    """One store's copy of the bytes, and how it was made; `move`: the last copy, which may take
+    the file itself."""
+    if staged is not None:
+        how = target.copy_from(*staged, key, size=size, progress=progress)
+        if how:
+            bytes_moved(STORED, size)
+            return how
+    if path is not None and path.exists():
+        if move:
+            target.put_file(key, path, size=size, progress=progress)
+        else:
+            with open(path, "rb") as source:
+                target.put_stream(key, source, size=size, progress=progress)
+        bytes_moved(STORED, size)
+        return FROM_LOCAL_FILE
+    if staged is not None:
+        staging, staged_key = staged
+        with staging.open_read(staged_key) as source:
             target.put_stream(key, source, size=size, progress=progress)
-    bytes_moved(STORED, size)
+        bytes_moved(STORED, size)
+        return STREAMED_FROM_STAGING
+    if target.exists(key) and target.size(key) == size:
+        return FOUND_STORED  # a re-run after the file was moved into this store
+    raise ImageLost(f"{what} was lost: its worker's scratch space is gone. Start the action again")
 
 
 def stored_locations(state: dict) -> dict[str, str]:

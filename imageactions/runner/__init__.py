@@ -9,12 +9,14 @@ choices.STEP_TRANSITIONS), which also records the change's webhook notification.
 """
 
 from ..pipeline.context import scratch_dir
-from .ending import clean_up, worker_name
+from .ending import clean_up, sweep_scratch, worker_name
 from .execution import receive_data, release_held, run_step
 from .maintenance import (
     PURGE_SCHEDULE,
     REAPER_SCHEDULE,
+    STAGING_SCHEDULE,
     WEBHOOK_SCHEDULE,
+    clean_staging,
     ensure_schedules,
     purge,
     reap,
@@ -26,8 +28,10 @@ from .queueing import RUN_STEP_TASK, cluster_of, create_action, request_cancel, 
 __all__ = [
     "PURGE_SCHEDULE",
     "REAPER_SCHEDULE",
+    "STAGING_SCHEDULE",
     "WEBHOOK_SCHEDULE",
     "RUN_STEP_TASK",
+    "clean_staging",
     "clean_up",
     "cluster_of",
     "create_action",
@@ -43,5 +47,6 @@ __all__ = [
     "send_notifications",
     "send_task",
     "stale_runs",
+    "sweep_scratch",
     "worker_name",
 ]

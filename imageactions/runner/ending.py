@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import shutil
 import socket
+import time
 import traceback
+import uuid
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -19,6 +23,7 @@ from ..logs import bound
 from ..models import ActionEvent, ActionImage, ImageAction, ended_times
 from ..pipeline.context import StepContext, scratch_dir
 from ..pipeline.registry import ActionType, get_action_type
+from ..pipeline.staging import discard_staged, staging_enabled
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +79,7 @@ def finish_success(action: ImageAction, action_type: ActionType, *, token, ctx: 
     if cancelled:
         cancel_owned(action, token)
         return
-    remove_scratch(action.pk)
+    remove_scratch(action)
 
 
 def record_images(action: ImageAction, role: str, image_ids) -> None:
@@ -196,7 +201,7 @@ def clean_up(action: ImageAction) -> bool:
                 close_event(event, "error", repr(error), traceback.format_exc())
             except Exception:  # the action is gone (a purge): the log has it
                 log.warning("could not record the clean-up error of action %s", action.pk)
-    remove_scratch(action.pk)
+    remove_scratch(action)
     return cleaned
 
 
@@ -217,5 +222,41 @@ def close_event(event: ActionEvent, outcome: str, message: str, trace: str = "")
         metrics.step_ran(event.action.action_type, event.step, outcome, seconds)
 
 
-def remove_scratch(action_id) -> None:
-    shutil.rmtree(scratch_dir(action_id), ignore_errors=True)
+def remove_scratch(action: ImageAction) -> None:
+    """Remove what the action staged: its scratch directory on this host, and its objects and
+    uploads in the staging store. Copies other hosts cached are swept there (sweep_scratch)."""
+    shutil.rmtree(scratch_dir(action.pk), ignore_errors=True)
+    discard_staged(action.pk, action.state)
+
+
+# With a staging store, the steps of one action run on several hosts and the action ends on one
+# of them: the others find its scratch directory ended and remove it, at most this often.
+SCRATCH_SWEEP_INTERVAL = 300
+_last_sweep = -math.inf
+
+
+def sweep_scratch(*, throttled: bool = True) -> list[str]:
+    """Remove this host's scratch directories of actions that ended or are gone (with a staging
+    store, the caches steps left on this host); the ids removed. Throttled to one sweep per
+    SCRATCH_SWEEP_INTERVAL in each process unless `throttled` is False (a worker's start)."""
+    global _last_sweep
+    if not staging_enabled() or (throttled and time.monotonic() - _last_sweep < SCRATCH_SWEEP_INTERVAL):
+        return []
+    _last_sweep = time.monotonic()
+    try:
+        found = {entry.name for entry in settings.SCRATCH_DIR.iterdir() if entry.is_dir()}
+    except FileNotFoundError:
+        return []
+    ids = set()
+    for name in found:
+        try:
+            ids.add(str(uuid.UUID(name)))
+        except ValueError:
+            continue  # not an action's directory: not ours to remove
+    pending = {str(pk) for pk in ImageAction.objects.pending().filter(pk__in=ids).values_list("pk", flat=True)}
+    ended = sorted(ids - pending)
+    for action_id in ended:
+        shutil.rmtree(scratch_dir(action_id), ignore_errors=True)
+    if ended:
+        log.info("removed the scratch directories of %d ended actions", len(ended))
+    return ended

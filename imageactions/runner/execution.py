@@ -24,7 +24,7 @@ from ..pipeline.context import StepContext
 from ..pipeline.errors import ActionCancelled, ProcessStopping, RetryableStepError, RunSuperseded, StepError
 from ..pipeline.registry import ActionType, Step, get_action_type
 from ..pipeline.stopping import stop_requested
-from .ending import cancel_owned, close_event, end_owned, internal_error_message, worker_name
+from .ending import cancel_owned, close_event, end_owned, internal_error_message, sweep_scratch, worker_name
 from .queueing import cluster_of, enqueue, queue_next_step, send_task
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def run_step(action_id: str, index: int, attempt: int) -> None:
     token = claim_step(action_id, index, attempt, from_state=StepState.QUEUED)
     if token is None:
         return
+    sweep_scratch()
     action = ImageAction.objects.get(pk=action_id)
     action_type = get_action_type(action.action_type)
     execute_claimed_step(action, action_type, action_type.steps[index], token)

@@ -1,12 +1,14 @@
 """Maintenance: the runs of a worker process its cluster saw die are recovered at once (see
 sentinel); on django-q2 schedules, the reaper recovers actions whose worker (or host) died
 unseen or whose task was lost, and fails uploads that never came or whose API process died;
-purge deletes expired actions."""
+purge deletes expired actions; clean_staging aborts the staging store's stale multipart uploads
+and deletes what ended actions left there."""
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -19,6 +21,8 @@ from ..choices import ActionStatus, ErrorCode, StepState
 from ..logs import bound
 from ..models import ActionEvent, ImageAction
 from ..pipeline.registry import get_action_type
+from ..pipeline.staging import UPLOADS
+from ..stores import staging_store
 from .ending import CANCELLED_MESSAGE, clean_up, end_owned, end_unclaimed
 from .execution import DATA_RECEIVED, is_receiving_data
 from .queueing import cluster_of, enqueue, send_task
@@ -28,6 +32,11 @@ log = logging.getLogger(__name__)
 REAPER_SCHEDULE = "imageactions-reaper"
 PURGE_SCHEDULE = "imageactions-purge"
 WEBHOOK_SCHEDULE = "imageactions-webhooks"
+STAGING_SCHEDULE = "imageactions-clean-staging"
+# A multipart upload that is not its action's current one (a run that died before it could record
+# its id, or whose id a later run replaced) is aborted once it is this old: long enough for the
+# recording run to save its state, short enough that no dead upload lingers.
+STAGING_UPLOAD_GRACE = 15 * 60
 # How long a maintenance run waits out an unreachable database (a restart, a fail-over) before it
 # gives up until its next run, and its pause between tries.
 DATABASE_OUTAGE_SECONDS = 30
@@ -195,6 +204,63 @@ def _purge() -> int:
     return count
 
 
+def clean_staging(*, grace: float = STAGING_UPLOAD_GRACE, report: Callable[[str], None] | None = None) -> dict:
+    """Abort the staging store's stale multipart uploads and delete the objects ended actions left
+    there (what a host that died mid-step, or an unreachable store at an action's end, left).
+
+    An upload is stale when its action ended or is unknown, or when it is not the upload the
+    action's state records and is older than `grace` seconds. `report` gets one line per thing
+    removed. Nothing to do without a staging store.
+    """
+    return _maintenance_run(STAGING_SCHEDULE, settings.PURGE_INTERVAL, lambda: _clean_staging(grace, report))
+
+
+def _clean_staging(grace: float, report: Callable[[str], None] | None) -> dict:
+    counts = {"uploads_aborted": 0, "objects_deleted": 0}
+    store = staging_store()
+    if store is None:
+        return counts
+    report = report or (lambda line: log.info("clean_staging: %s", line))
+    uploads = store.list_uploads()
+    keys = store.list_keys()
+    pending = _pending_states({_action_id(item) for item in [*(u.key for u in uploads), *keys]} - {None})
+    old_before = timezone.now() - timedelta(seconds=grace)
+    for upload in uploads:
+        action_id = _action_id(upload.key)
+        if action_id is None:
+            continue  # not an action's: not ours to abort
+        state = pending.get(action_id)
+        current = state is not None and upload.upload_id in state.get(UPLOADS, {}).values()
+        if state is not None and (current or upload.initiated > old_before):
+            continue
+        store.abort_upload(upload.key, upload.upload_id)
+        counts["uploads_aborted"] += 1
+        why = "not its running action's current upload" if state is not None else "its action ended or is gone"
+        report(f"aborted upload {upload.upload_id} of {store.prefix}{upload.key} ({why})")
+    for key in keys:
+        action_id = _action_id(key)
+        if action_id is None or action_id in pending:
+            continue
+        store.delete(key)
+        counts["objects_deleted"] += 1
+        report(f"deleted {store.prefix}{key} (its action ended or is gone)")
+    return counts
+
+
+def _action_id(key: str) -> str | None:
+    """The action id a staging key starts with (staged_key()), None for a key that is no action's."""
+    try:
+        return str(uuid.UUID(key.split("/", 1)[0]))
+    except ValueError:
+        return None
+
+
+def _pending_states(action_ids: set[str]) -> dict[str, dict]:
+    """The state of each of the actions that has not ended; ended and unknown ones are left out."""
+    rows = ImageAction.objects.pending().filter(pk__in=action_ids).values_list("pk", "state")
+    return {str(pk): state or {} for pk, state in rows}
+
+
 def send_notifications() -> int:
     """Queue the webhook notifications that are due: retries, and any whose first attempt was
     never queued (the process that changed the status died before it could)."""
@@ -249,11 +315,16 @@ def ensure_schedules() -> None:
 
 
 def _ensure_schedules(Schedule) -> None:
-    for name, func, seconds in (
+    schedules = [
         (REAPER_SCHEDULE, "imageactions.runner.reap", settings.REAPER_INTERVAL),
         (PURGE_SCHEDULE, "imageactions.runner.purge", settings.PURGE_INTERVAL),
         (WEBHOOK_SCHEDULE, "imageactions.runner.send_notifications", webhooks.sweep_interval()),
-    ):
+    ]
+    if settings.STAGING_STORE:
+        schedules.append((STAGING_SCHEDULE, "imageactions.runner.clean_staging", settings.PURGE_INTERVAL))
+    else:
+        Schedule.objects.filter(name=STAGING_SCHEDULE).delete()
+    for name, func, seconds in schedules:
         # Duplicates left by starts before the lock existed: keep the oldest.
         for duplicate in Schedule.objects.filter(name=name).order_by("id")[1:]:
             duplicate.delete()

@@ -13,7 +13,8 @@ the cluster's own start:
 - reincarnate: the runs of a worker process seen dead are handed back at once;
 - stop (SIGTERM to the cluster's main process): each worker process is asked to stop; a running
   step may finish within STOP_GRACE seconds, else it hands itself back to the queue at its next
-  progress check, and a worker still busy long after that is killed and its run recovered.
+  progress check, and a worker still busy long after that is killed and its run recovered;
+- the key of the status a cluster publishes (Stat.get_key) names the cluster's own pool.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ _cluster_stopping = None
 
 def extend_sentinel() -> None:
     from django_q.cluster import Cluster, Sentinel
+    from django_q.conf import Conf
+    from django_q.status import Stat
 
     if getattr(Sentinel, "extended_by_imageactions", False):
         return
@@ -102,6 +105,10 @@ def extend_sentinel() -> None:
             for pid in killer.killed:
                 _recover_runs_of(pid, how=f"was killed: its step went on {killer.after:g} s into the stop")
 
+    # django-q2 files every cluster's status under the site's name (Conf.PREFIX, the default
+    # pool's cluster), so the clusters of other pools could not be told apart (health.live_clusters).
+    # Under the cluster's own name instead; the default pool's key stays what it was.
+    Stat.get_key = staticmethod(lambda cluster_id: f"django_q:{Conf.CLUSTER_NAME}:cluster:{cluster_id}")
     Cluster.start = fork_sentinel_sharing_memory
     Sentinel.start = start_taking_stop_requests
     Sentinel.guard = guard_with_schedule_ticker

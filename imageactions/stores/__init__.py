@@ -1,4 +1,5 @@
-"""Image stores, where image bytes live: the configured stores by name (settings.IMAGE_STORES)."""
+"""Image stores, where image bytes live: the configured stores by name (settings.IMAGE_STORES),
+and the staging store (settings.STAGING_STORE) where actions keep their bytes between steps."""
 
 import json
 import os
@@ -30,6 +31,7 @@ __all__ = [
     "build_s3_client",
     "default_store",
     "get_store",
+    "staging_store",
 ]
 
 # Imported when a store of the type is first built: boto3 and botocore add some 30 MiB to each
@@ -53,6 +55,32 @@ def get_store(name: str) -> ImageStore:
     # Keyed by the configuration too, so a changed setting (tests) builds a new store; and by
     # process, because a forked worker must not share the parent's open connections.
     return _build_store(name, json.dumps(config, sort_keys=True, default=str), os.getpid())
+
+
+# The name the staging store's messages give it, and where its objects live in its bucket when
+# the setting says no "prefix".
+STAGING_STORE_NAME = "staging"
+DEFAULT_STAGING_PREFIX = "staging/"
+
+
+def staging_store():
+    """The S3Store of settings.STAGING_STORE (IMAGEACTIONS_STAGING_STORE), None when unset: then
+    staged bytes stay in the worker's scratch directory."""
+    config = settings.STAGING_STORE
+    if not config:
+        return None
+    config = {"prefix": DEFAULT_STAGING_PREFIX, **config}
+    return _build_store(STAGING_STORE_NAME, json.dumps(config, sort_keys=True, default=str), os.getpid())
+
+
+def check_staging_store() -> None:
+    """Build the staging store once at start, so a bad IMAGEACTIONS_STAGING_STORE stops the
+    service with its reason instead of failing imports."""
+    try:
+        staging_store()
+    except ImproperlyConfigured as error:
+        reason = str(error).replace(f"IMAGE_STORES[{STAGING_STORE_NAME!r}]", "IMAGEACTIONS_STAGING_STORE")
+        raise ImproperlyConfigured(f"IMAGEACTIONS_STAGING_STORE is not a valid S3 store: {reason}") from None
 
 
 def default_store() -> ImageStore:

@@ -2,9 +2,14 @@
 
 import base64
 import hashlib
+import logging
 import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,6 +41,8 @@ from .base import (
     validate_key,
 )
 
+log = logging.getLogger(__name__)
+
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3: every part of a multipart upload but the last is at least this big
 MAX_PARTS = 10_000  # S3: most parts one multipart upload may have
@@ -45,6 +52,7 @@ DEFAULT_PART_SIZE = 8 * MiB
 PARTS_IN_FLIGHT = 4
 PROGRESS_INTERVAL = 0.5  # seconds between progress reports during one transfer
 NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
+NO_SUCH_UPLOAD_CODES = {"404", "NoSuchUpload", "NotFound"}
 ACCESS_DENIED_CODES = {"403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 
 
@@ -272,6 +280,48 @@ class S3Store(ImageStore):
         config.max_in_memory_upload_chunks = PARTS_IN_FLIGHT
         return config
 
+    # -- writing chunk by chunk (a staging store)
+
+    def start_upload(self, key: str, *, part_size: int) -> "MultipartUpload":
+        """Begin a multipart upload of `key`, fed by MultipartUpload.write(); nothing is sent
+        but the request that creates it, so the caller can record its id first."""
+        object_key = self._object_key(key)
+        with self._translate_errors("store", key):
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=object_key)["UploadId"]
+        return MultipartUpload(self, key, upload_id, max(part_size, MIN_PART_SIZE))
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload and free its parts; one already ended or aborted is no error."""
+        with self._translate_errors("abort the upload of", key):
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._object_key(key), UploadId=upload_id)
+            except ClientError as error:
+                if _error_code(error) not in NO_SUCH_UPLOAD_CODES:
+                    raise
+
+    def list_uploads(self) -> list["PendingUpload"]:
+        """The multipart uploads under way in the store's prefix, keys relative to it."""
+        found, marker = [], {}
+        with self._translate_errors("list the uploads of", self.prefix or "/"):
+            while True:
+                page = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix, **marker)
+                for upload in page.get("Uploads", []):
+                    key = upload["Key"][len(self.prefix) :]
+                    found.append(PendingUpload(key, upload["UploadId"], upload["Initiated"]))
+                if not page.get("IsTruncated"):
+                    return found
+                marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+
+    def list_keys(self, under: str = "") -> list[str]:
+        """The keys of the objects under `under` (a folder such as "<id>/"), relative to the prefix."""
+        found = []
+        with self._translate_errors("list", under or "/"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + under
+            ):
+                found.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
+        return found
+
     # -- reading
 
     def open_read(self, key: str, *, start: int = 0, end: int | None = None) -> BinaryIO:
@@ -437,3 +487,88 @@ class _WholePartReader:
             f"The data for '{self._key}' had {found} bytes where {self._size} were expected; "
             f"nothing was stored in image store '{self._store_name}'"
         )
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+class MultipartUpload:
+    """One multipart upload fed from the caller's thread by write(), while the parts are sent
+    by a few threads of its own, each part with its Content-MD5 so the service checks it.
+
+    A part is sent once `part_size` bytes are buffered; at most PARTS_IN_FLIGHT parts wait to
+    be sent, write() waits for the oldest beyond that, so memory stays under
+    (PARTS_IN_FLIGHT + 1) x part_size (plus one write) whatever the object's size. No callback
+    runs on the sending threads: progress and cancel checks stay with the caller.
+    """
+
+    def __init__(self, store: S3Store, key: str, upload_id: str, part_size: int):
+        self.store, self.key, self.upload_id, self.part_size = store, key, upload_id, part_size
+        self.size = 0
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._parts: list[Future] = []
+        self._in_flight: deque[Future] = deque()
+        self._sender = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="s3-part")
+
+    def write(self, data: bytes) -> None:
+        self._buffer.append(data)
+        self._buffered += len(data)
+        self.size += len(data)
+        if self._buffered >= self.part_size:
+            self._send_buffered()
+
+    def complete(self) -> None:
+        """Send what is buffered, wait for every part, and make the object of them."""
+        try:
+            if self._buffered or not self._parts:  # S3 makes no object of no parts: one empty part
+                self._send_buffered()
+            parts = [future.result() for future in self._parts]
+            with self.store._translate_errors("store", self.key):
+                self.store.client.complete_multipart_upload(
+                    Bucket=self.store.bucket,
+                    Key=self.store._object_key(self.key),
+                    UploadId=self.upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+        finally:
+            self._sender.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        """Stop sending and abort the upload; a failure to abort is logged (clean_staging finds
+        the upload later), so that it never hides why the upload was aborted."""
+        self._sender.shutdown(wait=True, cancel_futures=True)
+        self._buffer.clear()
+        try:
+            self.store.abort_upload(self.key, self.upload_id)
+        except StoreError:
+            log.warning("could not abort the upload %s of %s", self.upload_id, self.key, exc_info=True)
+
+    def _send_buffered(self) -> None:
+        one = len(self._buffer) == 1 and isinstance(self._buffer[0], bytes)
+        body = self._buffer[0] if one else b"".join(self._buffer)  # views (a file's holes) become bytes
+        self._buffer, self._buffered = [], 0
+        future = self._sender.submit(self._send_part, len(self._parts) + 1, body)
+        self._parts.append(future)
+        self._in_flight.append(future)
+        while len(self._in_flight) > PARTS_IN_FLIGHT:
+            self._in_flight.popleft().result()  # raises the part's error here, on the caller's thread
+        while self._in_flight and self._in_flight[0].done():
+            self._in_flight.popleft().result()
+
+    def _send_part(self, number: int, body: bytes) -> dict:
+        checksum = base64.b64encode(hashlib.md5(body).digest()).decode()
+        with self.store._translate_errors("store", self.key):
+            answer = self.store.client.upload_part(
+                Bucket=self.store.bucket,
+                Key=self.store._object_key(self.key),
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=body,
+                ContentMD5=checksum,
+            )
+        return {"PartNumber": number, "ETag": answer["ETag"]}

@@ -72,6 +72,17 @@ def test_readyz_is_200_once_every_pool_has_a_live_cluster(anonymous, operator, s
     assert pool == expected
 
 
+def test_readyz_counts_the_clusters_of_each_pool_under_that_pool(operator, start_workers, settings):
+    settings.WORKER_POOLS = ["default", "edge"]
+    start_workers(workers=2, env={"IMAGEACTIONS_WORKER_POOLS": "edge"})
+    start_workers(pool="edge", workers=1, env={"IMAGEACTIONS_WORKER_POOLS": "edge"})
+    expected = {"default": {"ok": True, "clusters": 1, "workers": 2}, "edge": {"ok": True, "clusters": 1, "workers": 1}}
+    deadline = time.monotonic() + 20
+    while (pools := readyz(operator)[1]["checks"]["workers"]["pools"]) != expected:
+        assert time.monotonic() < deadline, pools
+        time.sleep(0.2)
+
+
 def test_readyz_fails_an_unreachable_store(anonymous, operator, settings, object_store, closed_port):  # noqa: F811
     settings.IMAGE_STORES = {
         **settings.IMAGE_STORES,

@@ -236,3 +236,19 @@ def test_module_docstring_example_is_valid_python():
     exec(compile(textwrap.dedent(example), "example", "exec"), namespace)
     assert callable(namespace["clamav_scan"])
     assert namespace["IMAGE_VERIFIERS"][-1] == "mysite.verifiers.clamav_scan"
+
+
+def test_the_built_in_verifiers_judge_by_the_inspection_alone(settings, qcow2_2_gib):
+    # Where the image is not on the worker's disk (a staging store), they run with no file.
+    from imageactions.formats.verifiers import needs_file
+
+    settings.IMAGE_MAX_VIRTUAL_SIZE = GiB
+    assert [needs_file(v) for v in (max_virtual_size, allowed_formats, refuse_images_under_2_gib)] == [
+        False,
+        False,
+        True,
+    ]
+    _path, inspection = qcow2_2_gib
+    run_verifiers(None, inspection, [allowed_formats])
+    with pytest.raises(VerificationFailed, match="virtual size is 2 GiB"):
+        run_verifiers(None, inspection, [max_virtual_size])

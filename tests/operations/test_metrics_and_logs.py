@@ -79,7 +79,7 @@ def documented_metrics() -> tuple[dict[str, set[str]], list[tuple[str, set[str]]
     """docs/deploy.md's monitoring section: {metric: its labels} from the tables, and each
     (metric, labels) an example (scrape configuration, alert rule) selects on."""
     text = (ROOT / "docs" / "deploy.md").read_text()
-    section = text[text.index("## 10. Monitoring") :]
+    section = text[re.search(r"^## \d+\. Monitoring", text, re.MULTILINE).start() :]
     tables = {}
     for name, labels in re.findall(r"^\| `(imageactions_\w+)` \|([^|]*)\|", section, re.MULTILINE):
         tables[name] = set(re.findall(r"`(\w+)`", labels))

@@ -18,11 +18,12 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, help="Worker processes (default IMAGEACTIONS_WORKERS).")
 
     def handle(self, pool, workers, **options):
-        from imageactions.runner import cluster_of, ensure_schedules
+        from imageactions.runner import cluster_of, ensure_schedules, sweep_scratch
 
         if pool not in settings.WORKER_POOLS:
             raise CommandError(f"Unknown pool {pool!r}; configured pools: {', '.join(settings.WORKER_POOLS)}.")
         ensure_schedules()
+        sweep_scratch(throttled=False)  # caches of actions that ended on other hosts while this one was down
         env = dict(os.environ)
         # django-q2 picks its cluster from Q_CLUSTER_NAME when its configuration is first read,
         # so the cluster runs in a fresh process with the variable set.

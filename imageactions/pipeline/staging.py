@@ -1,0 +1,199 @@
+"""Staged bytes: what an action keeps between its steps (an import's staged and converted image).
+
+Without a staging store (IMAGEACTIONS_STAGING_STORE unset) they are files in the action's
+scratch directory on the worker, which every pool must share. With one, they are objects
+`<prefix><action id>/<name>` in its S3 bucket, written in the same pass as the local file
+(a multipart upload whose id is in `action.state` before its first part is sent), and the
+worker's file is only a cache: a step that runs on another host reads the object instead (ranged
+reads to inspect it, a download where a whole file is needed). The runner discards an action's
+staged objects, and aborts its recorded uploads, when the action ends (discard_staged).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+
+from ..choices import ErrorCode
+from ..formats import Inspection
+from ..formats.reader import RangedImageReader
+from ..stores import ImageStore, StoreError, StoreUnavailable, staging_store
+from ..transfer import Sink, TransferError, copy_to_file
+from .context import StepContext, scratch_dir
+from .disk_images import inspect_and_verify
+from .errors import RetryableStepError, StepError
+
+log = logging.getLogger(__name__)
+
+# action.state keys: name -> id of a multipart upload under way into the staging store (what a
+# re-run or the clean-up aborts); name -> the scratch directory ("host:path") holding a copy.
+UPLOADS = "staging_uploads"
+CACHED = "staging_cached"
+INSPECTED = "inspected"  # where inspect_staged() read the image: a local copy, or ranges of the object
+
+MiB = 1024 * 1024
+MIN_PART_SIZE = 8 * MiB
+MAX_PARTS = 10_000  # S3's most parts in one multipart upload
+
+
+def staging_enabled() -> bool:
+    return bool(settings.STAGING_STORE)
+
+
+def staged_key(action_id, name: str) -> str:
+    """The key of an action's staged object in the staging store (under its prefix)."""
+    return f"{action_id}/{name}"
+
+
+def this_scratch() -> str:
+    """This host's scratch directory, as `state[CACHED]` names where a copy is."""
+    return f"{socket.gethostname()}:{settings.SCRATCH_DIR}"
+
+
+def part_size_for(max_size: int) -> int:
+    """Parts of whole MiB, big enough that MAX_PARTS of them hold `max_size` bytes."""
+    return max(MIN_PART_SIZE, -(-max_size // (MAX_PARTS * MiB)) * MiB)
+
+
+def staged_object(ctx: StepContext, name: str) -> tuple[ImageStore, str] | None:
+    """(staging store, key) of the action's staged `name`, None without a staging store."""
+    store = staging_store()
+    return None if store is None else (store, staged_key(ctx.action.pk, name))
+
+
+@contextmanager
+def staging_upload(ctx: StepContext, name: str, *, max_size: int) -> Iterator[Sink | None]:
+    """The sink of the bytes of the action's staged `name` (None without a staging store): a
+    multipart upload into the staging store, completed when the block ends, aborted on any error.
+
+    An upload an earlier run of the step recorded (its host died) is aborted first; the new
+    upload's id is saved in the action's state before its first part is sent.
+    """
+    store = staging_store()
+    if store is None:
+        yield None
+        return
+    key, uploads = staged_key(ctx.action.pk, name), ctx.action.state.setdefault(UPLOADS, {})
+    try:
+        if earlier := uploads.pop(name, None):
+            store.abort_upload(key, earlier)
+        upload = store.start_upload(key, part_size=part_size_for(max_size))
+    except StoreError as error:
+        raise staging_failed(error) from None
+    uploads[name] = upload.upload_id
+    ctx.save_state()
+    try:
+        yield upload.write
+        upload.complete()
+    except StoreError as error:
+        upload.abort()
+        raise staging_failed(error) from None
+    except BaseException:
+        upload.abort()
+        raise
+    del uploads[name]  # saved with the step's end; a clean-up that still finds it aborts nothing
+
+
+def staging_failed(error: StoreError) -> StepError:
+    """The failure of a step whose staging store failed (a passing fault: worth another try)."""
+    retryable = isinstance(error, StoreUnavailable)
+    return (RetryableStepError if retryable else StepError)(
+        f"The staging store failed: {error}", code=ErrorCode.STORE_UNAVAILABLE, details={"store": "staging"}
+    )
+
+
+def mark_cached(ctx: StepContext, name: str) -> None:
+    """Record that this host's scratch directory holds the whole staged `name`."""
+    if staging_enabled():
+        ctx.action.state.setdefault(CACHED, {})[name] = this_scratch()
+
+
+def local_copy(ctx: StepContext, name: str, size: int) -> Path | None:
+    """The staged `name` in this host's scratch directory, None when it is not here.
+
+    Without a staging store that is always the file (the scratch directory is shared). With one,
+    only a copy this host wrote whole and of the right size counts: a file left by a run that
+    died part-way is no copy.
+    """
+    if not staging_enabled():
+        return ctx.scratch / name
+    path = scratch_dir(ctx.action.pk) / name
+    cached_here = ctx.action.state.get(CACHED, {}).get(name) == this_scratch()
+    if cached_here and path.is_file() and path.stat().st_size == size:
+        return path
+    return None
+
+
+def staged_file(ctx: StepContext, name: str, size: int) -> Path:
+    """The staged `name` as a file on this host: the local copy, else downloaded from staging."""
+    return local_copy(ctx, name, size) or download_staged(ctx, name, size)
+
+
+def download_staged(ctx: StepContext, name: str, size: int) -> Path:
+    """Copy the staged object `name` into this host's scratch directory (a cache from then on)."""
+    store, key = staged_object(ctx, name)
+    path = ctx.scratch / name
+    ctx.progress(0, size, force=True)
+    try:
+        with store.open_read(key) as reader:
+            copied = copy_to_file(
+                reader, path, hash_algorithms=(), total=size, progress=ctx.progress, sparse=settings.SPARSE_IMAGES
+            )
+    except StoreError as error:
+        raise staging_failed(error) from None
+    except TransferError as error:
+        raise StepError(f"The staged image could not be read: {error}", code=ErrorCode.STORE_UNAVAILABLE) from None
+    if copied.size != size:
+        path.unlink(missing_ok=True)
+        raise StepError(
+            f"The staged image has {copied.size} bytes in the staging store, {size} were staged; start the action again",
+            code=ErrorCode.IMAGE_DATA_MISSING,
+        )
+    mark_cached(ctx, name)
+    return path
+
+
+def inspect_staged(ctx: StepContext, name: str, *, size: int, declared_format: str | None) -> Inspection:
+    """inspect_and_verify() of the staged `name`: the local copy when this host has one, else
+    with ranged reads of the staged object (downloaded only for a verifier that needs the file)."""
+    local = local_copy(ctx, name, size)
+    if local is not None:
+        if staging_enabled():
+            ctx.action.state[INSPECTED] = {"from": "local copy"}
+        return inspect_and_verify(local, declared_format=declared_format)
+    store, key = staged_object(ctx, name)
+
+    def read_range(offset: int, length: int) -> bytes:
+        with store.open_read(key, start=offset, end=offset + length) as body:
+            return body.read()
+
+    reader = RangedImageReader(read_range, size)
+
+    try:
+        return inspect_and_verify(
+            None, declared_format=declared_format, reader=reader, fetch_file=lambda: download_staged(ctx, name, size)
+        )
+    except StoreError as error:
+        raise staging_failed(error) from None
+    finally:  # a refusal is saved with the state too
+        ctx.action.state[INSPECTED] = {"from": "staging store", "range_requests": reader.requests}
+
+
+def discard_staged(action_id, state: dict) -> None:
+    """Abort the action's recorded uploads and delete its staged objects. Best effort: what an
+    unreachable staging store keeps is logged, and clean_staging removes it later."""
+    store = staging_store()
+    if store is None:
+        return
+    try:
+        for name, upload_id in (state or {}).get(UPLOADS, {}).items():
+            store.abort_upload(staged_key(action_id, name), upload_id)
+        for key in store.list_keys(f"{action_id}/"):
+            store.delete(key)
+    except StoreError:
+        log.warning("could not discard the staged objects of action %s", action_id, exc_info=True)
