@@ -600,3 +600,35 @@ def test_stores_are_built_once_and_rebuilt_when_settings_change(settings, tmp_pa
         {"name": "local", "region": "local", "kind": "filesystem"},
         {"name": "s3east", "region": "east", "kind": "s3"},
     ]
+
+
+@pytest.mark.objectstore
+def test_s3_upload_fed_chunk_by_chunk_holds_a_few_parts_and_is_aborted_whole(settings, object_store):  # noqa: F811
+    from imageactions.stores.s3 import PARTS_IN_FLIGHT
+
+    settings.IMAGE_STORES = {"parts": object_store.s3_store_config(prefix=f"parts-{uuid.uuid4().hex[:8]}")}
+    store, client = get_store("parts"), object_store.s3_client()
+    size, part_size = 120 * MiB + 5, 5 * MiB
+    key = new_key()
+    upload = store.start_upload(key, part_size=part_size)
+    stream = GeneratedStream(size)
+    tracemalloc.start()
+    try:
+        while chunk := stream.read(MiB):
+            upload.write(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The parts sent so far, each at least the part size (S3's rule for all but the last).
+    sent = client.list_parts(Bucket=object_store.bucket, Key=f"{store.prefix}{key}", UploadId=upload.upload_id)
+    assert all(part["Size"] >= part_size for part in sent["Parts"])
+    upload.complete()
+    assert stored_digest(store, key) == generated_digest(size)
+    # The parts being sent, the one filling and its joined copy: not the 120 MiB.
+    assert peak < (PARTS_IN_FLIGHT + 2) * part_size + 2 * MiB, f"peak {peak / MiB:.1f} MiB"
+
+    abandoned = store.start_upload(new_key(), part_size=part_size)
+    abandoned.write(GeneratedStream(12 * MiB).read(12 * MiB))
+    abandoned.abort()
+    assert abandoned.upload_id not in {upload.upload_id for upload in store.list_uploads()}
+    store.delete(key)

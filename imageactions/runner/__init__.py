@@ -2,7 +2,8 @@
 
 queueing: creating actions, the "next step or finish" decision, cancel and retry requests;
 execution: the step task with its heartbeat and retries; ending: success, failure, cancel and
-clean-up; maintenance: the reaper, purge, the webhook sweep and their schedules; sentinel: what
+clean-up (with the staged bytes, and the sweep of ended actions' scratch); maintenance: the
+reaper, purge, the webhook sweep, the staging store's clean-up and their schedules; sentinel: what
 the runner adds to django-q2's cluster (hand-backs of dead workers, schedules on time, graceful
 stops). Every status change is one of ImageActionQuerySet's named transitions (see
 choices.STEP_TRANSITIONS), which also records the change's webhook notification.

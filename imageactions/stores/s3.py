@@ -500,10 +500,11 @@ class MultipartUpload:
     """One multipart upload fed from the caller's thread by write(), while the parts are sent
     by a few threads of its own, each part with its Content-MD5 so the service checks it.
 
-    A part is sent once `part_size` bytes are buffered; at most PARTS_IN_FLIGHT parts wait to
-    be sent, write() waits for the oldest beyond that, so memory stays under
-    (PARTS_IN_FLIGHT + 1) x part_size (plus one write) whatever the object's size. No callback
-    runs on the sending threads: progress and cancel checks stay with the caller.
+    A part is sent once `part_size` bytes are buffered; at most PARTS_IN_FLIGHT parts are being
+    sent, write() waits for the oldest before it sends another, so memory stays about
+    (PARTS_IN_FLIGHT + 2) x part_size (the parts being sent, the one filling and its joined copy)
+    whatever the object's size. No callback runs on the sending threads: progress and cancel
+    checks stay with the caller.
     """
 
     def __init__(self, store: S3Store, key: str, upload_id: str, part_size: int):
@@ -549,16 +550,16 @@ class MultipartUpload:
             log.warning("could not abort the upload %s of %s", self.upload_id, self.key, exc_info=True)
 
     def _send_buffered(self) -> None:
+        while len(self._in_flight) >= PARTS_IN_FLIGHT:  # the oldest part must be sent first
+            self._in_flight.popleft().result()  # raises the part's error here, on the caller's thread
+        while self._in_flight and self._in_flight[0].done():
+            self._in_flight.popleft().result()
         one = len(self._buffer) == 1 and isinstance(self._buffer[0], bytes)
         body = self._buffer[0] if one else b"".join(self._buffer)  # views (a file's holes) become bytes
         self._buffer, self._buffered = [], 0
         future = self._sender.submit(self._send_part, len(self._parts) + 1, body)
         self._parts.append(future)
         self._in_flight.append(future)
-        while len(self._in_flight) > PARTS_IN_FLIGHT:
-            self._in_flight.popleft().result()  # raises the part's error here, on the caller's thread
-        while self._in_flight and self._in_flight[0].done():
-            self._in_flight.popleft().result()
 
     def _send_part(self, number: int, body: bytes) -> dict:
         checksum = base64.b64encode(hashlib.md5(body).digest()).decode()
