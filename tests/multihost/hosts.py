@@ -9,6 +9,10 @@ How far the separation goes (what a passing test proves):
   run as another uid (a virtualenv under a 0700 home), the hosts share the tests' uid and
   are separated by directories only; `Isolation.reason` says which, and the tests still
   check that each host's files stay in its own directory.
+- Mounts. As root, each host also runs in a mount namespace of its own in which every other
+  host's directory is covered by an empty read-only tmpfs: a process that wrote into another
+  host's directory would fail with EROFS, with or without separate uids (the one enforcement
+  left when the tests' Python cannot run as another uid).
 - Host names. As root, each host runs in a UTS namespace of its own (`unshare --uts`) with
   its name as host name, so the runner's worker names (`host:pid`) in an action's timeline
   say which host ran each step; otherwise the worker's pid tells it.
@@ -31,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,13 +132,16 @@ class Isolation:
     own_host_names: bool
     reason: str = ""
     next_uid: int = FIRST_UID
+    private_mounts: bool = False
 
     @classmethod
     def probe(cls) -> Isolation:
         if os.geteuid() != 0:
             return cls(False, False, "not root: the hosts share the tests' uid and are separated by directories only")
         own_names = subprocess.run(["unshare", "--uts", "true"], capture_output=True, check=False).returncode == 0
+        mounts = _private_mounts_work()
         isolation = cls(True, own_names, "" if own_names else "unshare --uts is refused here: no host names")
+        isolation.private_mounts = mounts
         uid = isolation.take_uid()
         isolation.next_uid = uid  # the probe's uid is given again to the first host
         probe = subprocess.run(
@@ -146,12 +154,14 @@ class Isolation:
             env={"PATH": os.environ.get("PATH", ""), "HOME": "/"},
         )
         if probe.returncode:
+            apart = "by read-only mounts over each other's directories" if mounts else "by directories only"
             return cls(
                 False,
                 own_names,
                 f"{sys.executable} cannot run as another uid (is it, or the Python it links to, under a 0700 "
                 f"directory such as /root?); "
-                f"the hosts run as root, separated by directories only: {probe.stderr.strip()[-300:]}",
+                f"the hosts run as root, kept apart {apart}: {probe.stderr.strip()[-300:]}",
+                private_mounts=mounts,
             )
         return isolation
 
@@ -162,15 +172,31 @@ class Isolation:
         self.next_uid = uid + 1
         return uid
 
-    def prefix(self, host_name: str, uid: int | None) -> list[str]:
-        """The command words that start a process as the host: its host name, then its uid."""
-        words = []
+    def prefix(self, host_name: str, uid: int | None, hidden: list[Path] = ()) -> list[str]:
+        """The command words that start a process as the host: its host name, the other hosts'
+        directories (`hidden`) covered, then its uid."""
+        namespaces, script = [], []
         if self.own_host_names:
-            # hostname needs root, so the uid is dropped after it, by setpriv, in the namespace.
-            words = ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', host_name]
+            namespaces.append("--uts")
+            script.append('hostname "$0"')
+        if self.private_mounts and hidden:
+            namespaces.append("--mount")  # private propagation: the mounts stay in the namespace
+            script += [f"mount -t tmpfs -o ro,size=4k tmpfs {shlex.quote(str(path))}" for path in hidden]
+        words = []
+        if namespaces:
+            # hostname and mount need root, so the uid is dropped after them, by setpriv, in the namespace.
+            words = ["unshare", *namespaces, "--", "sh", "-c", " && ".join([*script, 'exec "$@"']), host_name]
         if self.separate_users and uid is not None:
             words += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
         return words
+
+
+def _private_mounts_work() -> bool:
+    """Whether a mount namespace can cover a directory with a read-only tmpfs here."""
+    with tempfile.TemporaryDirectory() as directory:
+        script = f"mount -t tmpfs -o ro,size=4k tmpfs {shlex.quote(directory)} && ! touch {shlex.quote(directory)}/x"
+        covered = subprocess.run(["unshare", "--mount", "--", "sh", "-c", script], capture_output=True, check=False)
+        return covered.returncode == 0 and not os.path.exists(os.path.join(directory, "x"))
 
 
 def _uid_taken(uid: int) -> bool:
@@ -221,7 +247,7 @@ class Host:
         with open(log_path, "ab") as log:
             self._own(log_path)
             self.process = subprocess.Popen(
-                self.isolation.prefix(self.name, self.uid) + self.command,
+                self.isolation.prefix(self.name, self.uid, self.neighbours()) + self.command,
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
@@ -234,7 +260,7 @@ class Host:
     def run(self, command: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
         """Run a one-off command (a manage.py command) as this host, with its settings."""
         return subprocess.run(
-            self.isolation.prefix(self.name, self.uid) + command,
+            self.isolation.prefix(self.name, self.uid, self.neighbours()) + command,
             cwd=ROOT,
             env=self.env,
             capture_output=True,
@@ -243,6 +269,10 @@ class Host:
             stdin=subprocess.DEVNULL,
             check=False,
         )
+
+    def neighbours(self) -> list[Path]:
+        """The other hosts' directories (the layout adds every host before it starts any)."""
+        return sorted(path for path in self.root.parent.iterdir() if path.is_dir() and path != self.root)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
