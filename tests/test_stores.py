@@ -606,11 +606,14 @@ def test_stores_are_built_once_and_rebuilt_when_settings_change(settings, tmp_pa
 def test_s3_upload_fed_chunk_by_chunk_holds_a_few_parts_and_is_aborted_whole(settings, object_store):  # noqa: F811
     from imageactions.stores.s3 import PARTS_IN_FLIGHT
 
-    settings.IMAGE_STORES = {"parts": object_store.s3_store_config(prefix=f"parts-{uuid.uuid4().hex[:8]}")}
+    part_size = 5 * MiB
+    config = object_store.s3_store_config(prefix=f"parts-{uuid.uuid4().hex[:8]}", multipart_chunksize=part_size)
+    settings.IMAGE_STORES = {"parts": config}
     store, client = get_store("parts"), object_store.s3_client()
-    size, part_size = 120 * MiB + 5, 5 * MiB
+    size = 120 * MiB + 5
     key = new_key()
-    upload = store.start_upload(key, part_size=part_size)
+    upload = store.start_upload(key, max_size=size)
+    assert upload.part_size == part_size  # the configured chunk size: 10,000 of them hold far more
     stream = GeneratedStream(size)
     tracemalloc.start()
     try:
@@ -627,8 +630,47 @@ def test_s3_upload_fed_chunk_by_chunk_holds_a_few_parts_and_is_aborted_whole(set
     # The parts being sent, the one filling and its joined copy: not the 120 MiB.
     assert peak < (PARTS_IN_FLIGHT + 2) * part_size + 2 * MiB, f"peak {peak / MiB:.1f} MiB"
 
-    abandoned = store.start_upload(new_key(), part_size=part_size)
+    abandoned = store.start_upload(new_key(), max_size=size)
     abandoned.write(GeneratedStream(12 * MiB).read(12 * MiB))
     abandoned.abort()
     assert abandoned.upload_id not in {upload.upload_id for upload in store.list_uploads()}
     store.delete(key)
+
+
+def test_s3_part_size_is_whole_mib_enough_for_10000_parts(settings):
+    settings.IMAGE_STORES = {"parts": {"type": "s3", "bucket": "b", "multipart_chunksize": 8 * MiB}}
+    store = get_store("parts")
+    assert store.part_size(None) == store.part_size(80_000 * MiB) == 8 * MiB
+    assert store.part_size(80_000 * MiB + 1) == 9 * MiB
+    assert store.part_size(1024 * 1024 * MiB) == 105 * MiB  # 1 TiB: 9,986 parts
+    assert store.part_size(1024 * 1024 * MiB) * 10_000 >= 1024 * 1024 * MiB
+
+
+@pytest.mark.objectstore
+def test_s3_upload_aborted_while_parts_are_being_sent_leaves_no_upload(settings, object_store):  # noqa: F811
+    from imageactions.stores.s3 import PARTS_IN_FLIGHT
+
+    config = object_store.s3_store_config(prefix=f"parts-{uuid.uuid4().hex[:8]}", multipart_chunksize=5 * MiB)
+    settings.IMAGE_STORES = {"parts": config}
+    store, client = get_store("parts"), object_store.s3_client()
+    upload = store.start_upload(new_key(), max_size=1024 * MiB)
+    stream = GeneratedStream(PARTS_IN_FLIGHT * 5 * MiB)
+    while chunk := stream.read(MiB):
+        upload.write(chunk)
+    assert any(not part.done() for part in upload._parts)  # parts still on their way
+
+    upload.abort()
+
+    assert upload.upload_id not in {pending.upload_id for pending in store.list_uploads()}
+    listed = client.list_multipart_uploads(Bucket=object_store.bucket, Prefix=store.prefix)
+    assert listed.get("Uploads", []) == []
+
+
+@pytest.mark.objectstore
+def test_s3_copy_from_a_source_of_another_size_copies_nothing(s3_settings):
+    east, west = get_store("east"), get_store("west")
+    key = new_key()
+    east.put_stream(key, io.BytesIO(b"12345"), size=5)
+    with pytest.raises(StoreError, match=f"'{key}' of image store 'east' has 5 bytes, 6 were expected"):
+        west.copy_from(east, key, key, size=6)
+    assert not west.exists(key)

@@ -36,10 +36,6 @@ UPLOADS = "staging_uploads"
 CACHED = "staging_cached"
 INSPECTED = "inspected"  # where inspect_staged() read the image: a local copy, or ranges of the object
 
-MiB = 1024 * 1024
-MIN_PART_SIZE = 8 * MiB
-MAX_PARTS = 10_000  # S3's most parts in one multipart upload
-
 
 def staging_enabled() -> bool:
     return bool(settings.STAGING_STORE)
@@ -53,11 +49,6 @@ def staged_key(action_id, name: str) -> str:
 def this_scratch() -> str:
     """This host's scratch directory, as `state[CACHED]` names where a copy is."""
     return f"{socket.gethostname()}:{settings.SCRATCH_DIR}"
-
-
-def part_size_for(max_size: int) -> int:
-    """Parts of whole MiB, big enough that MAX_PARTS of them hold `max_size` bytes."""
-    return max(MIN_PART_SIZE, -(-max_size // (MAX_PARTS * MiB)) * MiB)
 
 
 def staged_object(ctx: StepContext, name: str) -> tuple[ImageStore, str] | None:
@@ -82,7 +73,7 @@ def staging_upload(ctx: StepContext, name: str, *, max_size: int) -> Iterator[Si
     try:
         if earlier := uploads.pop(name, None):
             store.abort_upload(key, earlier)
-        upload = store.start_upload(key, part_size=part_size_for(max_size))
+        upload = store.start_upload(key, max_size=max_size)
     except StoreError as error:
         raise staging_failed(error) from None
     uploads[name] = upload.upload_id

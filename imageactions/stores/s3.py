@@ -6,6 +6,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ DEFAULT_PART_SIZE = 8 * MiB
 # Parts in flight per transfer. A stream's parts are held in memory until sent, so this times
 # the part size bounds a transfer's memory, whatever the image's size.
 PARTS_IN_FLIGHT = 4
+# How long an abort waits for the parts being sent before it aborts again (see MultipartUpload.abort).
+ABORT_WAIT = 15
 PROGRESS_INTERVAL = 0.5  # seconds between progress reports during one transfer
 NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
 NO_SUCH_UPLOAD_CODES = {"404", "NoSuchUpload", "NotFound"}
@@ -206,7 +209,7 @@ class S3Store(ImageStore):
     def server_side_copy(self, src_store: ImageStore, src_key: str, dst_key: str) -> bool:
         if not self._can_copy_from(src_store):
             return False
-        self._copy_in_service(src_store, src_key, dst_key, progress=None)
+        self._copy_in_service(src_store, src_key, dst_key, size=None, progress=None)
         return True
 
     def copy_from(
@@ -222,7 +225,7 @@ class S3Store(ImageStore):
         # The service copies out of sight: `read_back` gets nothing, the caller reads the copy.
         if not self._can_copy_from(src_store):
             return None
-        self._copy_in_service(src_store, src_key, dst_key, progress=progress)
+        self._copy_in_service(src_store, src_key, dst_key, size=size, progress=progress)
         return COPIED_SERVER_SIDE
 
     def _can_copy_from(self, src_store: ImageStore) -> bool:
@@ -233,11 +236,18 @@ class S3Store(ImageStore):
         )
 
     def _copy_in_service(
-        self, src_store: "S3Store", src_key: str, dst_key: str, *, progress: ProgressCallback | None
+        self, src_store: "S3Store", src_key: str, dst_key: str, *, size: int | None, progress: ProgressCallback | None
     ) -> None:
         """CopyObject, or UploadPartCopy part by part above the multipart threshold (a single
-        CopyObject stops at 5 GiB): the service copies, no byte passes through here."""
-        size = src_store.size(src_key)  # ObjectNotFound naming the source store, and the size for the part plan
+        CopyObject stops at 5 GiB): the service copies, no byte passes through here. A source
+        that has not `size` bytes (when given) is not copied."""
+        found = src_store.size(src_key)  # ObjectNotFound naming the source store, and the size for the part plan
+        if size is not None and found != size:
+            raise StoreError(
+                f"The object '{src_key}' of image store '{src_store.name}' has {found} bytes, {size} were "
+                f"expected; nothing was copied into image store '{self.name}'"
+            )
+        size = found
         copy_source = {"Bucket": src_store.bucket, "Key": src_store._object_key(src_key)}
         object_key = self._object_key(dst_key)
         self._transfer(
@@ -267,10 +277,15 @@ class S3Store(ImageStore):
         if progress:
             progress(watch.bytes_done, size)
 
+    def part_size(self, size: int | None) -> int:
+        """The part size for an object of (at most) `size` bytes: the configured chunk size, or
+        whole MiB big enough that MAX_PARTS parts hold `size`."""
+        if not size:
+            return self.multipart_chunksize
+        return max(self.multipart_chunksize, -(-size // (MAX_PARTS * MiB)) * MiB)
+
     def _transfer_config(self, size: int | None) -> TransferConfig:
-        part_size = self.multipart_chunksize
-        if size:
-            part_size = max(part_size, -(-size // MAX_PARTS))
+        part_size = self.part_size(size)
         config = TransferConfig(
             multipart_threshold=self.multipart_threshold,
             multipart_chunksize=part_size,
@@ -282,13 +297,14 @@ class S3Store(ImageStore):
 
     # -- writing chunk by chunk (a staging store)
 
-    def start_upload(self, key: str, *, part_size: int) -> "MultipartUpload":
-        """Begin a multipart upload of `key`, fed by MultipartUpload.write(); nothing is sent
-        but the request that creates it, so the caller can record its id first."""
+    def start_upload(self, key: str, *, max_size: int) -> "MultipartUpload":
+        """Begin a multipart upload of `key` (at most `max_size` bytes), fed by
+        MultipartUpload.write(); nothing is sent but the request that creates it, so the caller
+        can record its id first. Its memory is about (PARTS_IN_FLIGHT + 2) x part_size(max_size)."""
         object_key = self._object_key(key)
         with self._translate_errors("store", key):
             upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=object_key)["UploadId"]
-        return MultipartUpload(self, key, upload_id, max(part_size, MIN_PART_SIZE))
+        return MultipartUpload(self, key, upload_id, self.part_size(max_size))
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload and free its parts; one already ended or aborted is no error."""
@@ -540,10 +556,20 @@ class MultipartUpload:
             self._sender.shutdown(wait=True, cancel_futures=True)
 
     def abort(self) -> None:
-        """Stop sending and abort the upload; a failure to abort is logged (clean_staging finds
-        the upload later), so that it never hides why the upload was aborted."""
-        self._sender.shutdown(wait=True, cancel_futures=True)
+        """Stop sending and abort the upload at once; a failure to abort is logged (clean_staging
+        finds the upload later), so that it never hides why the upload was aborted.
+
+        Parts already being sent may still land after the abort (S3 keeps such a part), so the
+        abort is sent again once they ended, waiting for them at most ABORT_WAIT seconds."""
+        self._sender.shutdown(wait=False, cancel_futures=True)
         self._buffer.clear()
+        self._abort_logged()
+        in_flight = [future for future in self._parts if not future.done()]
+        if in_flight:
+            futures.wait(in_flight, timeout=ABORT_WAIT)
+            self._abort_logged()
+
+    def _abort_logged(self) -> None:
         try:
             self.store.abort_upload(self.key, self.upload_id)
         except StoreError:
