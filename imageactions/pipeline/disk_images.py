@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 
@@ -21,7 +22,8 @@ from ..images import in_use
 from ..metrics import STORED, bytes_moved
 from ..models import Image
 from ..stores import ImageStore, ObjectNotFound, StoreError, StoreUnavailable
-from ..transfer import TransferError, copy_to_file
+from ..stores.base import ReaderAdapter
+from ..transfer import TransferError, TransferResult, copy_to_file
 from .context import StepContext
 from .errors import RetryableStepError, StepError, error_code_of
 
@@ -91,16 +93,7 @@ def image_file(ctx: StepContext, image: Image) -> Path:
                 raise ObjectNotFound(f"Object '{location.key}' was not found in image store '{store.name}'")
             return path
         copy = ctx.scratch / IMAGE_COPY
-        ctx.progress(0, image.size, force=True)
-        with store.open_read(location.key) as reader:
-            copy_to_file(
-                reader,
-                copy,
-                hash_algorithms=(),
-                total=image.size,
-                progress=ctx.progress,
-                sparse=settings.SPARSE_IMAGES,
-            )
+        download(ctx, store, location.key, copy, size=image.size)
     except (StoreError, TransferError) as error:
         raise StepError(
             f"The bytes of image {image.pk} could not be read: {error}; tell an operator",
@@ -108,6 +101,17 @@ def image_file(ctx: StepContext, image: Image) -> Path:
             details={"store": location.store},
         ) from None
     return copy
+
+
+def download(ctx: StepContext, store: ImageStore, key: str, path: Path, *, size: int) -> TransferResult:
+    """Copy the object `key` of `store` into the file `path` on this host, reporting the step's
+    progress (holes kept with SPARSE_IMAGES). Faults are the store's StoreError or a
+    TransferError, for the caller to put in its own words."""
+    ctx.progress(0, size, force=True)
+    with store.open_read(key) as reader:
+        return copy_to_file(
+            reader, path, hash_algorithms=(), total=size, progress=ctx.progress, sparse=settings.SPARSE_IMAGES
+        )
 
 
 def convert_image_file(
@@ -216,6 +220,8 @@ def store_image_file(
     written, failed_stores = state.setdefault("stored", []), state.setdefault("failed_stores", [])
     ctx.save_state()
     pending = [target for target in targets if target.name not in written and target.name not in failed_stores]
+    if pending and staged is not None:
+        staged = _checked_staged(staged, size=size, path=path, what=what)
     total = size * len(targets)
     for index, target in enumerate(pending):
         offset = size * (len(targets) - len(pending) + index)
@@ -229,6 +235,8 @@ def store_image_file(
             )
         except ImageLost as error:
             raise StepError(str(error), code=ErrorCode.IMAGE_DATA_MISSING) from None
+        except StagingFault as fault:  # the staging store's fault: the target is not to blame
+            raise staging_read_failed(fault.error, what=what) from None
         except StoreError as error:
             if all_must_succeed:
                 retryable = isinstance(error, StoreUnavailable)
@@ -256,6 +264,74 @@ class ImageLost(StoreError):
     """The file to store is gone and no store has its bytes: nothing to retry."""
 
 
+class StagingFault(Exception):
+    """A staging store's StoreError met while a target store took the staged bytes. Not a
+    StoreError, so that no target store takes it for its own."""
+
+    def __init__(self, error: StoreError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def read_staged(staging: ImageStore, key: str) -> BinaryIO:
+    """open_read() of a staged object whose faults, opening or reading, are StagingFaults."""
+    try:
+        body = staging.open_read(key)
+    except StoreError as error:
+        raise StagingFault(error) from error
+
+    def read_some(amount: int) -> bytes:
+        try:
+            return body.read(amount)
+        except StoreError as error:
+            raise StagingFault(error) from error
+
+    return ReaderAdapter(read_some, body.close)
+
+
+def _checked_staged(staged: tuple[ImageStore, str], *, size: int, path: Path | None, what: str):
+    """`staged` when its object has the `size` bytes staged, else None when this host's copy
+    (`path`) can stand in for it; a StepError when neither has the bytes, or the staging store
+    cannot be reached (checked once here, so that no target store is blamed for it)."""
+    staging, key = staged
+    try:
+        found = staging.size(key)
+    except ObjectNotFound:
+        found = None
+    except StoreError as error:
+        raise staging_read_failed(error, what=what) from None
+    if found == size:
+        return staged
+    if path is not None and path.exists():
+        log.warning("the staged object %s has %s bytes, %d were staged: storing this host's copy", key, found, size)
+        return None
+    where = "is no longer" if found is None else f"has {found} bytes where {size} were staged"
+    raise StepError(
+        f"{what} {where} in the staging store, and this host has no copy; start the action again",
+        code=ErrorCode.IMAGE_DATA_MISSING,
+        details={"store": staging.name, "key": key},
+    )
+
+
+def staging_read_failed(error: StoreError | TransferError, *, what: str) -> StepError:
+    """The failure of a step that could not read a staged object (`what`): gone from the staging
+    store, the staging store's fault (staging_failed), or a read broken off."""
+    if isinstance(error, TransferError):
+        return RetryableStepError(
+            f"{what} could not be read from the staging store: {error}",
+            code=ErrorCode.STORE_UNAVAILABLE,
+            details={"store": "staging"},
+        )
+    if isinstance(error, ObjectNotFound):
+        return StepError(
+            f"{what} is no longer in the staging store ({error}); start the action again",
+            code=ErrorCode.IMAGE_DATA_MISSING,
+        )
+    from .staging import staging_failed  # staging builds on this module
+
+    return staging_failed(error)
+
+
 def _put(target, key: str, path: Path | None, *, size: int, move: bool, progress, what: str, staged) -> str:
     """One store's copy of the bytes, and how it was made; `move`: the last copy, which may take
     the file itself."""
@@ -273,8 +349,7 @@ def _put(target, key: str, path: Path | None, *, size: int, move: bool, progress
         bytes_moved(STORED, size)
         return FROM_LOCAL_FILE
     if staged is not None:
-        staging, staged_key = staged
-        with staging.open_read(staged_key) as source:
+        with read_staged(*staged) as source:
             target.put_stream(key, source, size=size, progress=progress)
         bytes_moved(STORED, size)
         return STREAMED_FROM_STAGING

@@ -23,9 +23,9 @@ from ..choices import ErrorCode
 from ..formats import Inspection
 from ..formats.reader import RangedImageReader
 from ..stores import ImageStore, StoreError, StoreUnavailable, staging_store
-from ..transfer import Sink, TransferError, copy_to_file
+from ..transfer import Sink, TransferError
 from .context import StepContext, scratch_dir
-from .disk_images import inspect_and_verify
+from .disk_images import download, inspect_and_verify, staging_read_failed
 from .errors import RetryableStepError, StepError
 
 log = logging.getLogger(__name__)
@@ -129,16 +129,10 @@ def download_staged(ctx: StepContext, name: str, size: int) -> Path:
     """Copy the staged object `name` into this host's scratch directory (a cache from then on)."""
     store, key = staged_object(ctx, name)
     path = ctx.scratch / name
-    ctx.progress(0, size, force=True)
     try:
-        with store.open_read(key) as reader:
-            copied = copy_to_file(
-                reader, path, hash_algorithms=(), total=size, progress=ctx.progress, sparse=settings.SPARSE_IMAGES
-            )
-    except StoreError as error:
-        raise staging_failed(error) from None
-    except TransferError as error:
-        raise StepError(f"The staged image could not be read: {error}", code=ErrorCode.STORE_UNAVAILABLE) from None
+        copied = download(ctx, store, key, path, size=size)
+    except (StoreError, TransferError) as error:
+        raise staging_read_failed(error, what="The staged image") from None
     if copied.size != size:
         path.unlink(missing_ok=True)
         raise StepError(
@@ -170,7 +164,7 @@ def inspect_staged(ctx: StepContext, name: str, *, size: int, declared_format: s
             None, declared_format=declared_format, reader=reader, fetch_file=lambda: download_staged(ctx, name, size)
         )
     except StoreError as error:
-        raise staging_failed(error) from None
+        raise staging_read_failed(error, what="The staged image") from None
     finally:  # a refusal is saved with the state too
         ctx.action.state[INSPECTED] = {"from": "staging store", "range_requests": reader.requests}
 

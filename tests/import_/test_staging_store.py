@@ -101,6 +101,40 @@ def test_an_http_import_is_staged_and_stored_from_the_staging_store_by_another_h
     assert not (core_dir / "scratch" / str(action.pk)).exists()
 
 
+@pytest.mark.parametrize("change", ["deleted", "resized"])
+def test_a_staged_object_lost_before_store_fails_the_import_without_blaming_the_image_store(
+    change, alice, staging, shared_images, start_workers, settings, tmp_path, image_server
+):
+    settings.STEP_POOLS, settings.WORKER_POOLS = {"import.store": "core"}, ["core", "default"]
+    env = staging.env(IMAGEACTIONS_STEP_POOLS=json.dumps(settings.STEP_POOLS), **shared_images)
+    edge = start_workers(workers=1, env=env)
+    data = random_image(3 * MiB, seed=40)
+    action_id = start_import(alice, {"location": image_server.add("lost.raw", data)})
+    deadline = time.monotonic() + 60  # until the store step waits for a core worker
+    while (row := ImageAction.objects.get(pk=action_id)).step_index < 3 and row.status != "failure":
+        assert time.monotonic() < deadline, edge.log_tail()
+        time.sleep(0.1)
+    assert row.status != "failure", row.message
+    key = f"staging/{action_id}/staged"
+    if change == "deleted":
+        staging.server.s3_client().delete_object(Bucket=staging.bucket, Key=key)
+    else:
+        staging.server.s3_client().put_object(Bucket=staging.bucket, Key=key, Body=data[:MiB])
+    core = start_workers(pool="core", workers=1, env={**env, "IMAGEACTIONS_DATA_DIR": str(tmp_path / "core-host")})
+
+    action = wait_for_action(action_id, workers=core)
+
+    where = "is no longer" if change == "deleted" else f"has {MiB} bytes where {len(data)} were staged"
+    assert (action.status, action.error_code) == ("failure", "image_data_missing"), action.message
+    assert (
+        action.message == f"The image {where} in the staging store, and this host has no copy; start the action again"
+    )
+    assert action.state["failed_stores"] == []  # the image store did nothing wrong
+    assert sweep_scratch(throttled=False) == [action_id]  # the fetch's copy, on the edge host
+    assert_left_nothing(action)
+    staging.assert_empty()
+
+
 def test_a_qcow2_is_inspected_and_converted_from_the_staged_object_on_another_host(
     alice, staging, shared_images, start_workers, settings, tmp_path, image_server
 ):
