@@ -20,6 +20,15 @@ def scratch_dir(action_id) -> Path:
     return settings.SCRATCH_DIR / str(action_id)
 
 
+def action_id_named(name: str) -> str | None:
+    """The action id a scratch directory's name, or a staging key ("<id>/staged"), starts with;
+    None for a name that is no action's (not ours to remove)."""
+    try:
+        return str(uuid.UUID(name.split("/", 1)[0]))
+    except ValueError:
+        return None
+
+
 class StepContext:
     """Scratch space, stores, progress reporting with cancel checks, and saving the action's state.
 

@@ -11,7 +11,6 @@ import shutil
 import socket
 import time
 import traceback
-import uuid
 
 from django.conf import settings
 from django.db import transaction
@@ -21,7 +20,7 @@ from .. import metrics
 from ..choices import ActionStatus, ErrorCode, ImageRole
 from ..logs import bound
 from ..models import ActionEvent, ActionImage, ImageAction, ended_times
-from ..pipeline.context import StepContext, scratch_dir
+from ..pipeline.context import StepContext, action_id_named, scratch_dir
 from ..pipeline.registry import ActionType, get_action_type
 from ..pipeline.staging import discard_staged, staging_enabled
 
@@ -247,12 +246,7 @@ def sweep_scratch(*, throttled: bool = True) -> list[str]:
         found = {entry.name for entry in settings.SCRATCH_DIR.iterdir() if entry.is_dir()}
     except FileNotFoundError:
         return []
-    ids = set()
-    for name in found:
-        try:
-            ids.add(str(uuid.UUID(name)))
-        except ValueError:
-            continue  # not an action's directory: not ours to remove
+    ids = {action_id_named(name) for name in found} - {None}
     pending = {str(pk) for pk in ImageAction.objects.pending().filter(pk__in=ids).values_list("pk", flat=True)}
     ended = sorted(ids - pending)
     for action_id in ended:

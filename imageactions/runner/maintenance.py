@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -20,6 +19,7 @@ from .. import idempotency, webhooks
 from ..choices import ActionStatus, ErrorCode, StepState
 from ..logs import bound
 from ..models import ActionEvent, ImageAction
+from ..pipeline.context import action_id_named
 from ..pipeline.registry import get_action_type
 from ..pipeline.staging import UPLOADS
 from ..stores import staging_store
@@ -223,10 +223,10 @@ def _clean_staging(grace: float, report: Callable[[str], None] | None) -> dict:
     report = report or (lambda line: log.info("clean_staging: %s", line))
     uploads = store.list_uploads()
     keys = store.list_keys()
-    pending = _pending_states({_action_id(item) for item in [*(u.key for u in uploads), *keys]} - {None})
+    pending = _pending_states({action_id_named(item) for item in [*(u.key for u in uploads), *keys]} - {None})
     old_before = timezone.now() - timedelta(seconds=grace)
     for upload in uploads:
-        action_id = _action_id(upload.key)
+        action_id = action_id_named(upload.key)
         if action_id is None:
             continue  # not an action's: not ours to abort
         state = pending.get(action_id)
@@ -238,21 +238,13 @@ def _clean_staging(grace: float, report: Callable[[str], None] | None) -> dict:
         why = "not its running action's current upload" if state is not None else "its action ended or is gone"
         report(f"aborted upload {upload.upload_id} of {store.prefix}{upload.key} ({why})")
     for key in keys:
-        action_id = _action_id(key)
+        action_id = action_id_named(key)
         if action_id is None or action_id in pending:
             continue
         store.delete(key)
         counts["objects_deleted"] += 1
         report(f"deleted {store.prefix}{key} (its action ended or is gone)")
     return counts
-
-
-def _action_id(key: str) -> str | None:
-    """The action id a staging key starts with (staged_key()), None for a key that is no action's."""
-    try:
-        return str(uuid.UUID(key.split("/", 1)[0]))
-    except ValueError:
-        return None
 
 
 def _pending_states(action_ids: set[str]) -> dict[str, dict]:
