@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 UPLOADS = "staging_uploads"
 CACHED = "staging_cached"
 INSPECTED = "inspected"  # where inspect_staged() read the image: a local copy, or ranges of the object
+# The names the action staged (recorded before their upload began), and whether discard_staged()
+# removed them all: then nothing is left to remove, and a purge asks the staging store nothing.
+OBJECTS = "staging_objects"
+DISCARDED = "staging_discarded"
+# What an import stages; discarded even where an older state recorded no OBJECTS.
+KNOWN_NAMES = ("staged", "converted")
 
 
 def staging_enabled() -> bool:
@@ -77,8 +83,10 @@ def staging_upload(ctx: StepContext, name: str, *, max_size: int) -> Iterator[Si
     except StoreError as error:
         raise staging_failed(error) from None
     uploads[name] = upload.upload_id
-    ctx.save_state()
+    if name not in (names := ctx.action.state.setdefault(OBJECTS, [])):
+        names.append(name)
     try:
+        ctx.save_state()  # a run superseded meanwhile, or a database fault: the new upload is aborted
         yield upload.write
         upload.complete()
     except StoreError as error:
@@ -169,16 +177,39 @@ def inspect_staged(ctx: StepContext, name: str, *, size: int, declared_format: s
         ctx.action.state[INSPECTED] = {"from": "staging store", "range_requests": reader.requests}
 
 
-def discard_staged(action_id, state: dict) -> None:
-    """Abort the action's recorded uploads and delete its staged objects. Best effort: what an
-    unreachable staging store keeps is logged, and clean_staging removes it later."""
+def discard_staged(action_id, state: dict) -> bool:
+    """Abort the action's recorded uploads and delete its staged objects, by their keys (no
+    listing). True when that is done now and `state` says so (DISCARDED: the caller saves it);
+    False when there was nothing to do or some is left. Best effort: with the staging store
+    unreachable it gives up at once (one timeout, not one per object), logged, and
+    clean_staging removes the rest later."""
+    state = state if state is not None else {}
     store = staging_store()
-    if store is None:
-        return
+    if store is None or state.get(DISCARDED) or UPLOADS not in state:
+        return False  # nothing staged: an upload's id is recorded before any object exists
+    names = dict.fromkeys([*KNOWN_NAMES, *state.get(OBJECTS, []), *state.get(UPLOADS, {}), *state.get(CACHED, {})])
+    left = False
     try:
-        for name, upload_id in (state or {}).get(UPLOADS, {}).items():
-            store.abort_upload(staged_key(action_id, name), upload_id)
-        for key in store.list_keys(f"{action_id}/"):
-            store.delete(key)
+        for name, upload_id in state.get(UPLOADS, {}).items():
+            left |= not _discarded(action_id, store.abort_upload, staged_key(action_id, name), upload_id)
+        for name in names:
+            left |= not _discarded(action_id, store.delete, staged_key(action_id, name))
+    except StoreUnavailable:
+        log.warning("the staging store is unreachable: the staged objects of action %s stay", action_id, exc_info=True)
+        return False
+    if left:
+        return False
+    state[DISCARDED] = True
+    return True
+
+
+def _discarded(action_id, remove, *args) -> bool:
+    """remove(*args); False when the staging store refused (logged); StoreUnavailable goes on up."""
+    try:
+        remove(*args)
+    except StoreUnavailable:
+        raise
     except StoreError:
-        log.warning("could not discard the staged objects of action %s", action_id, exc_info=True)
+        log.warning("could not discard a staged object of action %s", action_id, exc_info=True)
+        return False
+    return True

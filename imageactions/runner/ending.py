@@ -14,10 +14,11 @@ import traceback
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from .. import metrics
-from ..choices import ActionStatus, ErrorCode, ImageRole
+from ..choices import TERMINAL_STATUSES, ActionStatus, ErrorCode, ImageRole
 from ..logs import bound
 from ..models import ActionEvent, ActionImage, ImageAction, ended_times
 from ..pipeline.context import StepContext, action_id_named, scratch_dir
@@ -225,7 +226,11 @@ def remove_scratch(action: ImageAction) -> None:
     """Remove what the action staged: its scratch directory on this host, and its objects and
     uploads in the staging store. Copies other hosts cached are swept there (sweep_scratch)."""
     shutil.rmtree(scratch_dir(action.pk), ignore_errors=True)
-    discard_staged(action.pk, action.state)
+    if discard_staged(action.pk, action.state):
+        # Saved so that a purge later asks the staging store nothing; only where no other run
+        # may be writing the state (the action ended, or this run still owns it).
+        owner = Q(status__in=TERMINAL_STATUSES) | Q(run_token=action.run_token)
+        ImageAction.objects.filter(owner, pk=action.pk).update(state=action.state)
 
 
 # With a staging store, the steps of one action run on several hosts and the action ends on one

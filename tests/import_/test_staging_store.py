@@ -3,7 +3,9 @@ Swift holds the staged bytes, so steps run on hosts that share no scratch direct
 touch the API host's disk, and nothing is left in the bucket when an action ends."""
 
 import json
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ from django.utils import timezone
 
 from imageactions.formats.verifiers import VerificationFailed
 from imageactions.models import ImageAction
+from imageactions.pipeline import StepContext, discard_staged, staging_upload
+from imageactions.pipeline.errors import ActionCancelled, RunSuperseded
 from imageactions.runner import sweep_scratch
 from tests.conftest import wait_for_action
 from tests.http_servers import CountingRelay
@@ -258,6 +262,7 @@ def test_a_failed_import_leaves_nothing_in_the_staging_store(alice, staging, sta
     assert empty.message == "The image is empty (0 bytes); check the source and try again"
     for ended in (action, empty):
         assert_left_nothing(ended)
+        assert ended.state["staging_discarded"]  # a purge will not ask the staging store again
     staging.assert_empty()
 
 
@@ -266,10 +271,10 @@ def test_a_cancelled_import_aborts_its_multipart_upload(alice, staging, start_wo
     image_server.add("slow-staged.img", random_image(24 * MiB, seed=35))
     action_id = start_import(alice, {"location": image_server.url("/slow/slow-staged.img?rate=262144")})
     deadline = time.monotonic() + 30
-    while not staging.uploads() and time.monotonic() < deadline:
+    while not (recorded := ImageAction.objects.get(pk=action_id).state.get("staging_uploads")):
+        assert time.monotonic() < deadline, workers.log_tail()
         time.sleep(0.1)
     [upload] = staging.uploads()
-    recorded = ImageAction.objects.get(pk=action_id).state["staging_uploads"]
     assert recorded == {"staged": upload["UploadId"]}  # recorded before the first part was sent
 
     assert alice.post(f"/v2/image-actions/{action_id}/cancel").status_code == 202
@@ -278,6 +283,93 @@ def test_a_cancelled_import_aborts_its_multipart_upload(alice, staging, start_wo
     assert action.status == "cancelled"
     assert_left_nothing(action)
     staging.assert_empty()
+
+
+def step_context(alice) -> StepContext:
+    """The context of a run that owns an import (held for its data), as a worker's step has it."""
+    action = ImageAction.objects.get(pk=start_import(alice, {"source": "upload"}))
+    action.run_token = uuid.uuid4()
+    ImageAction.objects.filter(pk=action.pk).update(run_token=action.run_token)
+    return StepContext(action, None, action.run_token)
+
+
+class SourceBroke(Exception):
+    pass
+
+
+@pytest.mark.parametrize("ending", ["source broke", "cancelled", "superseded before the first part"])
+def test_a_staging_upload_that_does_not_end_well_is_aborted_at_once(ending, alice, staging):
+    ctx = step_context(alice)
+    if ending == "superseded before the first part":  # another run took the step: save_state() fails
+        ImageAction.objects.filter(pk=ctx.action.pk).update(run_token=uuid.uuid4())
+    expected = {"source broke": SourceBroke, "cancelled": ActionCancelled}.get(ending, RunSuperseded)
+
+    def stage():
+        with staging_upload(ctx, "staged", max_size=1024 * MiB) as sink:
+            data = random_image(20 * MiB, seed=41)
+            for offset in range(0, len(data), MiB):  # two parts of 8 MiB sent, 4 MiB buffered
+                sink(data[offset : offset + MiB])
+            if ending == "source broke":
+                raise SourceBroke()
+            ImageAction.objects.filter(pk=ctx.action.pk).update(cancel_requested=True)
+            ctx.check_cancelled()
+
+    with pytest.raises(expected):
+        stage()
+
+    # Before any clean-up at the action's end: the upload itself is gone.
+    assert staging.uploads() == []
+    assert staging.objects() == []
+
+
+def test_discarding_staged_objects_lists_nothing_and_gives_up_on_an_unreachable_store(staging, settings):
+    action_id = uuid.uuid4()
+    staged = {"staging_uploads": {}, "staging_objects": ["staged"]}
+    for name in ("staged", "converted", "extra"):
+        staging.server.s3_client().put_object(Bucket=staging.bucket, Key=f"staging/{action_id}/{name}", Body=b"x")
+    assert discard_staged(action_id, {**staged, "staging_objects": ["staged", "extra"]})
+    assert staging.objects() == []
+
+    with SilentServer() as silent:  # takes connections, never answers
+        settings.STAGING_STORE = {**staging.config, "endpoint_url": silent.url, "read_timeout": 1, "max_attempts": 1}
+        # Discarded already, or nothing ever staged: the store is not asked.
+        assert not discard_staged(action_id, {**staged, "staging_discarded": True})
+        assert not discard_staged(action_id, {"size": 5})
+        assert silent.connections == 0
+        started = time.monotonic()
+        state = {"staging_uploads": {"staged": "an-upload"}, "staging_objects": ["staged", "converted"]}
+        assert not discard_staged(action_id, state)  # gave up after the first request timed out
+        # One request (botocore's max_attempts counts retries: it is sent twice), not three.
+        assert silent.connections == 2 and time.monotonic() - started < 4
+        assert "staging_discarded" not in state  # clean_staging removes the rest later
+
+
+class SilentServer:
+    """A TCP port on 127.0.0.1 that accepts connections, counts them and never answers."""
+
+    def __init__(self):
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.connections = 0
+        self._held = []
+
+    def __enter__(self):
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._listener.close()
+        for connection in self._held:
+            connection.close()
+
+    def _accept(self):
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            self.connections += 1
+            self._held.append(connection)
 
 
 def test_a_missing_staging_bucket_fails_the_import_naming_it(alice, staging, start_workers_with, image_server):
