@@ -22,7 +22,7 @@ from ..models import ActionEvent, ImageAction
 from ..pipeline.context import action_id_named
 from ..pipeline.registry import get_action_type
 from ..pipeline.staging import UPLOADS
-from ..stores import staging_store
+from ..stores import StoreError, StoreUnavailable, staging_store
 from .ending import CANCELLED_MESSAGE, clean_up, end_owned, end_unclaimed
 from .execution import DATA_RECEIVED, is_receiving_data
 from .queueing import cluster_of, enqueue, send_task
@@ -216,7 +216,7 @@ def clean_staging(*, grace: float = STAGING_UPLOAD_GRACE, report: Callable[[str]
 
 
 def _clean_staging(grace: float, report: Callable[[str], None] | None) -> dict:
-    counts = {"uploads_aborted": 0, "objects_deleted": 0}
+    counts = {"uploads_aborted": 0, "objects_deleted": 0, "failed": 0}
     store = staging_store()
     if store is None:
         return counts
@@ -233,18 +233,35 @@ def _clean_staging(grace: float, report: Callable[[str], None] | None) -> dict:
         current = state is not None and upload.upload_id in state.get(UPLOADS, {}).values()
         if state is not None and (current or upload.initiated > old_before):
             continue
-        store.abort_upload(upload.key, upload.upload_id)
-        counts["uploads_aborted"] += 1
-        why = "not its running action's current upload" if state is not None else "its action ended or is gone"
-        report(f"aborted upload {upload.upload_id} of {store.prefix}{upload.key} ({why})")
+        what = f"upload {upload.upload_id} of {store.prefix}{upload.key}"
+        if _removed(counts, report, what, store.abort_upload, upload.key, upload.upload_id):
+            counts["uploads_aborted"] += 1
+            why = "not its running action's current upload" if state is not None else "its action ended or is gone"
+            report(f"aborted {what} ({why})")
     for key in keys:
         action_id = action_id_named(key)
         if action_id is None or action_id in pending:
             continue
-        store.delete(key)
-        counts["objects_deleted"] += 1
-        report(f"deleted {store.prefix}{key} (its action ended or is gone)")
+        if _removed(counts, report, f"{store.prefix}{key}", store.delete, key):
+            counts["objects_deleted"] += 1
+            report(f"deleted {store.prefix}{key} (its action ended or is gone)")
     return counts
+
+
+def _removed(counts: dict, report: Callable[[str], None], what: str, remove: Callable, *args) -> bool:
+    """remove(*args); a refusal of the staging store is reported and counted in counts["failed"],
+    and the clean-up goes on with the next item. An unreachable store ends the run (StoreUnavailable):
+    every item would wait out its timeout."""
+    try:
+        remove(*args)
+    except StoreUnavailable:
+        raise
+    except StoreError as error:
+        log.warning("clean_staging: could not remove %s", what, exc_info=True)
+        counts["failed"] += 1
+        report(f"could not remove {what}: {error}")
+        return False
+    return True
 
 
 def _pending_states(action_ids: set[str]) -> dict[str, dict]:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from imageactions.formats.verifiers import VerificationFailed
@@ -25,7 +25,7 @@ from imageactions.pipeline import StepContext, discard_staged, staging_upload
 from imageactions.pipeline.errors import ActionCancelled, RunSuperseded
 from imageactions.runner import sweep_scratch
 from tests.conftest import wait_for_action
-from tests.http_servers import CountingRelay
+from tests.http_servers import CountingRelay, free_port
 from tests.objectstore import object_store  # noqa: F401  (the session fixture)
 
 from .conftest import assert_image_of, assert_left_nothing, random_image, run_import, start_import, token_of
@@ -417,6 +417,21 @@ def test_clean_staging_aborts_stale_uploads_and_leaves_the_current_ones(alice, s
                                                   expires_at=timezone.now() + timedelta(days=1))  # fmt: skip
     call_command("clean_staging", stdout=StringIO())
     staging.assert_empty()
+
+
+@pytest.mark.parametrize("wrong", ["endpoint", "secret key"])
+def test_clean_staging_against_a_store_it_cannot_reach_says_so_in_one_line(wrong, staging, settings, db):
+    change = {"endpoint_url": f"http://127.0.0.1:{free_port()}", "connect_timeout": 1, "max_attempts": 1}
+    if wrong == "secret key":
+        change = {"secret_key": "not-the-secret-key"}
+    settings.STAGING_STORE = {**staging.config, **change}
+
+    with pytest.raises(CommandError) as raised:
+        call_command("clean_staging", stdout=StringIO())
+
+    why = "could not be reached at" if wrong == "endpoint" else "refused to list the uploads of 'staging/'"
+    assert str(raised.value).startswith("The staging store could not be cleaned: The image store 'staging' ")
+    assert why in str(raised.value)
 
 
 def test_a_step_run_again_aborts_the_upload_its_earlier_run_recorded(alice, staging, start_workers_with):

@@ -1,6 +1,6 @@
 """Abort the staging store's stale multipart uploads and delete what ended actions left there."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from imageactions.runner.maintenance import STAGING_UPLOAD_GRACE
 
@@ -24,11 +24,16 @@ class Command(BaseCommand):
         from django.conf import settings
 
         from imageactions.runner import clean_staging
+        from imageactions.stores import StoreError
 
         if not settings.STAGING_STORE:
             self.stdout.write("No staging store is configured (IMAGEACTIONS_STAGING_STORE): nothing to clean.")
             return
-        counts = clean_staging(grace=grace, report=self.stdout.write)
-        self.stdout.write(
-            f"{counts['uploads_aborted']} uploads aborted, {counts['objects_deleted']} staged objects deleted."
-        )
+        try:
+            counts = clean_staging(grace=grace, report=self.stdout.write)
+        except StoreError as error:  # the store could not be listed or reached at all
+            raise CommandError(f"The staging store could not be cleaned: {error}") from None
+        summary = f"{counts['uploads_aborted']} uploads aborted, {counts['objects_deleted']} staged objects deleted."
+        if counts["failed"]:
+            raise CommandError(f"{summary} {counts['failed']} could not be removed (see above).")
+        self.stdout.write(summary)
