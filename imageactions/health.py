@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from .choices import StepState
 from .models import ImageAction
 from .pipeline.registry import get_action_type
-from .stores import all_stores
+from .stores import all_stores, staging_store
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ def readiness(*, detail: bool) -> tuple[bool, dict]:
         "qemu_img": {"ok": _qemu_img_works()},
     }
     stores = {store.name: _passes(store.exists, "readyz-probe") for store in all_stores()}
+    if (staging := staging_store()) is not None:  # every step with staged bytes needs it
+        stores[staging.name] = _passes(staging.exists, "readyz-probe")
     pools = {}
     for pool in settings.WORKER_POOLS:
         try:

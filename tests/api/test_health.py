@@ -97,6 +97,18 @@ def test_readyz_fails_an_unreachable_store(anonymous, operator, settings, object
     assert "could not be reached" in stores["gone"]["error"]
 
 
+def test_readyz_fails_a_missing_staging_bucket_naming_it(anonymous, operator, settings, object_store):
+    settings.STAGING_STORE = object_store.s3_store_config(bucket="no-such-staging-bucket")
+    code, body = readyz(anonymous)
+    assert code == 503 and body["checks"]["stores"] == {"ok": False}
+    stores = readyz(operator)[1]["checks"]["stores"]["stores"]
+    assert stores["local"]["ok"] and not stores["staging"]["ok"]
+    assert "The bucket 'no-such-staging-bucket' of image store 'staging' does not exist" in stores["staging"]["error"]
+
+    settings.STAGING_STORE = object_store.s3_store_config()  # the test bucket: the staging store passes
+    assert readyz(operator)[1]["checks"]["stores"]["stores"]["staging"]["ok"]
+
+
 def test_the_dashboard_lists_the_workers_and_the_queue_of_each_pool(admin_client, start_workers):
     dashboard_page(admin_client, lambda page: "No live worker" in page)
     start_workers(workers=2)
