@@ -44,10 +44,13 @@ def run_step(action_id: str, index: int, attempt: int) -> None:
         # Taken from the broker by a cluster that is stopping: another worker is to run it.
         _pass_on_unclaimed(action_id, index, attempt)
         return
+    try:  # before the claim: a fault here must not leave a claimed step `running` until the reaper
+        sweep_scratch()
+    except Exception:  # a housekeeping fault (the database, a directory it may not remove) fails no step
+        log.warning("the sweep of ended actions' scratch directories failed", exc_info=True)
     token = claim_step(action_id, index, attempt, from_state=StepState.QUEUED)
     if token is None:
         return
-    sweep_scratch()
     action = ImageAction.objects.get(pk=action_id)
     action_type = get_action_type(action.action_type)
     execute_claimed_step(action, action_type, action_type.steps[index], token)
