@@ -180,36 +180,21 @@ def inspect_staged(ctx: StepContext, name: str, *, size: int, declared_format: s
 def discard_staged(action_id, state: dict) -> bool:
     """Abort the action's recorded uploads and delete its staged objects, by their keys (no
     listing). True when that is done now and `state` says so (DISCARDED: the caller saves it);
-    False when there was nothing to do or some is left. Best effort: with the staging store
-    unreachable it gives up at once (one timeout, not one per object), logged, and
-    clean_staging removes the rest later."""
+    False when there was nothing to do or some is left. Best effort: at the staging store's first
+    fault (unreachable, a missing bucket) it gives up, logged, rather than wait out a timeout per
+    object, and clean_staging removes the rest later."""
     state = state if state is not None else {}
     store = staging_store()
     if store is None or state.get(DISCARDED) or UPLOADS not in state:
         return False  # nothing staged: an upload's id is recorded before any object exists
     names = dict.fromkeys([*KNOWN_NAMES, *state.get(OBJECTS, []), *state.get(UPLOADS, {}), *state.get(CACHED, {})])
-    left = False
     try:
         for name, upload_id in state.get(UPLOADS, {}).items():
-            left |= not _discarded(action_id, store.abort_upload, staged_key(action_id, name), upload_id)
+            store.abort_upload(staged_key(action_id, name), upload_id)
         for name in names:
-            left |= not _discarded(action_id, store.delete, staged_key(action_id, name))
-    except StoreUnavailable:
-        log.warning("the staging store is unreachable: the staged objects of action %s stay", action_id, exc_info=True)
-        return False
-    if left:
+            store.delete(staged_key(action_id, name))
+    except StoreError as error:
+        log.warning("the staged objects of action %s stay for clean_staging: %s", action_id, error)
         return False
     state[DISCARDED] = True
-    return True
-
-
-def _discarded(action_id, remove, *args) -> bool:
-    """remove(*args); False when the staging store refused (logged); StoreUnavailable goes on up."""
-    try:
-        remove(*args)
-    except StoreUnavailable:
-        raise
-    except StoreError:
-        log.warning("could not discard a staged object of action %s", action_id, exc_info=True)
-        return False
     return True

@@ -384,6 +384,55 @@ def test_a_missing_staging_bucket_fails_the_import_naming_it(alice, staging, sta
     assert_left_nothing(action)
 
 
+def test_an_upload_into_a_missing_staging_bucket_answers_the_failed_import_naming_it(alice, staging):
+    staging.config["bucket"] = "no-such-staging-bucket"
+    action_id = start_import(alice, {"source": "upload"})
+
+    response = alice.generic(
+        "PUT", f"/v2/image-actions/{action_id}/data", random_image(MiB), content_type="application/octet-stream"
+    )
+
+    # As for any upload that fails: the action, failed and saying why (not a traceback, not a 500).
+    assert (response.status_code, response["Content-Type"]) == (200, "application/json"), response.content
+    bucket = "The bucket 'no-such-staging-bucket' of image store 'staging' does not exist"
+    assert response.json()["status"] == "failure" and bucket in response.json()["message"]
+    action = ImageAction.objects.get(pk=action_id)
+    assert (action.status, action.error_code) == ("failure", "store_unavailable")
+    assert bucket in action.message
+    assert_left_nothing(action)
+
+
+def test_a_staging_bucket_deleted_mid_fetch_fails_the_import_naming_it_with_its_upload_aborted(
+    alice, staging, start_workers_with, image_server
+):
+    workers = start_workers_with(**staging.env())
+    image_server.add("deleted-under.img", random_image(24 * MiB, seed=42))
+    action_id = start_import(alice, {"location": image_server.url("/slow/deleted-under.img?rate=2097152")})
+    client = staging.server.s3_client()
+
+    def a_part_sent():
+        for upload in staging.uploads():
+            if client.list_parts(Bucket=staging.bucket, Key=upload["Key"], UploadId=upload["UploadId"]).get("Parts"):
+                return upload
+        return None
+
+    deadline = time.monotonic() + 30
+    while not (upload := a_part_sent()):
+        assert time.monotonic() < deadline, workers.log_tail()
+        time.sleep(0.1)
+    client.delete_bucket(Bucket=staging.bucket)
+
+    action = wait_for_action(action_id, workers=workers, timeout=60)
+
+    assert (action.status, action.error_code) == ("failure", "store_unavailable"), action.message
+    assert action.message.startswith("The staging store failed: The bucket ")
+    assert f"'{staging.bucket}' of image store 'staging' does not exist" in action.message
+    assert_left_nothing(action)
+    client.create_bucket(Bucket=staging.bucket)  # the upload went with it, and nothing was left
+    staging.assert_empty()
+    assert upload["UploadId"] not in {pending["UploadId"] for pending in staging.uploads()}
+
+
 def test_clean_staging_aborts_stale_uploads_and_leaves_the_current_ones(alice, staging):
     client = staging.server.s3_client()
     running = start_import(alice, {"source": "upload"})  # held for its data: a running action
