@@ -153,11 +153,19 @@ def test_kill_9_of_the_edge_host_running_verify_ends_in_success_on_the_other_wit
     action = wait_for_action(action_id, timeout=60, workers=multihost)
     assert_one_image(action, data)
     survivor = next(host for host in multihost.of_kind("edge") if host is not victim)
-    verify_runs = [(outcome, host) for step, outcome, host in runs_by_host(multihost, action_id) if step == "verify"]
+    runs = runs_by_host(multihost, action_id)
+    verify_runs = [(outcome, host) for step, outcome, host in runs if step == "verify"]
     assert verify_runs == [("worker lost", victim.name), ("success", survivor.name)], verify_runs
     # The re-run read the staged bytes from the staging store: the source was not asked again.
     assert len(source_server.files["verified.img"].requests) == requests_before
     assert downloads(source_server, "verified.img") == 1
+    [fetched_on] = [host for step, outcome, host in runs if step == "fetch" and outcome == "success"]
+    if fetched_on == victim.name:  # the survivor had no copy: it read ranges and downloaded nothing
+        assert action.state["inspected"]["from"] == "staging store", action.state["inspected"]
+        assert action.state["inspected"]["range_requests"] >= 1
+        assert str(survivor.data_dir) not in action.state["staging_cached"]["staged"]
+    else:  # it fetched the image itself: its own copy
+        assert action.state["inspected"] == {"from": "local copy"}
     victim.start().wait_ready()
 
 
@@ -176,23 +184,30 @@ def test_kill_9_of_the_edge_host_mid_multipart_staging_leaves_no_upload_after_cl
                 return upload
         return None
 
-    wait_until(a_part_uploaded, timeout=30, what="a staged part")
+    killed_upload = wait_until(a_part_uploaded, timeout=30, what="a staged part")
     fetching = ImageAction.objects.get(pk=action_id)
     assert fetching.status == "uploading" and fetching.progress_done < len(data)
     victim = multihost.host_of(fetching.worker)
     victim.kill()
     source_server.files["slow.img"].rate = None  # the re-run need not crawl
     action = wait_for_action(action_id, timeout=90, workers=multihost)
-    assert action.status in ("success", "failure"), action.status
+    assert_one_image(action, data)
+    fetch_runs = [(outcome, host) for step, outcome, host in runs_by_host(multihost, action_id) if step == "fetch"]
+    survivor = next(host for host in multihost.of_kind("edge") if host is not victim)
+    assert fetch_runs == [("worker lost", victim.name), ("success", survivor.name)], fetch_runs
+    pending = staging.list_multipart_uploads(Bucket=STAGING_BUCKET, Prefix=STAGING_PREFIX).get("Uploads", [])
+    assert killed_upload["UploadId"] not in {upload["UploadId"] for upload in pending}  # the re-run aborted it
+
+    # What a host that dies before it can record its upload leaves: an upload no state knows of.
+    orphan = staging.create_multipart_upload(Bucket=STAGING_BUCKET, Key=f"{prefix}staged")["UploadId"]
+    staging.upload_part(Bucket=STAGING_BUCKET, Key=f"{prefix}staged", UploadId=orphan, PartNumber=1, Body=b"x")
     cleaner = multihost.host("core-1")
     cleaning = cleaner.run(venv_command(multihost.doc.commands["maintenance"]))
     assert cleaning.returncode == 0, cleaning.stdout + cleaning.stderr
-    # Its summary, not "No staging store is configured": it looked at the staging bucket.
+    assert f"aborted upload {orphan} of {prefix}staged (its action ended or is gone)" in cleaning.stdout
     assert re.fullmatch(r"\d+ uploads aborted, \d+ staged objects deleted\.", cleaning.stdout.splitlines()[-1])
     assert not staging.list_multipart_uploads(Bucket=STAGING_BUCKET, Prefix=STAGING_PREFIX).get("Uploads")
     assert not staging.list_objects_v2(Bucket=STAGING_BUCKET, Prefix=STAGING_PREFIX).get("Contents")
-    if action.status == "success":
-        assert_one_image(action, data)
     victim.start().wait_ready()
 
 
