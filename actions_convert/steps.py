@@ -1,8 +1,12 @@
 """The steps of a conversion: read the image's bytes, convert them with qemu-img, inspect and verify
 the output as hostile data exactly like an import's, hash it, store it; then record the new Image.
 
-`action.state` carries the converted file's size, hashes and inspection from step to step, and
-the key it was stored under, so clean-up can find it.
+The converted file lives in the action's scratch directory, and, with a staging store
+(IMAGEACTIONS_STAGING_STORE), in the staging bucket too, uploaded in the pass that hashes it: the
+store step may then run on another host, which copies the staged object into the target store
+(inside the object store's service where it can). `action.state` carries the converted file's
+size, hashes and inspection from step to step, and the key it was stored under, so clean-up can
+find it.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from imageactions.pipeline import (
     convert_image_file,
     create_image,
     discard_unowned,
-    hash_file,
     image_facts,
     image_file,
     inspect_and_verify,
     inspection_state,
+    local_copy,
+    stage_file,
+    staged_object,
     store_image_file,
     stored_locations,
 )
@@ -45,7 +51,8 @@ def source_image(action: ImageAction) -> Image:
 
 
 def convert(action: ImageAction, ctx: StepContext) -> None:
-    """Convert the image into the scratch directory, then inspect and verify the output (`converting`)."""
+    """Convert the image into the scratch directory, then inspect and verify the output, and hash
+    it (staging it on the way when there is a staging store) (`converting`)."""
     image = source_image(action)
     target = action.input["disk_format"]
     converted = ctx.scratch / CONVERTED
@@ -61,7 +68,7 @@ def convert(action: ImageAction, ctx: StepContext) -> None:
     )
     # The output is new bytes: the operator's verifiers judge it as they judge an import.
     inspection = inspect_and_verify(converted, declared_format=target)
-    hashed = hash_file(converted)
+    hashed = stage_file(ctx, CONVERTED)
     action.state.update(
         inspection_state(inspection),
         source=image_facts(image),
@@ -71,13 +78,17 @@ def convert(action: ImageAction, ctx: StepContext) -> None:
 
 
 def store(action: ImageAction, ctx: StepContext) -> None:
-    """Put the converted file into the target store under a new image id (`storing`)."""
+    """Put the converted file into the target store under a new image id (`storing`): copied from
+    the staging store inside the object store's service where they are one, else from this host's
+    copy, else streamed from the staging store."""
     image_id = action.state.setdefault("image_id", str(uuid.uuid4()))
+    size = action.state["size"]
     store_image_file(
         ctx,
-        ctx.scratch / CONVERTED,
+        local_copy(ctx, CONVERTED, size),
+        staged=staged_object(ctx, CONVERTED),
         image_id=image_id,
-        size=action.state["size"],
+        size=size,
         stores=[action.input["store"]],
         what="The converted image",
     )
@@ -112,6 +123,6 @@ def clean_up(action: ImageAction, ctx: StepContext) -> None:
     """Remove stored bytes that no Image owns (failure or cancel after `storing`).
 
     On purge of a successful action its Image owns the object, so it stays. The converted file is
-    in the scratch directory, which the runner removes.
+    in the scratch directory, which the runner removes, with its staged copy.
     """
     discard_unowned(ctx, action.state.get("store_keys", {}))

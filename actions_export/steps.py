@@ -1,8 +1,11 @@
 """The steps of an export: convert the image's bytes when another format is asked, then stream
 them to the destination, hashing on the way. The Image itself is never changed.
 
-`action.state` carries the converted file's name and where the bytes were written, so that
-clean-up finds them after a failure, a cancel or the purge of the action.
+The converted file lives in the action's scratch directory, and, with a staging store
+(IMAGEACTIONS_STAGING_STORE), in the staging bucket too: the upload step may then run on another
+host, which downloads it from there. `action.state` carries the converted file's name and size and
+where the bytes were written, so that clean-up finds them after a failure, a cancel or the purge
+of the action.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from imageactions.pipeline import (
     image_file,
     qemu_format_name,
     safe_filename,
+    stage_file,
+    staged_file,
+    staging_enabled,
 )
 
 from .destinations import FAILED, ExportedBytes, put_to_url, store_failed, write_to_store
@@ -65,18 +71,22 @@ def convert_applies(action: ImageAction) -> bool:
 
 
 def convert(action: ImageAction, ctx: StepContext) -> None:
-    """Convert the image's bytes into the scratch directory with qemu-img (`converting`)."""
+    """Convert the image's bytes into the scratch directory with qemu-img (`converting`), and
+    stage them when there is a staging store."""
     image = exported_image(action)
+    converted, total = ctx.scratch / CONVERTED, image.virtual_size or image.size
     convert_image_file(
         ctx,
         image_file(ctx, image),
-        ctx.scratch / CONVERTED,
+        converted,
         src_format=image.disk_format,
         dst_format=action.input["disk_format"],
-        total=image.virtual_size or image.size,
+        total=total,
         what=f"Image {image.pk}",
     )
-    action.state.update(converted=CONVERTED)
+    if staging_enabled():  # unhashed: the upload hashes the bytes it sends
+        stage_file(ctx, CONVERTED, hash_algorithms=(), progress=lambda: ctx.progress(total, total))
+    action.state.update(converted=CONVERTED, converted_size=converted.stat().st_size)
 
 
 def _image_bytes(ctx: StepContext, image: Image) -> tuple[ImageStore, str]:
@@ -149,8 +159,9 @@ def _as_recorded(image: Image, hashes: dict[str, str]) -> dict[str, str]:
 
 
 def _open_export(action: ImageAction, image: Image, ctx: StepContext) -> ExportedBytes:
-    if action.state.get("converted"):
-        path = ctx.scratch / action.state["converted"]
+    if name := action.state.get("converted"):
+        # This host's copy, else the staged one downloaded (with a staging store).
+        path = staged_file(ctx, name, action.state.get("converted_size", 0))
         if not path.exists():
             raise StepError(
                 "The converted image was lost (its worker's scratch space is gone); start the export again",
@@ -285,7 +296,7 @@ def clean_up(action: ImageAction, ctx: StepContext) -> None:
 
     A download's bytes go when the action failed, was cancelled or is purged; a store
     destination's object only when the export did not succeed (it is the user's after that).
-    The converted file is in the scratch directory, which the runner removes.
+    The converted file is in the scratch directory, which the runner removes, with its staged copy.
     """
     name, key = action.state.get("written_store"), action.state.get("written_key")
     if not (name and key):

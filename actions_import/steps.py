@@ -37,7 +37,6 @@ from imageactions.pipeline import (
     discard_unowned,
     error_code_of,
     fill_image,
-    hash_file,
     import_failed,
     import_size_cap,
     inspect_staged,
@@ -47,6 +46,7 @@ from imageactions.pipeline import (
     open_decompressed,
     qemu_format_name,
     quota_exceeded,
+    stage_file,
     staged_file,
     staged_object,
     staging_enabled,
@@ -318,9 +318,7 @@ def convert(action: ImageAction, ctx: StepContext) -> None:
         max_size=settings.IMAGE_MAX_SIZE,
     )
     # The unavoidable second pass: the stored bytes are new, so are their size and hashes.
-    with staging_upload(ctx, CONVERTED, max_size=settings.IMAGE_MAX_SIZE) as also_to:
-        hashed = hash_file(converted, progress=lambda: ctx.progress(virtual_size, virtual_size), also_to=also_to)
-    mark_cached(ctx, CONVERTED)
+    hashed = stage_file(ctx, CONVERTED, progress=lambda: ctx.progress(virtual_size, virtual_size))
     # The staged file stays until `store`: a step run again after a lost worker starts from it,
     # and the state (saved when this step ends) is what says the converted file is the one to store.
     action.state.update(inspection_state(inspection))

@@ -14,6 +14,7 @@ Target: at most 1.1x. Usage: python benchmarks/concurrent_imports.py [SIZE_GIB] 
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from _stack import (
     MiB,
     Stack,
     api_session,
+    cpu_seconds,
     create_import,
     large_import_env,
     median,
@@ -36,6 +38,12 @@ from _stack import (
 )
 
 TARGET = "<= 1.1"
+
+
+def children_cpu_seconds() -> float:
+    """User and system CPU of this process's children that have ended (the baseline pipelines)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def baselines(urls: list[str], work: Path) -> float:
@@ -91,9 +99,15 @@ def main():
 
         baselines(urls, stack.work)  # page cache and TCP warm, for both runs alike
         base_times, import_times, steps = [], [], {}
+        # CPU seconds of each side per round: with more transfers than cores, time follows CPU.
+        cpu = {"baseline": [], "imports": []}
         for _ in range(rounds):
+            before = children_cpu_seconds()
             base_times.append(baselines(urls, stack.work))
+            cpu["baseline"].append(children_cpu_seconds() - before)
+            before = cpu_seconds(stack.process_tree())
             elapsed, actions = imports(stack, session, api, urls, size)
+            cpu["imports"].append(cpu_seconds(stack.process_tree()) - before)
             import_times.append(elapsed)
             steps = {action["id"]: stack.step_durations(action["id"]) for action in actions}
         base, ours = median(base_times), median(import_times)
@@ -111,6 +125,8 @@ def main():
                         "baseline": [round(t, 2) for t in base_times],
                         "imports": [round(t, 2) for t in import_times],
                     },
+                    "cpu_s_per_round": {side: [round(t, 2) for t in times] for side, times in cpu.items()},
+                    "cpu_ratio": round(median(cpu["imports"]) / median(cpu["baseline"]), 3),
                     "baseline_mib_s": round(total_mib / base, 1),
                     "imports_mib_s": round(total_mib / ours, 1),
                     "worker_peak_rss_mib": sorted(round(peak, 1) for peak in peak_rss_mib(worker)),

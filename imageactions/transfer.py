@@ -149,13 +149,19 @@ def _remove(path: Path) -> None:
         pass
 
 
-def hash_file(path: Path, *, progress: Callable[[], None] | None = None, also_to: Sink | None = None) -> TransferResult:
-    """Size and IMAGE_HASHES of a file, in one streaming pass; `progress()` after each chunk;
-    `also_to` is given every chunk too.
+def hash_file(
+    path: Path,
+    *,
+    hash_algorithms: Iterable[str] = IMAGE_HASHES,
+    progress: Callable[[], None] | None = None,
+    also_to: Sink | None = None,
+) -> TransferResult:
+    """Size and hashes (`hash_algorithms`) of a file, in one streaming pass; `progress()` after
+    each chunk; `also_to` is given every chunk too.
 
     Holes are hashed as the zeros they read as, without reading them."""
     size = 0
-    with open(path, "rb") as file, ParallelHasher(IMAGE_HASHES) as hasher:
+    with open(path, "rb") as file, ParallelHasher(hash_algorithms) as hasher:
         for chunk in read_chunks(file, CHUNK_SIZE):
             hasher.update(chunk)
             if also_to:

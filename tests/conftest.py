@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 from imageactions.models import ImageAction
 from imageactions.startup import prepare_data_dir
 from tests.objectstore import object_store  # noqa: F401  (a real Swift + s3api on 127.0.0.1)
+from tests.staging import shared_images, staging  # noqa: F401  (a staging bucket on it; one image store for all hosts)
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = os.environ.get("IMAGEACTIONS_TEST_PROFILE", "embedded")

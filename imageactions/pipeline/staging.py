@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from ..choices import ErrorCode
 from ..formats import Inspection
 from ..formats.reader import RangedImageReader
 from ..stores import ImageStore, StoreError, StoreUnavailable, staging_store
-from ..transfer import Sink, TransferError
+from ..transfer import IMAGE_HASHES, Sink, TransferError, TransferResult, hash_file
 from .context import StepContext, scratch_dir
 from .disk_images import download, inspect_and_verify, staging_read_failed
 from .errors import RetryableStepError, StepError
@@ -104,6 +104,23 @@ def staging_failed(error: StoreError) -> StepError:
     return (RetryableStepError if retryable else StepError)(
         f"The staging store failed: {error}", code=ErrorCode.STORE_UNAVAILABLE, details={"store": "staging"}
     )
+
+
+def stage_file(
+    ctx: StepContext,
+    name: str,
+    *,
+    hash_algorithms: Iterable[str] = IMAGE_HASHES,
+    progress: Callable[[], None] | None = None,
+) -> TransferResult:
+    """Read the action's file `name` in this host's scratch directory (a step's output) in one
+    pass that hashes it and, with a staging store, uploads it as the staged `name`, so that the
+    next step finds it on any host (staged_file; store_image_file with `staged`)."""
+    path = ctx.scratch / name
+    with staging_upload(ctx, name, max_size=path.stat().st_size) as also_to:
+        result = hash_file(path, hash_algorithms=hash_algorithms, progress=progress, also_to=also_to)
+    mark_cached(ctx, name)
+    return result
 
 
 def mark_cached(ctx: StepContext, name: str) -> None:

@@ -14,6 +14,8 @@
 #   SWIFT_PROXY_PORT (18080)  SWIFT_OBJECT_PORT (16200)
 #   SWIFT_CONTAINER_PORT (16201)  SWIFT_ACCOUNT_PORT (16202)
 #   SWIFT_MEMCACHED_PORT (21211)  SWIFT_START_TIMEOUT (60 s)
+#   SWIFT_WORKERS (0: each server is one process; N: N forked workers each, as
+#   a production Swift runs, for benchmarks that must not measure one process)
 #
 # Prints KEY=VALUE lines on stdout (also written to DIR/swift.env):
 #   SWIFT_AUTH_URL SWIFT_USER SWIFT_KEY SWIFT_STORAGE_URL
@@ -31,6 +33,7 @@ CONT_PORT="${SWIFT_CONTAINER_PORT:-16201}"
 ACC_PORT="${SWIFT_ACCOUNT_PORT:-16202}"
 MC_PORT="${SWIFT_MEMCACHED_PORT:-21211}"
 START_TIMEOUT="${SWIFT_START_TIMEOUT:-60}"
+WORKERS="${SWIFT_WORKERS:-0}"
 PY=/usr/bin/python3          # Debian's python: the swift packages live in its dist-packages
 RUN_USER="$(id -un)"
 SERVICES="memcached account-server container-server object-server proxy-server"
@@ -138,7 +141,7 @@ EOF
 [DEFAULT]
 bind_ip = $HOST
 bind_port = $port
-workers = 0
+workers = $WORKERS
 user = $RUN_USER
 swift_dir = $ETC
 devices = $DEV
@@ -162,7 +165,7 @@ EOF
 [DEFAULT]
 bind_ip = $HOST
 bind_port = $PROXY_PORT
-workers = 0
+workers = $WORKERS
 user = $RUN_USER
 swift_dir = $ETC
 expose_info = true

@@ -8,7 +8,6 @@ import subprocess
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
@@ -27,6 +26,7 @@ from imageactions.runner import sweep_scratch
 from tests.conftest import wait_for_action
 from tests.http_servers import CountingRelay, free_port
 from tests.objectstore import object_store  # noqa: F401  (the session fixture)
+from tests.staging import pools_with_core_steps
 
 from .conftest import assert_image_of, assert_left_nothing, random_image, run_import, start_import, token_of
 
@@ -34,57 +34,11 @@ pytestmark = pytest.mark.objectstore
 MiB = 1024 * 1024
 
 
-@dataclass
-class Staging:
-    """A staging bucket of the test's own, and the settings that point every process at it."""
-
-    server: object
-    bucket: str
-    config: dict
-
-    def env(self, **extra) -> dict:
-        return {"IMAGEACTIONS_STAGING_STORE": json.dumps(self.config), **extra}
-
-    def objects(self) -> list[str]:
-        listed = self.server.s3_client().list_objects_v2(Bucket=self.bucket)
-        return [item["Key"] for item in listed.get("Contents", [])]
-
-    def uploads(self) -> list[dict]:
-        return self.server.s3_client().list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])
-
-    def assert_empty(self):
-        assert (self.objects(), self.uploads()) == ([], [])
-
-
-@pytest.fixture
-def staging(object_store, settings, tmp_path):  # noqa: F811
-    bucket = f"staging-{uuid.uuid4().hex[:12]}"
-    object_store.create_bucket(bucket)
-    config = object_store.s3_store_config(bucket=bucket)
-    del config["region"]
-    settings.STAGING_STORE = config
-    return Staging(object_store, bucket, config)
-
-
-@pytest.fixture
-def shared_images(settings, tmp_path) -> dict:
-    """A filesystem image store at one path for every process, whatever its data directory."""
-    stores = {"local": {"type": "filesystem", "path": str(tmp_path / "images"), "region": "local"}}
-    settings.IMAGE_STORES, settings.DEFAULT_IMAGE_STORE = stores, "local"
-    return {"IMAGEACTIONS_STORES": json.dumps(stores), "IMAGEACTIONS_DEFAULT_STORE": "local"}
-
-
 def pools_split_at(step: str, start_workers, settings, tmp_path, env: dict):
-    """A default pool, and a "core" pool with a data directory of its own (another host: no copy
-    of what the default pool staged) that runs the import's steps from `step` on."""
+    """A default pool, and a "core" pool on another host that runs the import's steps from `step` on."""
     steps = ["fetch", "verify", "convert", "store"]
-    step_pools = {f"import.{name}": "core" for name in steps[steps.index(step) :]}
-    settings.STEP_POOLS, settings.WORKER_POOLS = step_pools, ["core", "default"]
-    env = {**env, "IMAGEACTIONS_STEP_POOLS": json.dumps(step_pools)}
-    core_dir = tmp_path / "core-host"
-    edge = start_workers(workers=1, env=env)
-    core = start_workers(pool="core", workers=1, env={**env, "IMAGEACTIONS_DATA_DIR": str(core_dir)})
-    return edge, core, core_dir
+    core_steps = [f"import.{name}" for name in steps[steps.index(step) :]]
+    return pools_with_core_steps(core_steps, start_workers, settings, tmp_path, env)
 
 
 def test_an_http_import_is_staged_and_stored_from_the_staging_store_by_another_host(
