@@ -432,6 +432,20 @@ class Stack:
             raise SystemExit(f"{action_type} ended {body['status']}: {body['message']}")
         return elapsed, body
 
+    def timed_import(
+        self, session: requests.Session, api: str, url: str, size: int, **input
+    ) -> tuple[float, dict[str, float]]:
+        """An http import of `url` (`size` bytes; more `input` fields as keywords) run to success:
+        (seconds from POST to success, seconds per step)."""
+        elapsed, action = self.run_action(
+            session,
+            api,
+            "import",
+            {"location": url, "image_properties": {"name": "bench"}, **input},
+            timeout=120 + 60 * size / GiB,
+        )
+        return elapsed, self.step_durations(action["id"])
+
     def step_durations(self, action_id: str) -> dict[str, float]:
         """Seconds each step of the action ran (from its event log in the embedded profile's
         database); the rest of its POST-to-success time is queueing and polling."""

@@ -69,20 +69,10 @@ def main():
         urls = {path.name: server.add(f"/{path.name}", path) for path in (image, gzipped_image)}
         session, api, _worker = stack.start_throughput_service()
 
-        def run_import(url: str) -> tuple[float, dict[str, float]]:
-            elapsed, action = stack.run_action(
-                session,
-                api,
-                "import",
-                {"location": url, "image_properties": {"name": "bench"}},
-                timeout=120 + 60 * size / GiB,
-            )
-            return elapsed, stack.step_durations(action["id"])
-
         plain, gzipped = [], []
         for _ in range(RUNS):  # interleaved, so a busy moment of the machine hits both alike
-            plain.append(run_import(urls["image.raw"]))
-            gzipped.append(run_import(urls["image.raw.gz"]))
+            plain.append(stack.timed_import(session, api, urls["image.raw"], size))
+            gzipped.append(stack.timed_import(session, api, urls["image.raw.gz"], size))
         plain_s, plain_steps = min(plain, key=lambda run: run[0])
         gzip_s, gzip_steps = min(gzipped, key=lambda run: run[0])
         inspect_s = inspection_seconds(image)

@@ -52,17 +52,6 @@ def start(name: str, env: dict, size: int):
     return stack, session, api
 
 
-def import_seconds(stack, session, api, url: str, size: int) -> tuple[float, dict]:
-    elapsed, action = stack.run_action(
-        session,
-        api,
-        "import",
-        {"location": url, "image_properties": {"name": "bench"}},
-        timeout=120 + 60 * size / GiB,
-    )
-    return elapsed, stack.step_durations(action["id"])
-
-
 def main():
     size = size_argument()
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
@@ -84,12 +73,12 @@ def main():
             image = local.work / "image.raw"
             write_random_file(image, size)
             url = server.add("/image.raw", image)
-            import_seconds(local, *local_rest, url, size)  # page cache, TCP and Swift warm for both
+            local.timed_import(*local_rest, url, size)  # page cache, TCP and Swift warm for both
             times = {"filesystem": [], "s3": []}
             steps = {}
             for _ in range(rounds):
                 for name, (stack, *rest) in (("filesystem", (local, *local_rest)), ("s3", (remote, *remote_rest))):
-                    elapsed, steps[name] = import_seconds(stack, *rest, url, size)
+                    elapsed, steps[name] = stack.timed_import(*rest, url, size)
                     times[name].append(round(elapsed, 2))
             local_s, remote_s = statistics.median(times["filesystem"]), statistics.median(times["s3"])
 
@@ -101,14 +90,8 @@ def main():
                 write_random_file(path, store_size)
                 store_url = server.add(f"/store-{store_size}.raw", path)
                 for how, store in (("server-side", "s3"), ("streamed", "elsewhere")):
-                    _elapsed, action = remote.run_action(
-                        session,
-                        api,
-                        "import",
-                        {"location": store_url, "image_properties": {"name": "bench"}, "stores": [store]},
-                        timeout=120 + 60 * store_size / GiB,
-                    )
-                    store_steps.setdefault(how, []).append(remote.step_durations(action["id"]).get("store"))
+                    _elapsed, step_seconds = remote.timed_import(session, api, store_url, store_size, stores=[store])
+                    store_steps.setdefault(how, []).append(step_seconds["store"])
                 path.unlink()
         finally:
             for stack in stacks:
