@@ -12,6 +12,7 @@ Names and labels are documented in docs/deploy.md ("Monitoring"); a test checks 
 
 from __future__ import annotations
 
+import glob
 import hmac
 import os
 
@@ -21,6 +22,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# A metrics file begins with the count of its bytes in use: a shorter file is being created.
+MMAP_HEADER_BYTES = 8
 if os.environ.get(MULTIPROCESS_DIR_VARIABLE) and not getattr(values.ValueClass, "_multiprocess", False):
     # prometheus_client chooses its value class when first imported, which may have been before
     # the start-up step set the directory.
@@ -108,7 +111,7 @@ def exposition(accept: str | None, *, live_state=None) -> tuple[bytes, str]:
     registry = CollectorRegistry()
     directory = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
     if directory:
-        MultiProcessCollector(registry, path=directory)
+        _SettledFilesCollector(registry, path=directory)
     else:  # a process outside the service's entry points: its own metrics only
         from prometheus_client import REGISTRY
 
@@ -116,6 +119,22 @@ def exposition(accept: str | None, *, live_state=None) -> tuple[bytes, str]:
     collectors = [registry, *([live_state] if live_state else [])]
     encode, content_type = choose_encoder(accept)
     return encode(_Joined(collectors)), content_type
+
+
+class _SettledFilesCollector(MultiProcessCollector):
+    """The processes' metrics files, but for one another process is creating this instant:
+    prometheus_client creates a file empty and sizes it after, and a scrape that read it in
+    between failed whole (a 500)."""
+
+    def collect(self):
+        return self.merge([path for path in glob.glob(os.path.join(self._path, "*.db")) if _sized(path)])
+
+
+def _sized(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= MMAP_HEADER_BYTES
+    except FileNotFoundError:  # the process that owned it was marked dead meanwhile
+        return False
 
 
 class _Joined:

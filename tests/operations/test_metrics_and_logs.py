@@ -271,3 +271,12 @@ def test_a_host_without_the_api_serves_its_workers_metrics_with_serve_metrics(se
     steps = "imageactions_step_duration_seconds_count"
     assert value(samples, steps, action_type="test", step="work", outcome="success") == 1
     assert not any(name.startswith("imageactions_live_") for name, _ in samples)  # the API's gauges
+
+
+def test_a_metrics_file_another_process_is_creating_does_not_fail_the_scrape(served):
+    # prometheus_client creates a process's file empty, then sizes it: a scrape in between
+    # used to read the empty file and answer 500.
+    being_created = served.data_dir / "metrics" / "counter_4242.db"
+    being_created.touch()
+    samples = scrape(served)
+    assert any(name.startswith("imageactions_") for name, _labels in samples)
