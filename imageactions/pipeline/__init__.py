@@ -65,6 +65,7 @@ from .disk_images import (
     image_file,
     inspect_and_verify,
     inspection_state,
+    staging_failed,
     store_image_file,
     stored_locations,
 )
@@ -92,7 +93,6 @@ from .staging import (
     staged_file,
     staged_object,
     staging_enabled,
-    staging_failed,
     staging_upload,
 )
 

@@ -327,9 +327,15 @@ def staging_read_failed(error: StoreError | TransferError, *, what: str) -> Step
             f"{what} is no longer in the staging store ({error}); start the action again",
             code=ErrorCode.IMAGE_DATA_MISSING,
         )
-    from .staging import staging_failed  # staging builds on this module
-
     return staging_failed(error)
+
+
+def staging_failed(error: StoreError) -> StepError:
+    """The failure of a step whose staging store failed (a passing fault: worth another try)."""
+    retryable = isinstance(error, StoreUnavailable)
+    return (RetryableStepError if retryable else StepError)(
+        f"The staging store failed: {error}", code=ErrorCode.STORE_UNAVAILABLE, details={"store": "staging"}
+    )
 
 
 def _put(target, key: str, path: Path | None, *, size: int, move: bool, progress, what: str, staged) -> str:

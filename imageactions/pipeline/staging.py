@@ -22,11 +22,11 @@ from django.conf import settings
 from ..choices import ErrorCode
 from ..formats import Inspection
 from ..formats.reader import RangedImageReader
-from ..stores import ImageStore, StoreError, StoreUnavailable, staging_store
+from ..stores import ImageStore, StoreError, staging_store
 from ..transfer import IMAGE_HASHES, Sink, TransferError, TransferResult, hash_file
 from .context import StepContext, scratch_dir
-from .disk_images import download, inspect_and_verify, staging_read_failed
-from .errors import RetryableStepError, StepError
+from .disk_images import download, inspect_and_verify, staging_failed, staging_read_failed
+from .errors import StepError
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +96,6 @@ def staging_upload(ctx: StepContext, name: str, *, max_size: int) -> Iterator[Si
         upload.abort()
         raise
     del uploads[name]  # saved with the step's end; a clean-up that still finds it aborts nothing
-
-
-def staging_failed(error: StoreError) -> StepError:
-    """The failure of a step whose staging store failed (a passing fault: worth another try)."""
-    retryable = isinstance(error, StoreUnavailable)
-    return (RetryableStepError if retryable else StepError)(
-        f"The staging store failed: {error}", code=ErrorCode.STORE_UNAVAILABLE, details={"store": "staging"}
-    )
 
 
 def stage_file(
@@ -204,7 +196,8 @@ def discard_staged(action_id, state: dict) -> bool:
     store = staging_store()
     if store is None or state.get(DISCARDED) or UPLOADS not in state:
         return False  # nothing staged: an upload's id is recorded before any object exists
-    names = dict.fromkeys([*KNOWN_NAMES, *state.get(OBJECTS, []), *state.get(UPLOADS, {}), *state.get(CACHED, {})])
+    # Every name with an upload or a cached copy was recorded in OBJECTS when its upload began.
+    names = dict.fromkeys([*KNOWN_NAMES, *state.get(OBJECTS, [])])
     try:
         for name, upload_id in state.get(UPLOADS, {}).items():
             store.abort_upload(staged_key(action_id, name), upload_id)

@@ -328,13 +328,11 @@ class S3Store(ImageStore):
                     return found
                 marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
 
-    def list_keys(self, under: str = "") -> list[str]:
-        """The keys of the objects under `under` (a folder such as "<id>/"), relative to the prefix."""
+    def list_keys(self) -> list[str]:
+        """The keys of the objects in the store's prefix, relative to it."""
         found = []
-        with self._translate_errors("list", under or "/"):
-            for page in self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix + under
-            ):
+        with self._translate_errors("list", self.prefix or "/"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
                 found.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
         return found
 
