@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -239,67 +240,18 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-class ObjectStore:
-    """A single-node Swift with its S3 API on 127.0.0.1 (scripts/object-store/start_swift.sh) on
-    ports of its own, its data in `directory`; stopped and purged on exit. Two accounts, so one
-    benchmark can have stores that the service can and cannot copy between server-side."""
+@contextmanager
+def object_store(directory: Path, *, workers: int = 2):
+    """The tests' Swift with its S3 API (tests/objectstore.py) on 127.0.0.1, its data in
+    `directory`, with `workers` processes per server (one process per server would measure one
+    Python process); stopped and purged on exit."""
+    sys.path.insert(0, str(ROOT))
+    from tests.objectstore import start_object_store, stop_object_store
 
-    SCRIPTS = ROOT / "scripts" / "object-store"
-    PORT_NAMES = ("SWIFT_PROXY_PORT", "SWIFT_OBJECT_PORT", "SWIFT_CONTAINER_PORT", "SWIFT_ACCOUNT_PORT")
-
-    def __init__(self, directory: Path, *, workers: int = 2):
-        self.directory = directory
-        self.workers = workers
-        self.values: dict[str, str] = {}
-
-    def __enter__(self):
-        ports = {name: str(free_port()) for name in (*self.PORT_NAMES, "SWIFT_MEMCACHED_PORT")}
-        done = subprocess.run(
-            ["bash", str(self.SCRIPTS / "start_swift.sh"), str(self.directory)],
-            # One process per server, as the tests run it, would measure one Python process.
-            env={**os.environ, **ports, "SWIFT_WORKERS": str(self.workers)},
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        if done.returncode:
-            self.__exit__()
-            raise SystemExit(f"Swift did not start:\n{done.stderr[-2000:]}")
-        self.values = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-        return self
-
-    def s3_config(self, bucket: str, *, second_account: bool = False, **extra) -> dict:
-        """An `s3` store definition (IMAGEACTIONS_STORES entry) for `bucket`, which it creates."""
-        access_key, secret_key = ("test2:tester2", "testing2") if second_account else ("test:tester", "testing")
-        config = {
-            "type": "s3",
-            "bucket": bucket,
-            "endpoint_url": self.values["S3_ENDPOINT"],
-            "access_key": access_key,
-            "secret_key": secret_key,
-            "region_name": self.values["S3_REGION"],
-            "addressing_style": "path",
-            **extra,
-        }
-        import boto3
-
-        client = boto3.client(
-            "s3",
-            endpoint_url=config["endpoint_url"],
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name=config["region_name"],
-        )
-        client.create_bucket(Bucket=bucket)
-        return config
-
-    def __exit__(self, *exc):
-        subprocess.run(
-            ["bash", str(self.SCRIPTS / "stop_swift.sh"), str(self.directory), "--purge"],
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-        )
-        return False
+    try:
+        yield start_object_store(directory, workers=workers)
+    finally:
+        stop_object_store(directory)
 
 
 class Stack:

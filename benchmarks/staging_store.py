@@ -20,15 +20,16 @@ import json
 import os
 import statistics
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _stack import (
     GiB,
     ImageServer,
-    ObjectStore,
     Stack,
     large_import_env,
+    object_store,
     report_row,
     size_argument,
     write_random_file,
@@ -45,9 +46,26 @@ STORE_TARGET = "<= 1.0"
 GROWTH_TARGET = "<= 0.5"
 
 
-def start(name: str, env: dict, size: int):
-    stack = Stack(name, embedded=True, env={**large_import_env(size), **env})
-    stack.__enter__()
+# The test Swift's second account (scripts/object-store/start_swift.sh): a store the staging
+# store's credentials cannot copy into server-side.
+SECOND_ACCOUNT = {"access_key": "test2:tester2", "secret_key": "testing2"}
+
+
+CLIENT_KEYS = ("endpoint_url", "access_key", "secret_key", "region_name", "addressing_style")
+
+
+def s3_store(swift, bucket: str, **overrides) -> dict:
+    """An IMAGEACTIONS_STORES entry for `bucket` of the benchmark's Swift, which it creates."""
+    from imageactions.stores import build_s3_client  # importable once object_store() has run
+
+    config = swift.s3_store_config(bucket=bucket, region="main", **overrides)
+    build_s3_client(**{key: config[key] for key in CLIENT_KEYS}).create_bucket(Bucket=bucket)
+    return config
+
+
+def started(exits: ExitStack, name: str, env: dict, size: int) -> tuple[Stack, object, str]:
+    """A stack (gunicorn and one worker) of its own, stopped when `exits` closes: (stack, session, api)."""
+    stack = exits.enter_context(Stack(name, embedded=True, env={**large_import_env(size), **env}))
     session, api, _worker = stack.start_throughput_service()
     return stack, session, api
 
@@ -56,46 +74,43 @@ def main():
     size = size_argument()
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     store_sizes = [int(float(each) * GiB) for each in (sys.argv[3] if len(sys.argv) > 3 else "0.25,1").split(",")]
-    stacks = []
-    with ImageServer() as server, ObjectStore(Path(f"/tmp/imageactions-bench-swift-{os.getpid()}")) as swift:
-        try:
-            images = swift.s3_config("images", region="main")
-            other_account = swift.s3_config("images-elsewhere", second_account=True, region="main")
-            staging = json.dumps(swift.s3_config("staging"))
-            stores = json.dumps({"s3": images, "elsewhere": other_account})
-            common = {"IMAGEACTIONS_STORES": stores, "IMAGEACTIONS_DEFAULT_STORE": "s3"}
-            largest = max(size, *store_sizes)
-            local, *local_rest = start("staging_local", common, largest)
-            remote, *remote_rest = start("staging_s3", {**common, "IMAGEACTIONS_STAGING_STORE": staging}, largest)
-            stacks += [local, remote]
+    with ExitStack() as exits:
+        server = exits.enter_context(ImageServer())
+        swift = exits.enter_context(object_store(Path(f"/tmp/imageactions-bench-swift-{os.getpid()}")))
+        stores = {"s3": s3_store(swift, "images"), "elsewhere": s3_store(swift, "images-elsewhere", **SECOND_ACCOUNT)}
+        common = {"IMAGEACTIONS_STORES": json.dumps(stores), "IMAGEACTIONS_DEFAULT_STORE": "s3"}
+        staging = {"IMAGEACTIONS_STAGING_STORE": json.dumps(s3_store(swift, "staging"))}
+        largest = max(size, *store_sizes)
+        runs = {
+            "filesystem": started(exits, "staging_local", common, largest),
+            "s3": started(exits, "staging_s3", {**common, **staging}, largest),
+        }
 
-            # -- 1. the import, staged locally and in the bucket
-            image = local.work / "image.raw"
-            write_random_file(image, size)
-            url = server.add("/image.raw", image)
-            local.timed_import(*local_rest, url, size)  # page cache, TCP and Swift warm for both
-            times = {"filesystem": [], "s3": []}
-            steps = {}
-            for _ in range(rounds):
-                for name, (stack, *rest) in (("filesystem", (local, *local_rest)), ("s3", (remote, *remote_rest))):
-                    elapsed, steps[name] = stack.timed_import(*rest, url, size)
-                    times[name].append(round(elapsed, 2))
-            local_s, remote_s = statistics.median(times["filesystem"]), statistics.median(times["s3"])
+        # -- 1. the import, staged locally and in the bucket
+        image = runs["filesystem"][0].work / "image.raw"
+        write_random_file(image, size)
+        url = server.add("/image.raw", image)
+        stack, session, api = runs["filesystem"]
+        stack.timed_import(session, api, url, size)  # page cache, TCP and Swift warm for both
+        times = {"filesystem": [], "s3": []}
+        steps = {}
+        for _ in range(rounds):
+            for name, (stack, session, api) in runs.items():
+                elapsed, steps[name] = stack.timed_import(session, api, url, size)
+                times[name].append(round(elapsed, 2))
+        local_s, remote_s = statistics.median(times["filesystem"]), statistics.median(times["s3"])
 
-            # -- 2. the store step: server-side copy against streaming, as the image grows
-            store_steps = {}
-            session, api = remote_rest
-            for store_size in store_sizes:
-                path = remote.work / f"store-{store_size}.raw"
-                write_random_file(path, store_size)
-                store_url = server.add(f"/store-{store_size}.raw", path)
-                for how, store in (("server-side", "s3"), ("streamed", "elsewhere")):
-                    _elapsed, step_seconds = remote.timed_import(session, api, store_url, store_size, stores=[store])
-                    store_steps.setdefault(how, []).append(step_seconds["store"])
-                path.unlink()
-        finally:
-            for stack in stacks:
-                stack.__exit__(None, None, None)
+        # -- 2. the store step: server-side copy against streaming, as the image grows
+        store_steps = {}
+        stack, session, api = runs["s3"]
+        for store_size in store_sizes:
+            path = stack.work / f"store-{store_size}.raw"
+            write_random_file(path, store_size)
+            store_url = server.add(f"/store-{store_size}.raw", path)
+            for how, store in (("server-side", "s3"), ("streamed", "elsewhere")):
+                _elapsed, step_seconds = stack.timed_import(session, api, store_url, store_size, stores=[store])
+                store_steps.setdefault(how, []).append(step_seconds["store"])
+            path.unlink()
 
     gib = [round(each / GiB, 2) for each in store_sizes]
     print(

@@ -112,13 +112,15 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def start_object_store(directory: Path) -> ObjectStoreServer:
-    """Start Swift with the project's script, or fail with the script's last words."""
+def start_object_store(directory: Path, *, workers: int = 0) -> ObjectStoreServer:
+    """Start Swift with the project's script, or fail with the script's last words; `workers`
+    forked processes per server (0: one process each, as the tests run it)."""
     script = SCRIPTS / "start_swift.sh"
+    ports = {name: str(port) for name, port in choose_ports().items()}
     try:
         result = subprocess.run(
             ["bash", str(script), str(directory)],
-            env={**os.environ, **{name: str(port) for name, port in choose_ports().items()}},
+            env={**os.environ, **ports, "SWIFT_WORKERS": str(workers)},
             capture_output=True,
             text=True,
             timeout=START_TIMEOUT,

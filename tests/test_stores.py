@@ -624,7 +624,7 @@ def test_s3_upload_fed_chunk_by_chunk_holds_a_few_parts_and_is_aborted_whole(set
         tracemalloc.stop()
     # The parts sent so far, each at least the part size (S3's rule for all but the last).
     sent = client.list_parts(Bucket=object_store.bucket, Key=f"{store.prefix}{key}", UploadId=upload.upload_id)
-    assert all(part["Size"] >= part_size for part in sent["Parts"])
+    assert sent["Parts"] and all(part["Size"] >= part_size for part in sent["Parts"])
     upload.complete()
     assert stored_digest(store, key) == generated_digest(size)
     # The parts being sent, the one filling and its joined copy: not the 120 MiB.
@@ -643,7 +643,6 @@ def test_s3_part_size_is_whole_mib_enough_for_10000_parts(settings):
     assert store.part_size(None) == store.part_size(80_000 * MiB) == 8 * MiB
     assert store.part_size(80_000 * MiB + 1) == 9 * MiB
     assert store.part_size(1024 * 1024 * MiB) == 105 * MiB  # 1 TiB: 9,986 parts
-    assert store.part_size(1024 * 1024 * MiB) * 10_000 >= 1024 * 1024 * MiB
 
 
 @pytest.mark.objectstore

@@ -7,8 +7,9 @@ How far the separation goes (what a passing test proves):
   owned by that uid, under a parent every uid can traverse: a process that wrote into
   another host's directory would fail with EACCES. Not root, or when the tests' Python cannot
   run as another uid (a virtualenv under a 0700 home), the hosts share the tests' uid and
-  are separated by directories only; `Isolation.reason` says which, and the tests still
-  check that each host's files stay in its own directory.
+  are separated by directories (and, as root, the mounts below); `Isolation.reason` says
+  which. Only with separate uids do the tests check after each test that every file under a
+  host's directory is its uid's.
 - Mounts. As root, each host also runs in a mount namespace of its own in which every other
   host's directory is covered by an empty read-only tmpfs: a process that wrote into another
   host's directory would fail with EROFS, with or without separate uids (the one enforcement

@@ -1,6 +1,7 @@
 """docs/deploy.md's "Several hosts, no shared filesystem" is what tests/multihost runs: its shell
-blocks parse, name every kind of host, and have no value the tests do not fill. (That the
-running hosts have exactly those commands and settings is checked in test_multihost.py.)"""
+blocks parse, name every kind of host, and have no value the tests do not fill. (The hosts
+are started from these blocks, hosts.Layout.add; test_multihost.py checks that the settings
+reach the running processes.)"""
 
 import json
 
